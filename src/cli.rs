@@ -1,0 +1,123 @@
+//! Command-line flags. They override `devrun.toml`; `config` merges the two.
+
+use clap::{Args, Parser, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devrun",
+    version,
+    about = "Run a Python web backend and restart it, with a confirmed teardown, on every change",
+    after_help = "Exit codes: 0 ok, 1 backend failed, 2 usage or configuration error, \
+                  3 port held or not released, 4 another devrun runs this project"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Default, Clone, Args)]
+pub struct RunArgs {
+    /// CI smoke test: start, wait until ready, health check, tear down, confirm the port is free
+    #[arg(long)]
+    pub once: bool,
+
+    /// Configuration file (default: ./devrun.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Port the backend listens on
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Host the backend listens on (default 127.0.0.1)
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Folder to watch (repeatable; replaces [watch] paths)
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+
+    /// Glob to ignore (repeatable; added to [watch] ignore)
+    #[arg(long = "ignore", value_name = "GLOB")]
+    pub ignore: Vec<String>,
+
+    /// Extensions that trigger a restart, e.g. py,html (replaces [watch] include)
+    #[arg(long, value_name = "EXT", value_delimiter = ',')]
+    pub ext: Vec<String>,
+
+    /// Quiet time after the last change before starting, e.g. 50 or 50ms
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub debounce: Option<Duration>,
+
+    /// Signal sent to the backend's group first (SIGTERM; CTRL_BREAK on Windows)
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+
+    /// Grace time before the group is killed, e.g. 5000 or 5s
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub stop_timeout: Option<Duration>,
+
+    /// How long to wait for the port to be released
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub port_timeout: Option<Duration>,
+
+    /// Ready when GET PATH answers 2xx (default: when the port accepts a connection)
+    #[arg(long, value_name = "PATH")]
+    pub ready_http: Option<String>,
+
+    /// How long the backend may take to become ready
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub ready_timeout: Option<Duration>,
+
+    /// When to colour status lines
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// Only print errors (the backend's own output still passes through)
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// The backend's command (overrides `command` in the config)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// "250", "250ms" or "5s" → a duration.
+pub fn parse_millis(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (text, 1)
+    };
+    number
+        .trim()
+        .parse::<u64>()
+        .map(|n| Duration::from_millis(n * scale))
+        .map_err(|_| format!("`{text}` is not a duration (milliseconds, like 500, 500ms or 5s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_millis("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_millis("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_millis("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_millis("soon").is_err());
+    }
+}

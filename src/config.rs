@@ -1,0 +1,484 @@
+//! `devrun.toml` + command-line flags → one validated [`Config`].
+//!
+//! Errors point at the file, line and column of the offending text (toml's spans).
+
+use crate::cli::RunArgs;
+use crate::error::ConfigError;
+use crate::process::StopSignal;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const CONFIG_FILE: &str = "devrun.toml";
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_INCLUDE: &str = "**/*.py";
+
+/// The validated configuration the supervisor runs with. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any (for status lines and errors).
+    pub source: Option<PathBuf>,
+    /// The config file's folder (or the current folder): the backend's cwd and the base of relative paths.
+    pub root: PathBuf,
+    pub command: Vec<String>,
+    pub port: u16,
+    pub host: String,
+    pub watch: WatchConfig,
+    pub stop: StopConfig,
+    pub ready: ReadyConfig,
+    /// `[env]`, added to the backend's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub paths: Vec<PathBuf>,
+    pub include: Vec<String>,
+    pub ignore: Vec<String>,
+    pub gitignore: bool,
+    pub debounce: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StopConfig {
+    pub signal: StopSignal,
+    pub timeout: Duration,
+    pub port_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadyConfig {
+    /// GET this path must answer 2xx; without it, ready = the port accepts a connection.
+    pub http: Option<String>,
+    pub timeout: Duration,
+}
+
+// ---- the file's shape: every key of DESIGN.md, nothing else ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    command: Option<Spanned<toml::Value>>,
+    port: Option<u16>,
+    host: Option<String>,
+    #[serde(default)]
+    watch: FileWatch,
+    #[serde(default)]
+    stop: FileStop,
+    #[serde(default)]
+    ready: FileReady,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    server: FileServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWatch {
+    paths: Option<Vec<String>>,
+    include: Option<Vec<Spanned<String>>>,
+    ignore: Option<Vec<Spanned<String>>>,
+    gitignore: Option<bool>,
+    debounce_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStop {
+    signal: Option<Spanned<String>>,
+    timeout_ms: Option<u64>,
+    port_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReady {
+    http: Option<Spanned<String>>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    socket: Option<Spanned<String>>,
+}
+
+/// A parsed file with what is needed to locate errors in it.
+struct Source {
+    path: PathBuf,
+    display: String,
+    text: String,
+}
+
+impl Source {
+    fn error(&self, offset: Option<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.display, &self.text, offset, message)
+    }
+}
+
+impl Config {
+    /// Reads the config file (`--config`, or `devrun.toml` in the current folder if present) and
+    /// applies the flags on top.
+    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError::plain(format!("cannot read the current folder: {e}")))?;
+        let path = match &args.config {
+            Some(path) => Some(cwd.join(path)),
+            None => Some(cwd.join(CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let (source, file) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::plain(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let display = display_path(&path, &cwd);
+                let source = Source {
+                    path,
+                    display,
+                    text,
+                };
+                let file: FileConfig = toml::from_str(&source.text).map_err(|e| {
+                    source.error(e.span().map(|s| s.start), e.message().trim_end().to_string())
+                })?;
+                (Some(source), file)
+            }
+            None => (None, FileConfig::default()),
+        };
+        Self::build(source, file, args, &cwd)
+    }
+
+    fn build(
+        source: Option<Source>,
+        file: FileConfig,
+        args: &RunArgs,
+        cwd: &Path,
+    ) -> Result<Config, ConfigError> {
+        let err = |offset: Option<usize>, message: String| match &source {
+            Some(s) => s.error(offset, message),
+            None => ConfigError::plain(message),
+        };
+        let root = match &source {
+            Some(s) => s.path.parent().unwrap_or(cwd).to_path_buf(),
+            None => cwd.to_path_buf(),
+        };
+
+        if let Some(socket) = &file.server.socket {
+            match socket.get_ref().as_str() {
+                "none" => {}
+                "inherit" => {
+                    return Err(err(
+                        Some(socket.span().start),
+                        "[server] socket = \"inherit\" is not supported yet; use \"none\"".into(),
+                    ))
+                }
+                other => {
+                    return Err(err(
+                        Some(socket.span().start),
+                        format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
+                    ))
+                }
+            }
+        }
+
+        let host = args
+            .host
+            .clone()
+            .or(file.host)
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+
+        // The command: flags win; a string is split shell-style, an array is used as is.
+        let mut command = if !args.command.is_empty() {
+            args.command.clone()
+        } else {
+            match &file.command {
+                None => Vec::new(),
+                Some(value) => {
+                    let at = Some(value.span().start);
+                    command_from_value(value.get_ref()).map_err(|m| err(at, m))?
+                }
+            }
+        };
+        if command.is_empty() {
+            return Err(err(
+                None,
+                "no command to run: set `command` in devrun.toml or pass it after `--`".into(),
+            ));
+        }
+
+        let port = match args.port.or(file.port).or_else(|| port_in_command(&command)) {
+            Some(port) if port > 0 => port,
+            _ => {
+                return Err(err(
+                    None,
+                    "no port: set `port` in devrun.toml or pass --port (devrun must know which \
+                     port the backend serves to confirm it is released)"
+                        .into(),
+                ))
+            }
+        };
+        for arg in &mut command {
+            *arg = arg
+                .replace("{port}", &port.to_string())
+                .replace("{host}", &host);
+        }
+
+        // Watch paths: flags are relative to the current folder, the file's to its folder.
+        let paths: Vec<PathBuf> = if !args.watch.is_empty() {
+            args.watch.iter().map(|p| cwd.join(p)).collect()
+        } else {
+            match &file.watch.paths {
+                Some(paths) => paths.iter().map(|p| root.join(p)).collect(),
+                None => vec![root.clone()],
+            }
+        };
+        for path in &paths {
+            if !path.exists() {
+                return Err(err(
+                    None,
+                    format!("watch path {} does not exist", path.display()),
+                ));
+            }
+        }
+
+        let include: Vec<String> = if !args.ext.is_empty() {
+            let mut globs = Vec::new();
+            for ext in &args.ext {
+                let ext = ext.trim().trim_start_matches('.');
+                if ext.is_empty() {
+                    return Err(ConfigError::plain("--ext: empty extension"));
+                }
+                globs.push(format!("**/*.{ext}"));
+            }
+            globs
+        } else {
+            match &file.watch.include {
+                Some(globs) => {
+                    check_globs(globs, &err)?;
+                    globs.iter().map(|g| g.get_ref().clone()).collect()
+                }
+                None => vec![DEFAULT_INCLUDE.to_string()],
+            }
+        };
+        let mut ignore: Vec<String> = Vec::new();
+        if let Some(globs) = &file.watch.ignore {
+            check_globs(globs, &err)?;
+            ignore.extend(globs.iter().map(|g| g.get_ref().clone()));
+        }
+        for glob in &args.ignore {
+            globset::Glob::new(glob)
+                .map_err(|e| ConfigError::plain(format!("--ignore {glob:?}: {}", e.kind())))?;
+            ignore.push(glob.clone());
+        }
+
+        let signal = match (&args.stop_signal, &file.stop.signal) {
+            (Some(name), _) => {
+                StopSignal::parse(name).map_err(|m| ConfigError::plain(format!("--stop-signal: {m}")))?
+            }
+            (None, Some(name)) => StopSignal::parse(name.get_ref())
+                .map_err(|m| err(Some(name.span().start), format!("[stop] signal: {m}")))?,
+            (None, None) => StopSignal::default(),
+        };
+
+        let ready_http = match (&args.ready_http, &file.ready.http) {
+            (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
+            (None, Some(path)) => Some(
+                check_http_path(path.get_ref())
+                    .map_err(|m| err(Some(path.span().start), format!("[ready] http: {m}")))?,
+            ),
+            (None, None) => None,
+        };
+
+        let millis = Duration::from_millis;
+        Ok(Config {
+            source: source.map(|s| s.path),
+            root,
+            command,
+            port,
+            host,
+            watch: WatchConfig {
+                paths,
+                include,
+                ignore,
+                gitignore: file.watch.gitignore.unwrap_or(true),
+                debounce: args
+                    .debounce
+                    .unwrap_or(millis(file.watch.debounce_ms.unwrap_or(50))),
+            },
+            stop: StopConfig {
+                signal,
+                timeout: args
+                    .stop_timeout
+                    .unwrap_or(millis(file.stop.timeout_ms.unwrap_or(5000))),
+                port_timeout: args
+                    .port_timeout
+                    .unwrap_or(millis(file.stop.port_timeout_ms.unwrap_or(5000))),
+            },
+            ready: ReadyConfig {
+                http: ready_http,
+                timeout: args
+                    .ready_timeout
+                    .unwrap_or(millis(file.ready.timeout_ms.unwrap_or(30000))),
+            },
+            env: file.env,
+        })
+    }
+
+    /// The config file's name as the user would write it, for status lines.
+    pub fn source_name(&self) -> String {
+        match &self.source {
+            Some(path) => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            None => "command line".to_string(),
+        }
+    }
+}
+
+fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(line) => shell_words::split(line)
+            .map_err(|e| format!("`command` cannot be split into arguments: {e}")),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!(
+                    "`command` array items must be strings, found {}",
+                    other.type_str()
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "`command` must be a string or an array of strings, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// `--port N` or `--port=N` in the backend's command, so the port is said once.
+fn port_in_command(command: &[String]) -> Option<u16> {
+    command.iter().enumerate().find_map(|(i, arg)| {
+        if arg == "--port" {
+            command.get(i + 1)?.parse().ok()
+        } else {
+            arg.strip_prefix("--port=")?.parse().ok()
+        }
+    })
+}
+
+fn check_globs(
+    globs: &[Spanned<String>],
+    err: &dyn Fn(Option<usize>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for glob in globs {
+        globset::Glob::new(glob.get_ref()).map_err(|e| {
+            err(
+                Some(glob.span().start),
+                format!("invalid glob {:?}: {}", glob.get_ref(), e.kind()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_http_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') && !path.contains(char::is_whitespace) {
+        Ok(path.to_string())
+    } else {
+        Err(format!("expected a path like \"/health\", found {path:?}"))
+    }
+}
+
+fn display_path(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
+        let source = Source {
+            path: PathBuf::from("/project/devrun.toml"),
+            display: "devrun.toml".into(),
+            text: text.into(),
+        };
+        let file: FileConfig = toml::from_str(text)
+            .map_err(|e| source.error(e.span().map(|s| s.start), e.message().to_string()))?;
+        // Watch paths must exist: point them at this crate's folder.
+        let mut args = args.clone();
+        if args.watch.is_empty() {
+            args.watch = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+        }
+        Config::build(Some(source), file, &args, Path::new("/"))
+    }
+
+    #[test]
+    fn string_command_is_split_and_port_substituted() {
+        let c = load(
+            "command = \"python -m uvicorn 'app.main:app' --port {port}\"\nport = 8001\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.command,
+            ["python", "-m", "uvicorn", "app.main:app", "--port", "8001"]
+        );
+        assert_eq!(c.watch.include, [DEFAULT_INCLUDE]);
+        assert_eq!(c.stop.timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn port_is_read_from_the_command() {
+        let c = load("command = [\"x\", \"--port\", \"9001\"]\n", &RunArgs::default()).unwrap();
+        assert_eq!(c.port, 9001);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = RunArgs {
+            port: Some(9),
+            command: vec!["y".into()],
+            ext: vec!["py".into(), ".html".into()],
+            ..RunArgs::default()
+        };
+        let c = load("command = \"x\"\nport = 8001\n", &args).unwrap();
+        assert_eq!((c.port, c.command.as_slice()), (9, ["y".to_string()].as_slice()));
+        assert_eq!(c.watch.include, ["**/*.py", "**/*.html"]);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = load("command = \"x\"\nport = 1\n[watch]\npaths = [\".\"]\nincludes = []\n", &RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("devrun.toml:5:1:"), "{e}");
+        assert!(e.contains("includes"), "{e}");
+    }
+
+    #[test]
+    fn bad_glob_and_signal_are_located() {
+        let e = load("command = \"x\"\nport = 1\n[watch]\nignore = [\"a/{b\"]\n", &RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("devrun.toml:4:11:"), "{e}");
+        let e = load("command = \"x\"\nport = 1\n[stop]\nsignal = \"SIGNOPE\"\n", &RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("devrun.toml:4:10:"), "{e}");
+    }
+
+    #[test]
+    fn missing_command_or_port_is_an_error() {
+        assert!(load("port = 1\n", &RunArgs::default()).is_err());
+        assert!(load("command = \"x\"\n", &RunArgs::default()).is_err());
+        assert!(load("command = 5\nport = 1\n", &RunArgs::default()).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! devrun: one supervised backend per project, restarted with a confirmed teardown on every change.
+//!
+//! Each module owns one concern and can be used alone; only `supervisor` knows them all.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod port;
+pub mod process;
+pub mod supervisor;
+pub mod ui;
+pub mod watch;
+
+pub use error::{Error, ExitCode};

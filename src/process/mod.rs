@@ -1,0 +1,235 @@
+//! The backend as one unit: spawn it as a new process group (a job object on Windows), signal the
+//! whole group, kill it, and confirm that every process of it is gone.
+//!
+//! The platform halves (`unix.rs`, `windows.rs`) each provide `Group` with the same few calls.
+
+use std::io;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as platform;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as platform;
+
+pub use platform::prepare_supervisor;
+
+/// What is sent to the backend's group first, before the kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopSignal {
+    /// SIGTERM on Unix, CTRL_BREAK to the console process group on Windows.
+    #[default]
+    Terminate,
+    Interrupt,
+    Hangup,
+    Quit,
+    User1,
+    User2,
+    /// No grace: kill the group at once.
+    Kill,
+}
+
+impl StopSignal {
+    /// Accepts `SIGTERM`, `TERM`, `sigterm`…, and on Windows `CTRL_BREAK`. A name that has no
+    /// meaning on this platform is an error that says what to use instead.
+    pub fn parse(name: &str) -> Result<StopSignal, String> {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        let signal = match bare {
+            "TERM" => StopSignal::Terminate,
+            "INT" => StopSignal::Interrupt,
+            "HUP" => StopSignal::Hangup,
+            "QUIT" => StopSignal::Quit,
+            "USR1" => StopSignal::User1,
+            "USR2" => StopSignal::User2,
+            "KILL" => StopSignal::Kill,
+            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" if cfg!(windows) => StopSignal::Terminate,
+            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" => {
+                return Err(format!(
+                    "{name} is a Windows console event; on this system use SIGTERM (the default) or SIGINT"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown signal {name:?}; expected SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 or SIGKILL"
+                ))
+            }
+        };
+        if cfg!(windows) && !matches!(signal, StopSignal::Terminate | StopSignal::Kill) {
+            return Err(format!(
+                "{name} cannot be sent to a process group on Windows; use CTRL_BREAK (the default) or SIGKILL"
+            ));
+        }
+        Ok(signal)
+    }
+
+    /// The name as this platform delivers it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate if cfg!(windows) => "CTRL_BREAK",
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Hangup => "SIGHUP",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::User1 => "SIGUSR1",
+            StopSignal::User2 => "SIGUSR2",
+            StopSignal::Kill => "SIGKILL",
+        }
+    }
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    /// The group leader's exit status, if devrun reaped it.
+    pub status: Option<ExitStatus>,
+    /// The grace time ran out (or there was none) and the group was killed.
+    pub killed: bool,
+    pub elapsed: Duration,
+}
+
+/// One running generation: the group leader devrun spawned and its whole group.
+pub struct Backend {
+    child: tokio::process::Child,
+    pid: u32,
+    group: platform::Group,
+    status: Option<ExitStatus>,
+}
+
+/// After SIGKILL the kernel ends a group within milliseconds; only a process stuck in the
+/// kernel (uninterruptible I/O) outlives this.
+const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Backend {
+    /// Starts `command` in `cwd` as the leader of a new process group with `env` added.
+    /// stdin is closed (a background group reading the terminal would be stopped);
+    /// stdout and stderr are the terminal's, untouched.
+    pub fn spawn(command: &[String], cwd: &Path, env: &[(String, String)]) -> io::Result<Backend> {
+        let (program, args) = command
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .current_dir(cwd)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
+        let (child, group) = platform::spawn_group(cmd)?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;
+        Ok(Backend {
+            child,
+            pid,
+            group,
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Resolves when the group leader exits. Cancel-safe, so it can sit in a `select!`.
+    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = self.child.wait().await?;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// Whether any process of the group is still alive. Reaps what it may.
+    fn alive(&mut self) -> bool {
+        if self.status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+            }
+        }
+        self.group.alive(self.status.is_some())
+    }
+
+    /// Stops the whole group: `signal`, then after `grace` (or as soon as `hurry()` says so) a
+    /// kill, then waits until no process of the group is left. Every path out of here with
+    /// `Ok` means the group is gone.
+    pub async fn stop(
+        &mut self,
+        signal: StopSignal,
+        grace: Duration,
+        hurry: &mut dyn FnMut() -> bool,
+    ) -> io::Result<Stopped> {
+        let start = Instant::now();
+        let mut killed = false;
+        if self.alive() {
+            if signal == StopSignal::Kill {
+                self.group.kill()?;
+                killed = true;
+            } else {
+                self.group.signal(signal)?;
+            }
+        }
+        let mut kill_deadline = start + grace;
+        while self.alive() {
+            let now = Instant::now();
+            if !killed && (now >= kill_deadline || hurry()) {
+                self.group.kill()?;
+                killed = true;
+                kill_deadline = now;
+            }
+            if killed && now.duration_since(kill_deadline) > KILL_CONFIRM_TIMEOUT {
+                return Err(io::Error::other(format!(
+                    "processes of the backend's group (pid {}) survived a kill for {} s \
+                     (stuck in the kernel?)",
+                    self.pid,
+                    KILL_CONFIRM_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(poll_interval(start.elapsed())).await;
+        }
+        Ok(Stopped {
+            status: self.status,
+            killed,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+/// Poll fast while a stop is likely to finish soon, slower when the backend takes its time.
+pub(crate) fn poll_interval(elapsed: Duration) -> Duration {
+    match elapsed.as_millis() {
+        0..=100 => Duration::from_millis(1),
+        101..=1000 => Duration::from_millis(5),
+        _ => Duration::from_millis(20),
+    }
+}
+
+/// "code 1", "signal 9 (SIGKILL)".
+pub fn describe_status(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("code {code}");
+    }
+    platform::describe_signal_exit(status).unwrap_or_else(|| status.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signal_names() {
+        assert_eq!(StopSignal::parse("SIGTERM"), Ok(StopSignal::Terminate));
+        assert_eq!(StopSignal::parse("kill"), Ok(StopSignal::Kill));
+        assert!(StopSignal::parse("SIGNOPE").is_err());
+        #[cfg(unix)]
+        {
+            assert_eq!(StopSignal::parse("int"), Ok(StopSignal::Interrupt));
+            assert!(StopSignal::parse("CTRL_BREAK").unwrap_err().contains("Windows"));
+        }
+    }
+}

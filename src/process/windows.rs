@@ -1,0 +1,169 @@
+//! Windows: the backend runs in a job object (so every process it starts is tracked, and the
+//! whole tree dies with devrun's handle), in its own console process group so CTRL_BREAK can be
+//! sent to it without reaching devrun.
+
+use super::StopSignal;
+use std::io;
+use std::os::windows::process::ExitStatusExt as _;
+use std::process::ExitStatus;
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
+};
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
+    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
+    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+};
+use windows_sys::Win32::System::Threading::{
+    OpenThread, ResumeThread, CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, THREAD_SUSPEND_RESUME,
+};
+
+/// Nothing to prepare: the job object's kill-on-close limit ends the backend with devrun.
+pub fn prepare_supervisor() -> io::Result<()> {
+    Ok(())
+}
+
+/// An owned job object handle. Closing it kills whatever is left in the job.
+pub struct Group {
+    job: HANDLE,
+    pid: u32,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: `job` is a handle this struct owns and closes once.
+        unsafe { CloseHandle(self.job) };
+    }
+}
+
+fn check(ok: i32) -> io::Result<()> {
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn new_job() -> io::Result<HANDLE> {
+    // SAFETY: null attributes and name are allowed; the returned handle is checked.
+    let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+    if job.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a zeroed limit struct is valid; only the flag below is set.
+    let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+    limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+    // SAFETY: the pointer and size describe `limits`.
+    let set = unsafe {
+        SetInformationJobObject(
+            job,
+            JobObjectExtendedLimitInformation,
+            &limits as *const _ as *const _,
+            std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+        )
+    };
+    if let Err(e) = check(set) {
+        // SAFETY: closing the handle created above.
+        unsafe { CloseHandle(job) };
+        return Err(e);
+    }
+    Ok(job)
+}
+
+/// Resumes every thread of a process created suspended (in practice its one main thread).
+fn resume_threads(pid: u32) -> io::Result<()> {
+    // SAFETY: the snapshot handle is checked and closed; THREADENTRY32 is plain data.
+    unsafe {
+        let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+        if snapshot == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        let mut entry: THREADENTRY32 = std::mem::zeroed();
+        entry.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+        let mut resumed = 0;
+        let mut more = Thread32First(snapshot, &mut entry) != 0;
+        while more {
+            if entry.th32OwnerProcessID == pid {
+                let thread = OpenThread(THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID);
+                if !thread.is_null() {
+                    ResumeThread(thread);
+                    CloseHandle(thread);
+                    resumed += 1;
+                }
+            }
+            more = Thread32Next(snapshot, &mut entry) != 0;
+        }
+        CloseHandle(snapshot);
+        if resumed == 0 {
+            return Err(io::Error::other(format!("no thread of pid {pid} to resume")));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the command suspended, puts it in a fresh job object, then lets it run: no process
+/// of the backend can start outside the job.
+pub fn spawn_group(mut cmd: tokio::process::Command) -> io::Result<(tokio::process::Child, Group)> {
+    cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
+    let job = new_job()?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // SAFETY: closing the job created above.
+            unsafe { CloseHandle(job) };
+            return Err(e);
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    let group = Group { job, pid };
+    let handle = child
+        .raw_handle()
+        .ok_or_else(|| io::Error::other("the backend exited before it was started"))?;
+    // SAFETY: both handles are valid for the duration of the call.
+    let assigned = check(unsafe { AssignProcessToJobObject(job, handle as HANDLE) })
+        .and_then(|()| resume_threads(pid));
+    if let Err(e) = assigned {
+        let _ = child.start_kill();
+        return Err(e);
+    }
+    Ok((child, group))
+}
+
+impl Group {
+    pub fn signal(&self, signal: StopSignal) -> io::Result<()> {
+        match signal {
+            StopSignal::Kill => self.kill(),
+            // SAFETY: plain call; the group id is the leader's pid (CREATE_NEW_PROCESS_GROUP).
+            _ => check(unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) }),
+        }
+    }
+
+    pub fn kill(&self) -> io::Result<()> {
+        // SAFETY: `job` is a valid job handle owned by self.
+        check(unsafe { TerminateJobObject(self.job, 1) })
+    }
+
+    /// Whether any process of the job is still running (the job counts them for us).
+    pub fn alive(&self, _leader_reaped: bool) -> bool {
+        // SAFETY: a zeroed accounting struct is valid; the pointer and size describe it.
+        unsafe {
+            let mut info: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION = std::mem::zeroed();
+            let ok = QueryInformationJobObject(
+                self.job,
+                JobObjectBasicAccountingInformation,
+                &mut info as *mut _ as *mut _,
+                std::mem::size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
+                std::ptr::null_mut(),
+            );
+            // If the job cannot be queried, assume the worst: the caller escalates to a kill.
+            ok == 0 || info.ActiveProcesses > 0
+        }
+    }
+}
+
+pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {
+    Some(format!("exit status {:#x}", status.code().map_or(0, |c| c as u32)))
+}

@@ -1,0 +1,481 @@
+//! The core loop as explicit states:
+//!
+//! ```text
+//! Starting ─► Serving ─(change)──► Stopping ─► Settling ─► PortFree ─► Starting (N+1)
+//!                 │ (exited on its own)                                   ▲
+//!                 └──────────► Crashed ─► Waiting ─(change)─► Settling ───┘
+//! any state ─(Ctrl-C, SIGTERM, SIGHUP)─► Stopping ─► PortFree ─► exit
+//! ```
+//!
+//! At most one generation is alive: the next is spawned only after `Backend::stop` confirmed
+//! that every process of the previous group is gone and `port::wait_free` that nothing listens.
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::port::{self, NotReady};
+use crate::process::{self, Backend};
+use crate::ui::{Event, Ui};
+use crate::watch::{Batch, Watch};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A storm of writes that never pauses still restarts the backend after this long.
+const SETTLE_CEILING: Duration = Duration::from_secs(2);
+/// How often a held port is re-checked while waiting for its holder to let go.
+const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
+
+/// Runs devrun in watch mode, or `--once`.
+pub async fn run(config: Config, ui: Ui, once: bool) -> Result<(), Error> {
+    process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
+    let mut supervisor = Supervisor {
+        shutdown: Shutdown::install()?,
+        config,
+        ui,
+        generation: 0,
+        exiting: false,
+    };
+    if once {
+        supervisor.run_once().await
+    } else {
+        supervisor.run_watch().await
+    }
+}
+
+/// Why a serving generation stopped being served.
+enum Leave {
+    Changed(Batch),
+    Exited(ExitStatus),
+    Shutdown(&'static str),
+}
+
+/// The outcome of waiting for the port.
+enum PortWait {
+    Free(Duration),
+    Held,
+    Interrupted,
+}
+
+struct Supervisor {
+    config: Config,
+    ui: Ui,
+    shutdown: Shutdown,
+    generation: u32,
+    /// A shutdown was asked for: finish the current stop, then exit. A second request kills.
+    exiting: bool,
+}
+
+impl Supervisor {
+    async fn run_watch(&mut self) -> Result<(), Error> {
+        let mut watch = Watch::start(&self.config.watch, &self.config.root)
+            .map_err(|e| Error::Watch(e.to_string()))?;
+        self.ui.emit(&Event::Watching {
+            source: self.config.source_name(),
+            folders: watch.watched_folders(),
+            include: self.config.watch.include.clone(),
+        });
+        self.claim_port().await?;
+        loop {
+            // Starting
+            let mut backend = match self.spawn() {
+                Ok(backend) => backend,
+                Err(e) if self.generation == 1 => return Err(e),
+                Err(e) => {
+                    self.ui.error(&e.to_string());
+                    if !self.wait_for_change(&mut watch).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            // Serving
+            match self.serve(&mut backend, &mut watch).await? {
+                Leave::Changed(batch) => {
+                    self.report_change(&watch, &batch);
+                    self.stop(&mut backend).await?;
+                    if !self.exiting {
+                        self.settle(&mut watch, batch.last_at).await;
+                    }
+                }
+                Leave::Exited(status) => {
+                    self.ui.emit(&Event::Exited {
+                        generation: self.generation,
+                        status: process::describe_status(&status),
+                    });
+                    // The leader is gone; whatever it started in its group goes too.
+                    self.stop(&mut backend).await?;
+                    if !self.exiting && !self.wait_for_change(&mut watch).await {
+                        return self.finish().await;
+                    }
+                }
+                Leave::Shutdown(reason) => {
+                    self.ui.emit(&Event::ShuttingDown {
+                        reason: reason.to_string(),
+                    });
+                    self.exiting = true;
+                    self.stop(&mut backend).await?;
+                }
+            }
+            if self.exiting {
+                return self.finish().await;
+            }
+            // PortFree: never start a second backend beside whoever still holds the port.
+            if !self.port_free_for_restart(&mut watch).await {
+                return self.finish().await;
+            }
+        }
+    }
+
+    async fn run_once(&mut self) -> Result<(), Error> {
+        self.claim_port().await?;
+        let mut backend = self.spawn()?;
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        let http = self.config.ready.http.clone();
+        let timeout = self.config.ready.timeout;
+        let outcome = tokio::select! {
+            biased;
+            reason = self.shutdown.recv() => {
+                self.exiting = true;
+                Err(Error::BackendFailed(format!("{reason} before the backend was ready")))
+            }
+            status = backend.exited() => Err(Error::BackendFailed(format!(
+                "the backend exited early with {}",
+                status.as_ref().map_or_else(|e| e.to_string(), process::describe_status)
+            ))),
+            ready = port::wait_ready(&host, port, http.as_deref(), timeout) => match ready {
+                Ok(elapsed) => {
+                    self.ui.emit(&Event::Ready {
+                        generation: self.generation,
+                        elapsed,
+                        address: format!("{host}:{port}"),
+                    });
+                    Ok(())
+                }
+                Err(NotReady::Status(code)) => Err(Error::BackendFailed(format!(
+                    "health check GET {} returned HTTP {code}",
+                    http.as_deref().unwrap_or("/")
+                ))),
+                Err(reason) => Err(Error::BackendFailed(format!(
+                    "not ready in {} ms: {reason}",
+                    timeout.as_millis()
+                ))),
+            },
+        };
+        // Teardown whatever happened; a signal now means "kill at once".
+        self.exiting = true;
+        self.stop(&mut backend).await?;
+        self.finish().await?;
+        outcome
+    }
+
+    /// Spawns the next generation with devrun's variables in its environment.
+    fn spawn(&mut self) -> Result<Backend, Error> {
+        self.generation += 1;
+        let config = &self.config;
+        let mut env: Vec<(String, String)> =
+            config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("PORT".into(), config.port.to_string()));
+        env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
+        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        let command_line = shell_words::join(&config.command);
+        let backend = Backend::spawn(&config.command, &config.root, &env).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Usage(format!(
+                    "cannot start `{command_line}`: {} not found (is the venv active, or use its full path?)",
+                    config.command[0]
+                ))
+            } else {
+                Error::io(format!("cannot start `{command_line}`"), e)
+            }
+        })?;
+        self.ui.emit(&Event::Started {
+            generation: self.generation,
+            pid: backend.pid(),
+            command: command_line,
+        });
+        Ok(backend)
+    }
+
+    /// Serving: reports readiness, and returns at the first change, exit or shutdown request.
+    async fn serve(&mut self, backend: &mut Backend, watch: &mut Watch) -> Result<Leave, Error> {
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        let http = self.config.ready.http.clone();
+        let ready = port::wait_ready(&host, port, http.as_deref(), self.config.ready.timeout);
+        tokio::pin!(ready);
+        let mut ready_reported = false;
+        loop {
+            tokio::select! {
+                biased;
+                reason = self.shutdown.recv() => return Ok(Leave::Shutdown(reason)),
+                status = backend.exited() => {
+                    let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
+                    return Ok(Leave::Exited(status));
+                }
+                batch = watch.next() => return Ok(Leave::Changed(batch)),
+                result = &mut ready, if !ready_reported => {
+                    ready_reported = true;
+                    self.ui.emit(&match result {
+                        Ok(elapsed) => Event::Ready {
+                            generation: self.generation,
+                            elapsed,
+                            address: format!("{host}:{port}"),
+                        },
+                        Err(reason) => Event::NotReady {
+                            generation: self.generation,
+                            elapsed: self.config.ready.timeout,
+                            reason: reason.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    fn report_change(&self, watch: &Watch, batch: &Batch) {
+        let files = batch
+            .paths
+            .iter()
+            .map(|p| watch.filter().relative(p).display().to_string())
+            .collect();
+        self.ui.emit(&Event::Changed { files });
+    }
+
+    /// Stopping: the whole group, escalating to a kill; a shutdown request meanwhile makes this
+    /// the last stop, a second one kills at once.
+    async fn stop(&mut self, backend: &mut Backend) -> Result<(), Error> {
+        let signal = self.config.stop.signal;
+        self.ui.emit(&Event::Stopping {
+            generation: self.generation,
+            pid: backend.pid(),
+            signal: signal.name(),
+        });
+        let (shutdown, exiting, ui) = (&mut self.shutdown, &mut self.exiting, &self.ui);
+        let mut hurry = || {
+            while let Some(reason) = shutdown.try_recv() {
+                if *exiting {
+                    ui.emit(&Event::Warning(format!("{reason} again: killing the backend now")));
+                    return true;
+                }
+                ui.emit(&Event::ShuttingDown {
+                    reason: reason.to_string(),
+                });
+                *exiting = true;
+            }
+            false
+        };
+        let stopped = backend
+            .stop(signal, self.config.stop.timeout, &mut hurry)
+            .await
+            .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
+        self.ui.emit(&Event::Stopped {
+            generation: self.generation,
+            elapsed: stopped.elapsed,
+            killed: stopped.killed && signal != process::StopSignal::Kill,
+        });
+        Ok(())
+    }
+
+    /// Settling: lets a burst of saves finish (quiet for the debounce time, or the ceiling),
+    /// so the next interpreter imports the code as it is after the last save.
+    async fn settle(&mut self, watch: &mut Watch, mut last_at: Instant) {
+        let ceiling = Instant::now() + SETTLE_CEILING;
+        loop {
+            let quiet_at = (last_at + self.config.watch.debounce).min(ceiling);
+            if Instant::now() >= quiet_at {
+                return;
+            }
+            tokio::select! {
+                biased;
+                reason = self.shutdown.recv() => {
+                    self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
+                    self.exiting = true;
+                    return;
+                }
+                batch = watch.next() => last_at = batch.last_at,
+                _ = tokio::time::sleep_until(quiet_at.into()) => {}
+            }
+        }
+    }
+
+    /// Waiting: after a crash, until a change (true) or a shutdown request (false).
+    async fn wait_for_change(&mut self, watch: &mut Watch) -> bool {
+        self.ui.emit(&Event::Waiting);
+        tokio::select! {
+            biased;
+            reason = self.shutdown.recv() => {
+                self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
+                self.exiting = true;
+                false
+            }
+            batch = watch.next() => {
+                self.report_change(watch, &batch);
+                self.settle(watch, batch.last_at).await;
+                !self.exiting
+            }
+        }
+    }
+
+    /// Waits up to the port timeout for the port to be free, or for a shutdown request.
+    async fn wait_port(&mut self, timeout: Duration) -> PortWait {
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        tokio::select! {
+            biased;
+            reason = self.shutdown.recv() => {
+                self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
+                self.exiting = true;
+                PortWait::Interrupted
+            }
+            result = port::wait_free(&host, port, timeout) => match result {
+                Ok(waited) => PortWait::Free(waited),
+                Err(_) => PortWait::Held,
+            },
+        }
+    }
+
+    fn held_port_message(&self) -> String {
+        let port = self.config.port;
+        format!(
+            "port {port} is held by {}: devrun will not start a second backend beside it. \
+             Stop that process, or use another port (--port)",
+            port::describe_holders(&port::holders(port))
+        )
+    }
+
+    /// Before the first generation: the port must be free (a process that is just exiting gets
+    /// the port timeout to let go of it).
+    async fn claim_port(&mut self) -> Result<(), Error> {
+        if port::is_free(&self.config.host, self.config.port) {
+            return Ok(());
+        }
+        self.ui.emit(&Event::Warning(format!(
+            "port {} is busy; waiting up to {} ms for it to be released",
+            self.config.port,
+            self.config.stop.port_timeout.as_millis()
+        )));
+        match self.wait_port(self.config.stop.port_timeout).await {
+            PortWait::Free(_) => Ok(()),
+            PortWait::Held => Err(Error::Port(self.held_port_message())),
+            PortWait::Interrupted => Err(Error::Port("interrupted while waiting for the port".into())),
+        }
+    }
+
+    /// PortFree, between generations: true once free; while someone else holds it, says who and
+    /// keeps waiting (changes meanwhile are folded into the coming start); false on shutdown.
+    async fn port_free_for_restart(&mut self, watch: &mut Watch) -> bool {
+        match self.wait_port(self.config.stop.port_timeout).await {
+            PortWait::Free(waited) => {
+                self.ui.emit(&Event::PortReleased {
+                    port: self.config.port,
+                    waited,
+                });
+                return true;
+            }
+            PortWait::Interrupted => return false,
+            PortWait::Held => {}
+        }
+        self.ui.emit(&Event::PortHeld {
+            port: self.config.port,
+            holders: format!(
+                "{}; waiting for it to be released (Ctrl-C to quit)",
+                port::describe_holders(&port::holders(self.config.port))
+            ),
+        });
+        loop {
+            tokio::select! {
+                biased;
+                reason = self.shutdown.recv() => {
+                    self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
+                    self.exiting = true;
+                    return false;
+                }
+                _ = watch.next() => {}
+                _ = tokio::time::sleep(HELD_PORT_RECHECK) => {
+                    if port::is_free(&self.config.host, self.config.port) {
+                        self.ui.emit(&Event::PortReleased { port: self.config.port, waited: Duration::ZERO });
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end: the backend is stopped; confirm the port is free before exiting.
+    async fn finish(&mut self) -> Result<(), Error> {
+        let port = self.config.port;
+        match port::wait_free(&self.config.host, port, self.config.stop.port_timeout).await {
+            Ok(waited) => {
+                self.ui.emit(&Event::PortReleased { port, waited });
+                Ok(())
+            }
+            Err(waited) => Err(Error::Port(format!(
+                "port {port} was not released within {} ms: held by {}",
+                waited.as_millis(),
+                port::describe_holders(&port::holders(port))
+            ))),
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP (Ctrl-C, Ctrl-Break and closing the console on Windows), as
+/// messages the supervisor handles in its own time.
+struct Shutdown {
+    requests: mpsc::UnboundedReceiver<&'static str>,
+}
+
+impl Shutdown {
+    fn install() -> Result<Shutdown, Error> {
+        let (tx, requests) = mpsc::unbounded_channel();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            for (kind, reason) in [
+                (SignalKind::interrupt(), "interrupted"),
+                (SignalKind::terminate(), "SIGTERM received"),
+                (SignalKind::hangup(), "SIGHUP received"),
+            ] {
+                let mut stream =
+                    signal(kind).map_err(|e| Error::io("cannot install a signal handler", e))?;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if tx.send(reason).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        #[cfg(windows)]
+        {
+            use tokio::signal::windows;
+            let install = |e| Error::io("cannot install a console control handler", e);
+            let mut ctrl_c = windows::ctrl_c().map_err(install)?;
+            let mut ctrl_break = windows::ctrl_break().map_err(install)?;
+            let mut ctrl_close = windows::ctrl_close().map_err(install)?;
+            tokio::spawn(async move {
+                loop {
+                    let reason = tokio::select! {
+                        _ = ctrl_c.recv() => "interrupted",
+                        _ = ctrl_break.recv() => "Ctrl-Break received",
+                        _ = ctrl_close.recv() => "console closed",
+                    };
+                    if tx.send(reason).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Shutdown { requests })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        match self.requests.recv().await {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<&'static str> {
+        self.requests.try_recv().ok()
+    }
+}

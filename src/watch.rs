@@ -1,0 +1,390 @@
+//! Watch paths → batches of changed files that should restart the backend.
+//!
+//! Ignored folders get no OS watch at all: the tree is walked once, honouring the built-in
+//! ignores, `[watch] ignore` and `.gitignore`, and each kept folder is watched on its own.
+//! Folders created later are walked and watched as they appear.
+
+use crate::config::WatchConfig;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
+use notify::event::{EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Folders that never hold code a backend should be restarted for.
+pub const BUILTIN_IGNORED_DIRS: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+    ".nox",
+    ".devrun",
+    ".idea",
+];
+
+/// Editor swap, backup and lock files, and bytecode.
+fn builtin_ignored_file(name: &str) -> bool {
+    name.ends_with(".pyc")
+        || name.ends_with(".pyo")
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || name == "4913"
+}
+
+/// Decides which paths matter. Usable on its own (no OS watches involved).
+pub struct Filter {
+    root: PathBuf,
+    include: GlobSet,
+    ignore: GlobSet,
+    use_gitignore: bool,
+    /// Each folder's own `.gitignore` (and `.git/info/exclude` at a repository's top).
+    gitignores: HashMap<PathBuf, Vec<Gitignore>>,
+}
+
+fn globset(globs: &[String]) -> Result<GlobSet, globset::Error> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(Glob::new(glob)?);
+    }
+    builder.build()
+}
+
+impl Filter {
+    pub fn new(config: &WatchConfig, root: &Path) -> Result<Filter, globset::Error> {
+        let mut filter = Filter {
+            root: root.to_path_buf(),
+            include: globset(&config.include)?,
+            ignore: globset(&config.ignore)?,
+            use_gitignore: config.gitignore,
+            gitignores: HashMap::new(),
+        };
+        // .gitignore files above the watched folders apply too, up to the repository's top.
+        for path in &config.paths {
+            for dir in path.ancestors() {
+                filter.load_gitignore(dir);
+                if dir.join(".git").exists() {
+                    break;
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    /// `path` relative to the project root, for glob matching and for display.
+    pub fn relative<'a>(&self, path: &'a Path) -> &'a Path {
+        path.strip_prefix(&self.root).unwrap_or(path)
+    }
+
+    fn load_gitignore(&mut self, dir: &Path) {
+        if !self.use_gitignore {
+            return;
+        }
+        let mut matchers = Vec::new();
+        for file in [dir.join(".gitignore"), dir.join(".git/info/exclude")] {
+            if file.is_file() {
+                let mut builder = GitignoreBuilder::new(dir);
+                builder.add(&file);
+                if let Ok(matcher) = builder.build() {
+                    matchers.push(matcher);
+                }
+            }
+        }
+        if matchers.is_empty() {
+            self.gitignores.remove(dir);
+        } else {
+            self.gitignores.insert(dir.to_path_buf(), matchers);
+        }
+    }
+
+    /// What git would say, from the nearest `.gitignore` that has an opinion.
+    fn gitignored(&self, path: &Path, is_dir: bool) -> bool {
+        for dir in path.ancestors().skip(1) {
+            for matcher in self.gitignores.get(dir).into_iter().flatten() {
+                match matcher.matched(path, is_dir) {
+                    Match::Ignore(_) => return true,
+                    Match::Whitelist(_) => return false,
+                    Match::None => {}
+                }
+            }
+        }
+        false
+    }
+
+    fn ignored_by_glob(&self, path: &Path) -> bool {
+        let relative = self.relative(path);
+        relative
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .any(|p| self.ignore.is_match(p))
+    }
+
+    /// A folder that gets no watch and whose contents never count.
+    pub fn ignores_dir(&self, dir: &Path) -> bool {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        BUILTIN_IGNORED_DIRS.contains(&name)
+            || self.ignored_by_glob(dir)
+            || self.gitignored(dir, true)
+    }
+
+    /// A file whose change restarts the backend.
+    pub fn wants_file(&self, path: &Path) -> bool {
+        let relative = self.relative(path);
+        let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let in_ignored_dir = relative
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+            .any(|c| BUILTIN_IGNORED_DIRS.iter().any(|d| c.as_os_str() == *d));
+        !in_ignored_dir
+            && !builtin_ignored_file(name)
+            && self.include.is_match(relative)
+            && !self.ignored_by_glob(path)
+            && !self.gitignored(path, false)
+    }
+}
+
+/// A batch of wanted changes and when the first and last of them happened.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub paths: Vec<PathBuf>,
+    pub last_at: Instant,
+}
+
+type RawEvent = (Instant, notify::Result<notify::Event>);
+
+/// The live watch: OS watches on every kept folder, and the filter.
+pub struct Watch {
+    watcher: RecommendedWatcher,
+    raw: mpsc::UnboundedReceiver<RawEvent>,
+    filter: Filter,
+    watched: HashSet<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("invalid glob: {0}")]
+    Glob(#[from] globset::Error),
+    #[error("{}", describe_notify_error(.0))]
+    Notify(#[from] notify::Error),
+}
+
+fn describe_notify_error(e: &notify::Error) -> String {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => format!(
+            "the OS refused more file watches ({e}); raise the limit with \
+             `sudo sysctl fs.inotify.max_user_watches=524288` or ignore more folders"
+        ),
+        _ => format!("cannot watch {:?}: {e}", e.paths),
+    }
+}
+
+impl Watch {
+    pub fn start(config: &WatchConfig, root: &Path) -> Result<Watch, WatchError> {
+        let (tx, raw) = mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |event| {
+            // Stamped here, so the debounce measures quiet from the real event time.
+            let _ = tx.send((Instant::now(), event));
+        })?;
+        let mut watch = Watch {
+            watcher,
+            raw,
+            filter: Filter::new(config, root)?,
+            watched: HashSet::new(),
+        };
+        for path in &config.paths {
+            if path.is_dir() {
+                watch.add_tree(path, None)?;
+            } else {
+                // A single file: watched by itself.
+                watch.watcher.watch(path, RecursiveMode::NonRecursive)?;
+            }
+        }
+        Ok(watch)
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// How many folders have an OS watch.
+    pub fn watched_folders(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Walks `top`, watching each kept folder; with `found`, collects the wanted files in it
+    /// (for a folder that appeared after the watch began: its files may predate its watch).
+    fn add_tree(&mut self, top: &Path, mut found: Option<&mut Vec<PathBuf>>) -> Result<(), notify::Error> {
+        let mut stack = vec![top.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            if !self.watched.insert(dir.clone()) {
+                continue;
+            }
+            self.filter.load_gitignore(&dir);
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                // Gone already (a short-lived folder): nothing to watch.
+                Err(e) if matches!(&e.kind, notify::ErrorKind::PathNotFound) => {
+                    self.watched.remove(&dir);
+                    continue;
+                }
+                Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
+                    self.watched.remove(&dir);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                // Symlinked folders are not followed: they could loop or leave the project.
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    if !self.filter.ignores_dir(&path) {
+                        stack.push(path);
+                    }
+                } else if let Some(found) = found.as_deref_mut() {
+                    if self.filter.wants_file(&path) {
+                        found.push(path);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_tree(&mut self, top: &Path) -> bool {
+        let gone: Vec<PathBuf> = self.watched.iter().filter(|p| p.starts_with(top)).cloned().collect();
+        for dir in &gone {
+            self.watched.remove(dir);
+            let _ = self.watcher.unwatch(dir);
+        }
+        !gone.is_empty()
+    }
+
+    /// The wanted paths of one OS event (keeping the watches in step with folders).
+    fn process(&mut self, event: notify::Event) -> Vec<PathBuf> {
+        if event.need_rescan() {
+            // The OS dropped events (queue overflow): assume anything may have changed.
+            return vec![self.filter.root.clone()];
+        }
+        let mut wanted = Vec::new();
+        if matches!(event.kind, EventKind::Access(_)) {
+            return wanted;
+        }
+        for path in event.paths {
+            if path.file_name().is_some_and(|n| n == ".gitignore") {
+                if let Some(dir) = path.parent() {
+                    self.filter.load_gitignore(dir);
+                }
+                continue;
+            }
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let appeared = matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
+            );
+            if is_dir {
+                if appeared && !self.watched.contains(&path) && !self.filter.ignores_dir(&path) {
+                    let _ = self.add_tree(&path, Some(&mut wanted));
+                }
+                continue;
+            }
+            // A watched folder deleted or moved away may have held wanted files.
+            if self.watched.contains(&path) && !path.exists() {
+                if self.forget_tree(&path) {
+                    wanted.push(path);
+                }
+                continue;
+            }
+            if self.filter.wants_file(&path) {
+                wanted.push(path);
+            }
+        }
+        wanted
+    }
+
+    /// The next batch of wanted changes: whatever is queued once one has arrived.
+    /// Cancel-safe: nothing is lost if the future is dropped while waiting.
+    pub async fn next(&mut self) -> Batch {
+        loop {
+            let Some((at, event)) = self.raw.recv().await else {
+                // The OS watcher is gone: never wake the supervisor again.
+                return std::future::pending().await;
+            };
+            let mut batch = Batch {
+                paths: Vec::new(),
+                last_at: at,
+            };
+            self.absorb(event, at, &mut batch);
+            while let Ok((at, event)) = self.raw.try_recv() {
+                self.absorb(event, at, &mut batch);
+            }
+            if !batch.paths.is_empty() {
+                batch.paths.sort();
+                batch.paths.dedup();
+                return batch;
+            }
+        }
+    }
+
+    fn absorb(&mut self, event: notify::Result<notify::Event>, at: Instant, batch: &mut Batch) {
+        if let Ok(event) = event {
+            let wanted = self.process(event);
+            if !wanted.is_empty() {
+                batch.last_at = at;
+                batch.paths.extend(wanted);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(include: &[&str], ignore: &[&str], root: &Path) -> WatchConfig {
+        WatchConfig {
+            paths: vec![root.to_path_buf()],
+            include: include.iter().map(|s| s.to_string()).collect(),
+            ignore: ignore.iter().map(|s| s.to_string()).collect(),
+            gitignore: true,
+            debounce: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn filter_keeps_code_and_drops_noise() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join(".gitignore"), "secret/\n*.gen.py\n!keep.gen.py\n").unwrap();
+        let f = Filter::new(&config(&["**/*.py"], &["data/**"], root), root).unwrap();
+        assert!(f.wants_file(&root.join("app/main.py")));
+        assert!(f.wants_file(&root.join("main.py")));
+        assert!(!f.wants_file(&root.join("notes.txt")));
+        assert!(!f.wants_file(&root.join("data/x.py")));
+        assert!(!f.wants_file(&root.join("app/__pycache__/x.py")));
+        assert!(!f.wants_file(&root.join("app/.#main.py")));
+        assert!(!f.wants_file(&root.join("app/x.gen.py")));
+        assert!(f.wants_file(&root.join("app/keep.gen.py")));
+        assert!(f.ignores_dir(&root.join("node_modules")));
+        assert!(f.ignores_dir(&root.join("data")));
+        assert!(f.ignores_dir(&root.join("secret")));
+        assert!(!f.ignores_dir(&root.join("app")));
+    }
+}
