@@ -1,6 +1,6 @@
 //! Command-line flags. They override `devrun.toml`; `config` merges the two.
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,11 +10,45 @@ use std::time::Duration;
     version,
     about = "Run a Python web backend and restart it, with a confirmed teardown, on every change",
     after_help = "Exit codes: 0 ok, 1 backend failed, 2 usage or configuration error, \
-                  3 port held or not released, 4 another devrun runs this project"
+                  3 port held or not released, 4 another devrun runs this project",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who serves the port: devrun, its backend's tree, every listener (exit 0 only when
+    /// exactly our backend listens; 1 nothing listens; 3 a process devrun did not start does)
+    Status {
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Stop the devrun running this project, or the orphaned backend a dead devrun left
+    Stop {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+}
+
+/// Which project a subcommand is about.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ProjectArgs {
+    /// Configuration file (default: ./devrun.toml); its folder holds `.devrun/`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// When to colour status lines
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
 #[derive(Debug, Default, Clone, Args)]
@@ -78,6 +112,14 @@ pub struct RunArgs {
     /// Only print errors (the backend's own output still passes through)
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Stop the devrun already running this project (confirmed teardown) and take over
+    #[arg(long)]
+    pub replace: bool,
+
+    /// End a process devrun did not start that holds the port (it is named first)
+    #[arg(long)]
+    pub kill_port_holder: bool,
 
     /// The backend's command (overrides `command` in the config)
     #[arg(last = true, value_name = "COMMAND")]

@@ -3,10 +3,13 @@
 //! Each module owns one concern and can be used alone; only `supervisor` knows them all.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod port;
 pub mod process;
+pub mod procs;
+pub mod state;
 pub mod supervisor;
 pub mod ui;
 pub mod watch;

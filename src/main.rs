@@ -1,14 +1,17 @@
 use clap::Parser;
-use devrun::cli::Cli;
+use devrun::cli::{Cli, Command};
 use devrun::config::Config;
 use devrun::ui::Ui;
-use devrun::{supervisor, ExitCode};
+use devrun::{commands, supervisor, ExitCode};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let ui = Ui::new(cli.run.color, cli.run.quiet);
+    let ui = match &cli.command {
+        Some(Command::Status { project, .. } | Command::Stop { project }) => Ui::new(project.color, false),
+        None => Ui::new(cli.run.color, cli.run.quiet),
+    };
     let code = match run(&cli, &ui) {
-        Ok(()) => ExitCode::Ok,
+        Ok(code) => code,
         Err(e) => {
             ui.error(&e.to_string());
             e.exit_code()
@@ -17,13 +20,24 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(code as u8)
 }
 
-fn run(cli: &Cli, ui: &Ui) -> Result<(), devrun::Error> {
-    let config = Config::load(&cli.run)?;
+fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
+    if let Some(Command::Status { json, project }) = &cli.command {
+        return commands::status(project, *json);
+    }
+    let config = match &cli.command {
+        None => Some(Config::load(&cli.run)?),
+        _ => None,
+    };
     // One thread is plenty, and on Linux the thread that spawns the backend must live as long
     // as devrun: the backend's parent-death signal fires when that thread exits.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| devrun::Error::io("cannot start the async runtime", e))?;
-    runtime.block_on(supervisor::run(config, ui.clone(), cli.run.once))
+    match (&cli.command, config) {
+        (Some(Command::Stop { project }), _) => runtime.block_on(commands::stop(project, ui))?,
+        (_, Some(config)) => runtime.block_on(supervisor::run(config, ui.clone(), &cli.run))?,
+        _ => {}
+    }
+    Ok(ExitCode::Ok)
 }

@@ -89,17 +89,44 @@ pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<Durat
     }
 }
 
-/// Every process with a listening socket on `port` (empty where the OS doesn't tell us).
+/// Every process with a listening socket on `port`, any address (empty where the OS won't say).
 pub fn holders(port: u16) -> Vec<Holder> {
-    #[cfg(target_os = "linux")]
-    {
-        linux::holders(port)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = port;
-        Vec::new()
-    }
+    let mut pids = listener_pids(port);
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .map(|pid| Holder {
+            pid,
+            command: crate::procs::command_line(pid),
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+fn listener_pids(port: u16) -> Vec<u32> {
+    linux::listener_pids(port)
+}
+
+/// macOS: `lsof`, which every macOS has, asked for listeners on the port only.
+#[cfg(target_os = "macos")]
+fn listener_pids(port: u16) -> Vec<u32> {
+    let output = std::process::Command::new("lsof")
+        .args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-Fp"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(output) = output else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix('p')?.parse().ok())
+        .collect()
+}
+
+#[cfg(windows)]
+fn listener_pids(port: u16) -> Vec<u32> {
+    windows::listener_pids(port)
 }
 
 /// "pid 123 (python -m http.server 8001), pid 456 (…)" or a plain "another process".
@@ -212,7 +239,6 @@ pub async fn wait_ready(
 mod linux {
     //! Listening sockets from /proc/net/tcp{,6}, their owners from /proc/PID/fd.
 
-    use super::Holder;
     use std::collections::HashSet;
 
     const TCP_LISTEN: &str = "0A";
@@ -245,50 +271,95 @@ mod linux {
         inodes
     }
 
-    pub fn holders(port: u16) -> Vec<Holder> {
+    /// Owners of those sockets, from the /proc/PID/fd links (a scan of /proc: slow, so only
+    /// used to name holders, never on the restart path).
+    pub fn listener_pids(port: u16) -> Vec<u32> {
         let inodes = listen_inodes(port);
         if inodes.is_empty() {
             return Vec::new();
         }
         let targets: HashSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-        let mut holders = Vec::new();
         let Ok(procs) = std::fs::read_dir("/proc") else {
-            return holders;
+            return Vec::new();
         };
-        for entry in procs.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-                continue;
-            };
-            let holds = fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path())
-                    .map(|link| targets.contains(link.to_string_lossy().as_ref()))
-                    .unwrap_or(false)
-            });
-            if holds {
-                holders.push(Holder {
-                    pid,
-                    command: command_line(pid),
+        procs
+            .flatten()
+            .filter_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+                let holds = fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|link| targets.contains(link.to_string_lossy().as_ref()))
                 });
-            }
+                holds.then_some(pid)
+            })
+            .collect()
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    //! The TCP tables with owning pids (GetExtendedTcpTable), IPv4 and IPv6 listeners.
+
+    use windows_sys::Win32::NetworkManagement::IpHelper::{
+        GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
+        TCP_TABLE_OWNER_PID_LISTENER,
+    };
+    use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6};
+
+    /// The raw table for one address family: a u32 count followed by rows.
+    fn table(family: u32) -> Vec<u8> {
+        let mut size: u32 = 0;
+        // SAFETY: first call with a null buffer only asks for the size.
+        unsafe {
+            GetExtendedTcpTable(std::ptr::null_mut(), &mut size, 0, family, TCP_TABLE_OWNER_PID_LISTENER, 0);
         }
-        holders
+        for _ in 0..3 {
+            let mut buf = vec![0u8; size as usize + 4096];
+            let mut len = buf.len() as u32;
+            // SAFETY: the buffer and its length match.
+            let rc = unsafe {
+                GetExtendedTcpTable(buf.as_mut_ptr().cast(), &mut len, 0, family, TCP_TABLE_OWNER_PID_LISTENER, 0)
+            };
+            if rc == 0 {
+                return buf;
+            }
+            size = len;
+        }
+        Vec::new()
     }
 
-    pub fn command_line(pid: u32) -> String {
-        match std::fs::read(format!("/proc/{pid}/cmdline")) {
-            Ok(raw) if !raw.is_empty() => raw
-                .split(|b| *b == 0)
-                .filter(|part| !part.is_empty())
-                .map(|part| String::from_utf8_lossy(part).into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|comm| format!("[{}]", comm.trim()))
-                .unwrap_or_else(|_| "?".to_string()),
+    /// Rows of type `R` in a table buffer.
+    fn rows<R: Copy>(buf: &[u8]) -> Vec<R> {
+        if buf.len() < 4 {
+            return Vec::new();
         }
+        let count = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let offset = std::mem::align_of::<R>().max(4);
+        (0..count)
+            .filter_map(|i| {
+                let start = offset + i * std::mem::size_of::<R>();
+                let bytes = buf.get(start..start + std::mem::size_of::<R>())?;
+                // SAFETY: `bytes` holds exactly one R; read_unaligned copes with alignment.
+                Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<R>()) })
+            })
+            .collect()
+    }
+
+    fn local_port(raw: u32) -> u16 {
+        u16::from_be((raw & 0xffff) as u16)
+    }
+
+    pub fn listener_pids(port: u16) -> Vec<u32> {
+        let v4 = rows::<MIB_TCPROW_OWNER_PID>(&table(AF_INET as u32))
+            .into_iter()
+            .filter(|r| local_port(r.dwLocalPort) == port)
+            .map(|r| r.dwOwningPid);
+        let v6 = rows::<MIB_TCP6ROW_OWNER_PID>(&table(AF_INET6 as u32))
+            .into_iter()
+            .filter(|r| local_port(r.dwLocalPort) == port)
+            .map(|r| r.dwOwningPid);
+        v4.chain(v6).collect()
     }
 }
 

@@ -10,10 +10,13 @@
 //! At most one generation is alive: the next is spawned only after `Backend::stop` confirmed
 //! that every process of the previous group is gone and `port::wait_free` that nothing listens.
 
+use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::port::{self, NotReady};
 use crate::process::{self, Backend};
+use crate::procs;
+use crate::state::{self, BackendRecord, ProjectLock, State, StateDir};
 use crate::ui::{Event, Ui};
 use crate::watch::{Batch, Watch};
 use std::process::ExitStatus;
@@ -26,20 +29,123 @@ const SETTLE_CEILING: Duration = Duration::from_secs(2);
 const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 
 /// Runs devrun in watch mode, or `--once`.
-pub async fn run(config: Config, ui: Ui, once: bool) -> Result<(), Error> {
+pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
     process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
+    let shutdown = Shutdown::install()?;
+    let state_dir = StateDir::new(&config.root);
+    let lock = take_project(&state_dir, &config, &ui, args.replace).await?;
+    recover_orphan(&state_dir, &config, &ui).await?;
+    let me = std::process::id();
+    let state = State {
+        devrun_pid: me,
+        devrun_start: procs::start_time(me).unwrap_or(0),
+        port: config.port,
+        host: config.host.clone(),
+        started_at: state::unix_now(),
+        backend: None,
+    };
     let mut supervisor = Supervisor {
-        shutdown: Shutdown::install()?,
+        shutdown,
         config,
         ui,
         generation: 0,
         exiting: false,
+        state_dir,
+        state,
+        _lock: lock,
+        kill_port_holder: args.kill_port_holder,
     };
-    if once {
+    supervisor.record(None);
+    let result = if args.once {
         supervisor.run_once().await
     } else {
         supervisor.run_watch().await
+    };
+    if result.is_ok() {
+        supervisor.state_dir.clear();
     }
+    result
+}
+
+/// How long to wait for a replaced devrun to finish its teardown and let go of the lock.
+fn replace_timeout(config: &Config) -> Duration {
+    config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5)
+}
+
+/// One devrun per project: takes the project lock, or says who holds it (exit 4). With
+/// `replace`, asks the holder to stop (confirmed teardown) and takes over.
+pub(crate) async fn take_project(
+    state_dir: &StateDir,
+    config: &Config,
+    ui: &Ui,
+    replace: bool,
+) -> Result<ProjectLock, Error> {
+    let lock_error = |e| Error::io(format!("cannot lock {}", state_dir.path().display()), e);
+    if let Some(lock) = state_dir.try_lock().map_err(lock_error)? {
+        return Ok(lock);
+    }
+    let holder = state_dir.read();
+    let who = match &holder {
+        Some(s) => format!("devrun (pid {}) already runs this project on port {}", s.devrun_pid, s.port),
+        None => "another devrun already runs this project".to_string(),
+    };
+    if !replace {
+        return Err(Error::AlreadyRunning(format!(
+            "{who} ({}); use `devrun stop` or `devrun --replace`",
+            state_dir.path().display()
+        )));
+    }
+    ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
+    stop_running_devrun(state_dir, holder.as_ref(), replace_timeout(config)).await?;
+    state_dir
+        .try_lock()
+        .map_err(lock_error)?
+        .ok_or_else(|| Error::AlreadyRunning(format!("{who}, and it did not let go of the project")))
+}
+
+/// Asks the devrun holding the lock to shut down (it tears its backend down itself), waits for
+/// the lock, and kills it if it does not let go in time (its backend is then an orphan).
+pub(crate) async fn stop_running_devrun(
+    state_dir: &StateDir,
+    holder: Option<&State>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let Some(holder) = holder.filter(|s| procs::is_same(s.devrun_pid, s.devrun_start)) else {
+        return Err(Error::AlreadyRunning(
+            "the project is locked, but the devrun holding it cannot be identified".into(),
+        ));
+    };
+    let pid = holder.devrun_pid;
+    procs::terminate(pid, false).map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
+    let began = Instant::now();
+    while state_dir.locked() {
+        if began.elapsed() > timeout && procs::is_same(pid, holder.devrun_start) {
+            let _ = procs::terminate(pid, true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A devrun that died (SIGKILL, crash, closed terminal) leaves its backend's record behind:
+/// if that very process (pid and start time) or its group still runs, end it.
+pub(crate) async fn recover_orphan(state_dir: &StateDir, config: &Config, ui: &Ui) -> Result<(), Error> {
+    let Some(BackendRecord { pid, pgid, start, generation, .. }) = state_dir.read().and_then(|s| s.backend) else {
+        return Ok(());
+    };
+    let stopped = process::stop_orphan(pid, pgid, start, config.stop.signal, config.stop.timeout)
+        .await
+        .map_err(|e| Error::io(format!("cannot stop the orphaned backend (pid {pid})"), e))?;
+    if let Some(stopped) = stopped {
+        ui.emit(&Event::Warning(format!(
+            "found generation {generation} (pid {pid}) left running by a devrun that died; \
+             stopped it in {} ms{}",
+            stopped.elapsed.as_millis(),
+            if stopped.killed { " (killed)" } else { "" }
+        )));
+    }
+    state_dir.clear();
+    Ok(())
 }
 
 /// Why a serving generation stopped being served.
@@ -63,6 +169,11 @@ struct Supervisor {
     generation: u32,
     /// A shutdown was asked for: finish the current stop, then exit. A second request kills.
     exiting: bool,
+    state_dir: StateDir,
+    /// What `.devrun/state.json` says; rewritten on every generation.
+    state: State,
+    _lock: ProjectLock,
+    kill_port_holder: bool,
 }
 
 impl Supervisor {
@@ -193,6 +304,15 @@ impl Supervisor {
             pid: backend.pid(),
             command: command_line,
         });
+        let pid = backend.pid();
+        self.record(Some(BackendRecord {
+            pid,
+            pgid: backend.pgid(),
+            start: procs::start_time(pid).unwrap_or(0),
+            generation: self.generation,
+            command: self.config.command.clone(),
+            started_at: state::unix_now(),
+        }));
         Ok(backend)
     }
 
@@ -272,7 +392,20 @@ impl Supervisor {
             elapsed: stopped.elapsed,
             killed: stopped.killed && signal != process::StopSignal::Kill,
         });
+        self.record(None);
         Ok(())
+    }
+
+    /// Rewrites the state file. A failure is reported, not fatal: the lock still guarantees
+    /// one devrun per project; only orphan recovery after a crash would miss this generation.
+    fn record(&mut self, backend: Option<BackendRecord>) {
+        self.state.backend = backend;
+        if let Err(e) = self.state_dir.write(&self.state) {
+            self.ui.emit(&Event::Warning(format!(
+                "cannot write {}/state.json: {e}",
+                self.state_dir.path().display()
+            )));
+        }
     }
 
     /// Settling: lets a burst of saves finish (quiet for the debounce time, or the ceiling),
@@ -336,7 +469,8 @@ impl Supervisor {
         let port = self.config.port;
         format!(
             "port {port} is held by {}: devrun will not start a second backend beside it. \
-             Stop that process, or use another port (--port)",
+             Stop that process, pass --kill-port-holder to have devrun end it, or use another \
+             port (--port)",
             port::describe_holders(&port::holders(port))
         )
     }
@@ -346,6 +480,17 @@ impl Supervisor {
     async fn claim_port(&mut self) -> Result<(), Error> {
         if port::is_free(&self.config.host, self.config.port) {
             return Ok(());
+        }
+        if self.kill_port_holder {
+            for holder in port::holders(self.config.port) {
+                self.ui.emit(&Event::Warning(format!(
+                    "ending pid {} ({}), which holds port {} (--kill-port-holder)",
+                    holder.pid, holder.command, self.config.port
+                )));
+                process::stop_foreign(holder.pid, self.config.stop.signal, self.config.stop.timeout)
+                    .await
+                    .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
+            }
         }
         self.ui.emit(&Event::Warning(format!(
             "port {} is busy; waiting up to {} ms for it to be released",

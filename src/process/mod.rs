@@ -135,6 +135,11 @@ impl Backend {
         self.pid
     }
 
+    /// The process group id to record (the leader's pid: it leads its own group).
+    pub fn pgid(&self) -> u32 {
+        self.pid
+    }
+
     /// Resolves when the group leader exits. Cancel-safe, so it can sit in a `select!`.
     pub async fn exited(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
@@ -198,6 +203,87 @@ impl Backend {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// Ends a backend recorded by a devrun that is gone (killed, crashed), with the usual
+/// escalation. Only processes verified by pid *and* start time are touched. `Ok(None)` when
+/// nothing of it was left.
+pub async fn stop_orphan(
+    pid: u32,
+    pgid: u32,
+    start: u64,
+    signal: StopSignal,
+    grace: Duration,
+) -> io::Result<Option<Stopped>> {
+    escalate(
+        || platform::orphan_members(pid, pgid, start),
+        |members, signal| platform::signal_pids(Some(pgid), members, signal),
+        signal,
+        grace,
+    )
+    .await
+}
+
+/// Ends one process devrun did not start (the user asked: --kill-port-holder), verified by
+/// its start time at every step, and nothing else: not its group, not its parent.
+pub async fn stop_foreign(pid: u32, signal: StopSignal, grace: Duration) -> io::Result<Option<Stopped>> {
+    let Some(start) = crate::procs::start_time(pid) else {
+        return Ok(None);
+    };
+    escalate(
+        || {
+            if crate::procs::is_same(pid, start) && !crate::procs::is_zombie(pid) {
+                vec![pid]
+            } else {
+                Vec::new()
+            }
+        },
+        |members, signal| platform::signal_pids(None, members, signal),
+        signal,
+        grace,
+    )
+    .await
+}
+
+/// Signal, wait for `grace`, kill, wait until `members()` is empty.
+async fn escalate(
+    members: impl Fn() -> Vec<u32>,
+    send: impl Fn(&[u32], StopSignal) -> io::Result<()>,
+    signal: StopSignal,
+    grace: Duration,
+) -> io::Result<Option<Stopped>> {
+    let began = Instant::now();
+    let first = members();
+    if first.is_empty() {
+        return Ok(None);
+    }
+    send(&first, signal)?;
+    let mut killed = signal == StopSignal::Kill;
+    let mut kill_at = began + grace;
+    loop {
+        let left = members();
+        if left.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if !killed && now >= kill_at {
+            send(&left, StopSignal::Kill)?;
+            killed = true;
+            kill_at = now;
+        }
+        if killed && now.duration_since(kill_at) > KILL_CONFIRM_TIMEOUT {
+            return Err(io::Error::other(format!(
+                "processes {left:?} survived a kill for {} s",
+                KILL_CONFIRM_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(poll_interval(began.elapsed())).await;
+    }
+    Ok(Some(Stopped {
+        status: None,
+        killed,
+        elapsed: began.elapsed(),
+    }))
 }
 
 /// Poll fast while a stop is likely to finish soon, slower when the backend takes its time.

@@ -67,27 +67,98 @@ impl Group {
             StopSignal::User2 => Signal::SIGUSR2,
             StopSignal::Kill => Signal::SIGKILL,
         };
-        send(self.pgid, signal)
+        self.send_all(signal)
     }
 
     pub fn kill(&self) -> io::Result<()> {
-        send(self.pgid, Signal::SIGKILL)
+        self.send_all(Signal::SIGKILL)
     }
 
-    /// Whether any process is still in the group. Once the leader is reaped (by tokio), the
-    /// group's remaining zombies that are devrun's children (re-parented to the subreaper) are
-    /// reaped here; a zombie still counts as alive for `kill(-pgid, 0)`.
+    /// The group, and every descendant that left it (setsid, daemonizing): teardown is
+    /// "every process devrun started, directly or not", not just "the group".
+    fn send_all(&self, signal: Signal) -> io::Result<()> {
+        send(self.pgid, signal)?;
+        for pid in escapees(self.pgid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+        }
+        Ok(())
+    }
+
+    /// Whether any process is still in the group, or any descendant of devrun outside it.
+    /// Once the leader is reaped (by tokio), devrun's remaining zombie children (descendants
+    /// re-parented to the subreaper) are reaped here; a zombie counts as alive for `kill`.
     pub fn alive(&self, leader_reaped: bool) -> bool {
         if leader_reaped {
-            // Never before: waitpid(-pgid) could take the leader's status from tokio.
-            while let Ok(status) = waitpid(Pid::from_raw(-self.pgid.as_raw()), Some(WaitPidFlag::WNOHANG)) {
+            // Never before: waitpid(-1) could take the leader's status from tokio.
+            while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 if status == WaitStatus::StillAlive {
                     break;
                 }
             }
         }
-        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH))
+        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) || !escapees(self.pgid).is_empty()
     }
+}
+
+/// Linux: devrun's descendants outside the backend's group. devrun starts nothing but
+/// backends, and as a subreaper it inherits whatever they orphan, so these are escapees.
+#[cfg(target_os = "linux")]
+fn escapees(pgid: Pid) -> Vec<u32> {
+    crate::procs::descendants(std::process::id())
+        .into_iter()
+        .filter(|pid| {
+            crate::procs::process_group(*pid) != Some(pgid.as_raw() as u32)
+                && !crate::procs::is_zombie(*pid)
+        })
+        .collect()
+}
+
+/// Elsewhere there is no subreaper: the group is what devrun can answer for.
+#[cfg(not(target_os = "linux"))]
+fn escapees(_pgid: Pid) -> Vec<u32> {
+    Vec::new()
+}
+
+/// The live processes of a backend recorded by a devrun that is gone: its leader (same pid
+/// *and* start time) with its descendants, and the members of its group that started after it.
+pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
+    use crate::procs;
+    let mut members = Vec::new();
+    if procs::is_same(pid, start) {
+        members.push(pid);
+        members.extend(procs::descendants(pid));
+    }
+    members.extend(
+        procs::group_members(pgid)
+            .into_iter()
+            .filter(|p| procs::start_time(*p).is_some_and(|t| t >= start)),
+    );
+    members.sort_unstable();
+    members.dedup();
+    members.retain(|p| !procs::is_zombie(*p));
+    members
+}
+
+/// Signals verified processes, and their group if given and they are still in it.
+pub fn signal_pids(pgid: Option<u32>, members: &[u32], signal: StopSignal) -> io::Result<()> {
+    let signal = match signal {
+        StopSignal::Kill => Signal::SIGKILL,
+        StopSignal::Interrupt => Signal::SIGINT,
+        StopSignal::Hangup => Signal::SIGHUP,
+        StopSignal::Quit => Signal::SIGQUIT,
+        StopSignal::User1 => Signal::SIGUSR1,
+        StopSignal::User2 => Signal::SIGUSR2,
+        StopSignal::Terminate => Signal::SIGTERM,
+    };
+    if let Some(pgid) = pgid {
+        if members.iter().any(|p| crate::procs::process_group(*p) == Some(pgid)) {
+            send(Pid::from_raw(pgid as i32), signal)?;
+        }
+    }
+    for pid in members {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*pid as i32), signal);
+    }
+    Ok(())
 }
 
 fn send(pgid: Pid, signal: Signal) -> io::Result<()> {

@@ -4,7 +4,6 @@
 
 use super::StopSignal;
 use std::io;
-use std::os::windows::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
@@ -162,6 +161,24 @@ impl Group {
             ok == 0 || info.ActiveProcesses > 0
         }
     }
+}
+
+/// A backend recorded by a devrun that is gone. Its job died with devrun (kill-on-close), so
+/// at most the leader itself can be left, and only if it is the same process (start time).
+pub fn orphan_members(pid: u32, _pgid: u32, start: u64) -> Vec<u32> {
+    if crate::procs::is_same(pid, start) {
+        vec![pid]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Windows has no signal for another console's process: every such stop is a kill.
+pub fn signal_pids(_pgid: Option<u32>, members: &[u32], _signal: StopSignal) -> io::Result<()> {
+    for pid in members {
+        crate::procs::terminate(*pid, true)?;
+    }
+    Ok(())
 }
 
 pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {

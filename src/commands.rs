@@ -1,0 +1,275 @@
+//! `devrun status` and `devrun stop`: answers about, and actions on, the devrun of a project
+//! from outside it, through `.devrun/` and the OS.
+
+use crate::cli::ProjectArgs;
+use crate::config::{Config, CONFIG_FILE, DEFAULT_HOST};
+use crate::error::{Error, ExitCode};
+use crate::port;
+use crate::procs;
+use crate::state::{self, State, StateDir};
+use crate::supervisor;
+use crate::ui::{Event, Ui};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The project's folder, and its config if it has one that loads.
+struct Project {
+    root: PathBuf,
+    config: Option<Config>,
+}
+
+fn project(args: &ProjectArgs) -> Result<Project, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
+    let file = args.config.as_ref().map(|p| cwd.join(p));
+    if let Some(file) = &file {
+        if !file.is_file() {
+            return Err(Error::Usage(format!("no config file at {}", file.display())));
+        }
+    }
+    let root = file
+        .as_ref()
+        .and_then(|f| f.parent().map(PathBuf::from))
+        .unwrap_or_else(|| cwd.clone());
+    // status and stop need only the port and timeouts: a config that lacks a command is fine.
+    let has_config = file.is_some() || cwd.join(CONFIG_FILE).is_file();
+    let config = if has_config {
+        let run = crate::cli::RunArgs {
+            config: args.config.clone(),
+            command: vec!["-".into()],
+            ..Default::default()
+        };
+        Some(Config::load(&run)?)
+    } else {
+        None
+    };
+    Ok(Project { root, config })
+}
+
+#[derive(Debug, Serialize)]
+struct Listener {
+    pid: u32,
+    command: String,
+    /// Part of this project's current backend (its leader, group or descendants).
+    ours: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BackendStatus {
+    pid: u32,
+    generation: u32,
+    alive: bool,
+    uptime_s: u64,
+    command: Vec<String>,
+    /// Every process of the backend: leader first, then its descendants.
+    tree: Vec<TreeProcess>,
+}
+
+#[derive(Debug, Serialize)]
+struct TreeProcess {
+    pid: u32,
+    command: String,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    project: PathBuf,
+    /// devrun's pid, if a devrun holds the project lock.
+    devrun_pid: Option<u32>,
+    devrun_running: bool,
+    devrun_uptime_s: Option<u64>,
+    backend: Option<BackendStatus>,
+    host: String,
+    port: Option<u16>,
+    listeners: Vec<Listener>,
+    /// "ok", "none" (nothing listens) or "foreign" (a process devrun did not start listens).
+    verdict: &'static str,
+}
+
+/// Exit 0: exactly our backend listens; 1: nothing listens; 3: something else listens.
+pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
+    let project = project(args)?;
+    let state_dir = StateDir::new(&project.root);
+    let running = state_dir.locked();
+    // A dead devrun's record still names its backend, which may be an orphan now.
+    let state = state_dir.read();
+    let port = project.config.as_ref().map(|c| c.port).or(state.as_ref().map(|s| s.port));
+    let host = project
+        .config
+        .as_ref()
+        .map(|c| c.host.clone())
+        .or(state.as_ref().map(|s| s.host.clone()))
+        .unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let now = state::unix_now();
+
+    let backend = state.as_ref().and_then(|s| s.backend.as_ref()).map(|b| {
+        let alive = procs::is_same(b.pid, b.start);
+        let mut tree = Vec::new();
+        if alive {
+            tree.push(b.pid);
+            tree.extend(procs::descendants(b.pid));
+            tree.extend(procs::group_members(b.pgid));
+            tree.sort_unstable();
+            tree.dedup();
+            tree.retain(|p| !procs::is_zombie(*p));
+        }
+        BackendStatus {
+            pid: b.pid,
+            generation: b.generation,
+            alive,
+            uptime_s: now.saturating_sub(b.started_at),
+            command: b.command.clone(),
+            tree: tree
+                .into_iter()
+                .map(|pid| TreeProcess {
+                    pid,
+                    command: procs::command_line(pid),
+                })
+                .collect(),
+        }
+    });
+    let listeners: Vec<Listener> = port
+        .map(port::holders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| Listener {
+            ours: backend
+                .as_ref()
+                .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid)),
+            pid: h.pid,
+            command: h.command,
+        })
+        .collect();
+    let verdict = if listeners.iter().any(|l| !l.ours) {
+        "foreign"
+    } else if listeners.is_empty() {
+        "none"
+    } else {
+        "ok"
+    };
+    let report = StatusReport {
+        project: project.root.clone(),
+        devrun_pid: state.as_ref().filter(|_| running).map(|s| s.devrun_pid),
+        devrun_uptime_s: state
+            .as_ref()
+            .filter(|_| running)
+            .map(|s| now.saturating_sub(s.started_at)),
+        devrun_running: running,
+        backend,
+        host,
+        port,
+        listeners,
+        verdict,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Usage(format!("cannot encode the status: {e}")))?;
+        println!("{text}");
+    } else {
+        print_status(&report);
+    }
+    Ok(match verdict {
+        "ok" => ExitCode::Ok,
+        "none" => ExitCode::BackendFailed,
+        _ => ExitCode::Port,
+    })
+}
+
+fn print_status(report: &StatusReport) {
+    println!("project: {}", report.project.display());
+    match (report.devrun_pid, report.devrun_uptime_s) {
+        (Some(pid), Some(up)) => println!("devrun:  pid {pid}, up {}", duration(up)),
+        _ => println!("devrun:  not running"),
+    }
+    match &report.backend {
+        Some(b) => {
+            println!(
+                "backend: generation {}, pid {}{}, up {}",
+                b.generation,
+                b.pid,
+                if b.alive { "" } else { " (gone)" },
+                duration(b.uptime_s)
+            );
+            for p in &b.tree {
+                println!("         pid {} {}", p.pid, p.command);
+            }
+        }
+        None => println!("backend: none"),
+    }
+    match report.port {
+        Some(port) => {
+            println!("port:    {port} ({}), {} listener(s)", report.host, report.listeners.len());
+            for l in &report.listeners {
+                let whose = if l.ours { "this project's backend" } else { "NOT started by devrun" };
+                println!("         pid {} {} [{whose}]", l.pid, l.command);
+            }
+        }
+        None => println!("port:    unknown (no devrun.toml and no running devrun)"),
+    }
+    println!(
+        "verdict: {}",
+        match report.verdict {
+            "ok" => "ok: exactly this project's backend serves the port",
+            "none" => "nothing listens on the port",
+            _ => "a process devrun did not start listens on the port",
+        }
+    );
+}
+
+fn duration(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+/// Stops the running devrun of this project (it tears its backend down and exits) or, if it
+/// is dead, the orphan it left. Exit 0 when the port is free afterwards.
+pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
+    let project = project(args)?;
+    let state_dir = StateDir::new(&project.root);
+    let recorded: Option<State> = state_dir.read();
+    // The port and timeouts: the config's, else what the dead devrun recorded.
+    let config = match project.config {
+        Some(config) => config,
+        None => {
+            let Some(state) = &recorded else {
+                ui.emit(&Event::Warning("nothing to stop: no devrun has run in this folder".into()));
+                return Ok(());
+            };
+            let run = crate::cli::RunArgs {
+                command: vec!["-".into()],
+                port: Some(state.port),
+                host: Some(state.host.clone()),
+                ..Default::default()
+            };
+            let mut config = Config::load(&run)?;
+            config.root = project.root.clone();
+            config
+        }
+    };
+    if state_dir.locked() {
+        if let Some(state) = &recorded {
+            ui.emit(&Event::Warning(format!(
+                "stopping devrun (pid {}) and its backend",
+                state.devrun_pid
+            )));
+        }
+        let timeout = config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5);
+        supervisor::stop_running_devrun(&state_dir, recorded.as_ref(), timeout).await?;
+    }
+    let _lock = supervisor::take_project(&state_dir, &config, ui, false).await?;
+    supervisor::recover_orphan(&state_dir, &config, ui).await?;
+    match port::wait_free(&config.host, config.port, config.stop.port_timeout).await {
+        Ok(_) => {
+            ui.emit(&Event::Warning(format!("stopped; port {} is free", config.port)));
+            Ok(())
+        }
+        Err(_) => Err(Error::Port(format!(
+            "port {} is still held by {}",
+            config.port,
+            port::describe_holders(&port::holders(config.port))
+        ))),
+    }
+}

@@ -1,0 +1,263 @@
+//! Questions about other processes: is pid P still the process devrun recorded (same start
+//! time), what is its command line, what are its children. Used to find orphans, escaped
+//! descendants and the holders of a port, never to kill on a bare pid.
+
+use std::io;
+
+/// Whether `pid` is alive (not a zombie) and is the very process that started at `start`
+/// (never a reused pid).
+pub fn is_same(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
+/// Every descendant of `pid` (children first), where the OS tells us.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for child in children(parent) {
+            if !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::io;
+
+    fn stat_fields(pid: u32) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        let rest = &text[text.rfind(')')? + 2..];
+        Some(rest.split_whitespace().map(str::to_string).collect())
+    }
+
+    /// Clock ticks since boot (field 22 of /proc/PID/stat).
+    pub fn start_time(pid: u32) -> Option<u64> {
+        stat_fields(pid)?.get(19)?.parse().ok()
+    }
+
+    pub fn is_zombie(pid: u32) -> bool {
+        stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z" || s == "X"))
+    }
+
+    pub fn process_group(pid: u32) -> Option<u32> {
+        stat_fields(pid)?.get(2)?.parse().ok()
+    }
+
+    pub fn command_line(pid: u32) -> String {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(raw) if !raw.is_empty() => raw
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|comm| format!("[{}]", comm.trim()))
+                .unwrap_or_else(|_| "?".to_string()),
+        }
+    }
+
+    /// From /proc/PID/task/*/children: one small read per thread, no scan of /proc.
+    pub fn children(pid: u32) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
+    /// Every process whose process group is `pgid` (a scan of /proc).
+    pub fn group_members(pgid: u32) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| process_group(*pid) == Some(pgid))
+            .collect()
+    }
+
+    pub fn terminate(pid: u32, hard: bool) -> io::Result<()> {
+        super::unix_signal(pid, hard)
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod imp {
+    use std::io;
+
+    fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
+        // SAFETY: the buffer is a properly sized, zeroed proc_bsdinfo.
+        unsafe {
+            let mut info: libc::proc_bsdinfo = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+            let n = libc::proc_pidinfo(
+                pid as libc::c_int,
+                libc::PROC_PIDTBSDINFO,
+                0,
+                &mut info as *mut _ as *mut libc::c_void,
+                size,
+            );
+            (n == size).then_some(info)
+        }
+    }
+
+    /// Microseconds since the epoch.
+    pub fn start_time(pid: u32) -> Option<u64> {
+        let info = bsd_info(pid)?;
+        Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
+    }
+
+    pub fn is_zombie(pid: u32) -> bool {
+        bsd_info(pid).is_some_and(|i| i.pbi_status == libc::SZOMB as u32)
+    }
+
+    pub fn process_group(pid: u32) -> Option<u32> {
+        bsd_info(pid).map(|i| i.pbi_pgid)
+    }
+
+    pub fn command_line(pid: u32) -> String {
+        let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+        // SAFETY: the buffer and its length match.
+        let n = unsafe {
+            libc::proc_pidpath(pid as libc::c_int, buf.as_mut_ptr() as *mut libc::c_void, buf.len() as u32)
+        };
+        if n <= 0 {
+            return "?".to_string();
+        }
+        String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+    }
+
+    pub fn children(pid: u32) -> Vec<u32> {
+        let mut pids = vec![0 as libc::pid_t; 1024];
+        // SAFETY: the buffer and its byte length match.
+        let n = unsafe {
+            libc::proc_listchildpids(
+                pid as libc::pid_t,
+                pids.as_mut_ptr() as *mut libc::c_void,
+                (pids.len() * std::mem::size_of::<libc::pid_t>()) as libc::c_int,
+            )
+        };
+        pids.truncate(n.max(0) as usize);
+        pids.into_iter().filter(|p| *p > 0).map(|p| p as u32).collect()
+    }
+
+    /// Not available without a full process scan; the group is signalled as a whole instead.
+    pub fn group_members(_pgid: u32) -> Vec<u32> {
+        Vec::new()
+    }
+
+    pub fn terminate(pid: u32, hard: bool) -> io::Result<()> {
+        super::unix_signal(pid, hard)
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    use std::io;
+    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME};
+    use windows_sys::Win32::System::Threading::{
+        GetProcessTimes, OpenProcess, QueryFullProcessImageNameW, TerminateProcess,
+        PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+    };
+
+    /// FILETIME of creation (100 ns ticks since 1601).
+    pub fn start_time(pid: u32) -> Option<u64> {
+        // SAFETY: the handle is checked and closed; FILETIMEs are plain data.
+        unsafe {
+            let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if handle.is_null() {
+                return None;
+            }
+            let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
+            let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+            let ok = GetProcessTimes(handle, &mut created, &mut exited, &mut kernel, &mut user);
+            CloseHandle(handle);
+            (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+        }
+    }
+
+    pub fn is_zombie(_pid: u32) -> bool {
+        false
+    }
+
+    pub fn process_group(_pid: u32) -> Option<u32> {
+        None
+    }
+
+    /// The executable's path (reading another process's command line needs its memory).
+    pub fn command_line(pid: u32) -> String {
+        // SAFETY: the handle is checked and closed; the buffer and its length match.
+        unsafe {
+            let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if handle.is_null() {
+                return "?".to_string();
+            }
+            let mut buf = vec![0u16; 1024];
+            let mut len = buf.len() as u32;
+            let ok = QueryFullProcessImageNameW(handle, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut len);
+            CloseHandle(handle);
+            if ok == 0 {
+                return "?".to_string();
+            }
+            String::from_utf16_lossy(&buf[..len as usize])
+        }
+    }
+
+    /// The job object tracks the backend's tree; no parent links are needed here.
+    pub fn children(_pid: u32) -> Vec<u32> {
+        Vec::new()
+    }
+
+    pub fn group_members(_pgid: u32) -> Vec<u32> {
+        Vec::new()
+    }
+
+    pub fn terminate(pid: u32, _hard: bool) -> io::Result<()> {
+        // SAFETY: the handle is checked and closed.
+        unsafe {
+            let handle = OpenProcess(PROCESS_TERMINATE, 0, pid);
+            if handle.is_null() {
+                return Err(io::Error::last_os_error());
+            }
+            let ok = TerminateProcess(handle, 1);
+            CloseHandle(handle);
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn unix_signal(pid: u32, hard: bool) -> io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    let signal = if hard { Signal::SIGKILL } else { Signal::SIGTERM };
+    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    match kill(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub use imp::{children, command_line, group_members, is_zombie, process_group, start_time, terminate};
+
+/// Alive and not a zombie.
+pub fn running(pid: u32) -> bool {
+    start_time(pid).is_some() && !is_zombie(pid)
+}
