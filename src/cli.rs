@@ -37,6 +37,11 @@ pub enum Command {
         #[command(flatten)]
         project: ProjectArgs,
     },
+    /// Print a shell completion script (e.g. `devrun completions bash > ~/.local/share/bash-completion/completions/devrun`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Which project a subcommand is about.
@@ -113,6 +118,10 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Status lines for people (text) or one JSON object per line for tools (json), on stderr
+    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
+    pub events: EventFormat,
+
     /// Stop the devrun already running this project (confirmed teardown) and take over
     #[arg(long)]
     pub replace: bool,
@@ -124,6 +133,13 @@ pub struct RunArgs {
     /// The backend's command (overrides `command` in the config)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub const CONFIG_FILE: &str = "devrun.toml";
+pub const PYPROJECT_FILE: &str = "pyproject.toml";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_INCLUDE: &str = "**/*.py";
 
@@ -106,6 +107,19 @@ struct FileServer {
     socket: Option<Spanned<String>>,
 }
 
+/// `pyproject.toml`: only `[tool.devrun]` is read (same keys, same errors); the rest is the
+/// other tools' business.
+#[derive(Debug, Default, Deserialize)]
+struct PyProject {
+    #[serde(default)]
+    tool: PyProjectTools,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PyProjectTools {
+    devrun: Option<FileConfig>,
+}
+
 /// A parsed file with what is needed to locate errors in it.
 struct Source {
     path: PathBuf,
@@ -120,34 +134,44 @@ impl Source {
 }
 
 impl Config {
-    /// Reads the config file (`--config`, or `devrun.toml` in the current folder if present) and
-    /// applies the flags on top.
+    /// Reads the config file (`--config`, else `devrun.toml` in the current folder, else
+    /// `[tool.devrun]` of `pyproject.toml` there) and applies the flags on top.
     pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
         let cwd = std::env::current_dir()
             .map_err(|e| ConfigError::plain(format!("cannot read the current folder: {e}")))?;
-        let path = match &args.config {
-            Some(path) => Some(cwd.join(path)),
-            None => Some(cwd.join(CONFIG_FILE)).filter(|p| p.is_file()),
+        let candidates = match &args.config {
+            Some(path) => vec![cwd.join(path)],
+            None => vec![cwd.join(CONFIG_FILE), cwd.join(PYPROJECT_FILE)],
         };
-        let (source, file) = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::plain(format!("cannot read {}: {e}", path.display()))
-                })?;
-                let display = display_path(&path, &cwd);
-                let source = Source {
-                    path,
-                    display,
-                    text,
-                };
-                let file: FileConfig = toml::from_str(&source.text).map_err(|e| {
-                    source.error(e.span().map(|s| s.start), e.message().trim_end().to_string())
-                })?;
-                (Some(source), file)
+        for path in candidates {
+            if args.config.is_none() && !path.is_file() {
+                continue;
             }
-            None => (None, FileConfig::default()),
-        };
-        Self::build(source, file, args, &cwd)
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::plain(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let source = Source {
+                display: display_path(&path, &cwd),
+                path,
+                text,
+            };
+            let locate = |e: toml::de::Error| {
+                source.error(e.span().map(|s| s.start), e.message().trim_end().to_string())
+            };
+            let file = if source.path.file_name().is_some_and(|n| n == PYPROJECT_FILE) {
+                let pyproject: PyProject = toml::from_str(&source.text).map_err(locate)?;
+                match pyproject.tool.devrun {
+                    Some(file) => file,
+                    // A pyproject.toml without [tool.devrun] is not devrun's config.
+                    None if args.config.is_none() => continue,
+                    None => return Err(source.error(None, "no [tool.devrun] table")),
+                }
+            } else {
+                toml::from_str(&source.text).map_err(locate)?
+            };
+            return Self::build(Some(source), file, args, &cwd);
+        }
+        Self::build(None, FileConfig::default(), args, &cwd)
     }
 
     fn build(
@@ -329,10 +353,17 @@ impl Config {
     /// The config file's name as the user would write it, for status lines.
     pub fn source_name(&self) -> String {
         match &self.source {
-            Some(path) => path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string()),
+            Some(path) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string());
+                if name == PYPROJECT_FILE {
+                    format!("{name} [tool.devrun]")
+                } else {
+                    name
+                }
+            }
             None => "command line".to_string(),
         }
     }
@@ -473,6 +504,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("devrun.toml:4:10:"), "{e}");
+    }
+
+    #[test]
+    fn pyproject_table_is_read_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(PYPROJECT_FILE);
+        let args = RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        };
+        std::fs::write(&file, "[project]\nname = \"x\"\n[tool.devrun]\ncommand = \"y\"\nport = 7\n").unwrap();
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.port, c.root.as_path()), (7, dir.path()));
+        assert_eq!(c.source_name(), "pyproject.toml [tool.devrun]");
+        std::fs::write(&file, "[tool.devrun]\ncommand = \"y\"\nport = 7\nbogus = 1\n").unwrap();
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.contains("pyproject.toml:4:1:"), "{e}");
     }
 
     #[test]

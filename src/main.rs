@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ui = match &cli.command {
         Some(Command::Status { project, .. } | Command::Stop { project }) => Ui::new(project.color, false),
-        None => Ui::new(cli.run.color, cli.run.quiet),
+        _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
     };
     let code = match run(&cli, &ui) {
         Ok(code) => code,
@@ -21,8 +21,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
-    if let Some(Command::Status { json, project }) = &cli.command {
-        return commands::status(project, *json);
+    match &cli.command {
+        Some(Command::Status { json, project }) => return commands::status(project, *json),
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "devrun", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(ExitCode::Ok);
+        }
+        _ => {}
     }
     let config = match &cli.command {
         None => Some(Config::load(&cli.run)?),

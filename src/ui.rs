@@ -1,7 +1,8 @@
 //! Status lines: one short, coloured line per lifecycle event, on stderr.
 //! The backend's own output never passes through here.
 
-use crate::cli::ColorChoice;
+use crate::cli::{ColorChoice, EventFormat};
+use serde_json::{json, Value};
 use console::Style;
 use std::io::Write;
 use std::time::Duration;
@@ -150,6 +151,44 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The stable machine-readable form: `{"event": NAME, ...fields}`, durations in ms.
+    pub fn to_json(&self) -> Value {
+        let ms = |d: &Duration| d.as_millis() as u64;
+        match self {
+            Event::Watching { source, folders, include } => {
+                json!({"event": "watching", "config": source, "folders": folders, "include": include})
+            }
+            Event::Changed { files } => json!({"event": "changed", "paths": files}),
+            Event::Stopping { generation, pid, signal } => {
+                json!({"event": "stopping", "generation": generation, "pid": pid, "signal": signal})
+            }
+            Event::Stopped { generation, elapsed, killed } => {
+                json!({"event": "stopped", "generation": generation, "duration_ms": ms(elapsed), "killed": killed})
+            }
+            Event::PortReleased { port, waited } => {
+                json!({"event": "port_released", "port": port, "wait_ms": ms(waited)})
+            }
+            Event::PortHeld { port, holders } => json!({"event": "port_held", "port": port, "holders": holders}),
+            Event::Started { generation, pid, command } => {
+                json!({"event": "started", "generation": generation, "pid": pid, "command": command})
+            }
+            Event::Ready { generation, elapsed, address } => {
+                json!({"event": "ready", "generation": generation, "duration_ms": ms(elapsed), "address": address})
+            }
+            Event::NotReady { generation, elapsed, reason } => {
+                json!({"event": "not_ready", "generation": generation, "duration_ms": ms(elapsed), "reason": reason})
+            }
+            Event::Exited { generation, status } => {
+                json!({"event": "exited", "generation": generation, "status": status})
+            }
+            Event::Waiting => json!({"event": "waiting"}),
+            Event::ShuttingDown { reason } => json!({"event": "shutting_down", "reason": reason}),
+            Event::Warning(message) => json!({"event": "warning", "message": message}),
+        }
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -163,10 +202,15 @@ fn plural(n: usize) -> &'static str {
 pub struct Ui {
     quiet: bool,
     color: bool,
+    format: EventFormat,
 }
 
 impl Ui {
     pub fn new(choice: ColorChoice, quiet: bool) -> Ui {
+        Ui::with_format(choice, quiet, EventFormat::Text)
+    }
+
+    pub fn with_format(choice: ColorChoice, quiet: bool, format: EventFormat) -> Ui {
         let color = match choice {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
@@ -175,10 +219,13 @@ impl Ui {
                     && console::Term::stderr().features().colors_supported()
             }
         };
-        Ui { quiet, color }
+        Ui { quiet, color, format }
     }
 
     pub fn emit(&self, event: &Event) {
+        if self.format == EventFormat::Json {
+            return self.json_line(event.to_json());
+        }
         let level = event.level();
         if self.quiet && level != Level::Bad {
             return;
@@ -188,7 +235,18 @@ impl Ui {
 
     /// An error that ends devrun; printed even with --quiet.
     pub fn error(&self, text: &str) {
+        if self.format == EventFormat::Json {
+            return self.json_line(json!({"event": "error", "message": text}));
+        }
         self.line(Level::Bad, &format!("error: {text}"));
+    }
+
+    fn json_line(&self, mut value: Value) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        value["ts_ms"] = json!(ts);
+        let _ = writeln!(std::io::stderr().lock(), "{value}");
     }
 
     fn line(&self, level: Level, text: &str) {

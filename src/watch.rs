@@ -131,11 +131,13 @@ impl Filter {
             .any(|p| self.ignore.is_match(p))
     }
 
-    /// A folder that gets no watch and whose contents never count.
+    /// A folder that gets no watch and whose contents never count: a built-in name, a folder
+    /// an ignore glob names (`data`) or covers whole (`data/**`), or a gitignored one.
     pub fn ignores_dir(&self, dir: &Path) -> bool {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
         BUILTIN_IGNORED_DIRS.contains(&name)
             || self.ignored_by_glob(dir)
+            || self.ignored_by_glob(&dir.join("devrun-probe"))
             || self.gitignored(dir, true)
     }
 
