@@ -37,6 +37,13 @@ pub enum Command {
         #[command(flatten)]
         project: ProjectArgs,
     },
+    /// Write a commented devrun.toml for the project in this folder (detects FastAPI,
+    /// Starlette, Django and Flask apps)
+    Init {
+        /// Overwrite an existing devrun.toml
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a shell completion script (e.g. `devrun completions bash > ~/.local/share/bash-completion/completions/devrun`)
     Completions {
         #[arg(value_enum)]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod init;
 pub mod port;
 pub mod process;
 pub mod procs;

@@ -23,6 +23,16 @@ fn main() -> std::process::ExitCode {
 fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
     match &cli.command {
         Some(Command::Status { json, project }) => return commands::status(project, *json),
+        Some(Command::Init { force }) => {
+            let cwd = std::env::current_dir().map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
+            let written = devrun::init::init(&cwd, *force)?;
+            ui.emit(&devrun::ui::Event::Warning(format!(
+                "wrote {} ({}); run `devrun` to start",
+                written.path.display(),
+                written.detected
+            )));
+            return Ok(ExitCode::Ok);
+        }
         Some(Command::Completions { shell }) => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -180,6 +180,14 @@ impl Supervisor {
     async fn run_watch(&mut self) -> Result<(), Error> {
         let mut watch = Watch::start(&self.config.watch, &self.config.root)
             .map_err(|e| Error::Watch(e.to_string()))?;
+        if watch.polling {
+            self.ui.emit(&Event::Warning(
+                "the OS refused more file watches (inotify limit): polling the kept folders every \
+                 500 ms instead. Raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` \
+                 (add it to /etc/sysctl.conf to keep it), or ignore more folders"
+                    .into(),
+            ));
+        }
         self.ui.emit(&Event::Watching {
             source: self.config.source_name(),
             folders: watch.watched_folders(),

@@ -9,10 +9,10 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use notify::event::{EventKind, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{PollWatcher, RecursiveMode};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Folders that never hold code a backend should be restarted for.
@@ -167,9 +167,15 @@ pub struct Batch {
 
 type RawEvent = (Instant, notify::Result<notify::Event>);
 
+/// How often the polling fallback looks at the kept folders.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The live watch: OS watches on every kept folder, and the filter.
 pub struct Watch {
-    watcher: RecommendedWatcher,
+    watcher: Box<dyn notify::Watcher + Send>,
+    /// Set when the OS refused more watches and the kept folders are polled instead.
+    pub polling: bool,
+    sender: mpsc::UnboundedSender<RawEvent>,
     raw: mpsc::UnboundedReceiver<RawEvent>,
     filter: Filter,
     watched: HashSet<PathBuf>,
@@ -194,27 +200,52 @@ fn describe_notify_error(e: &notify::Error) -> String {
 }
 
 impl Watch {
+    /// Watches the kept folders with the OS's notifications; if the OS refuses more watches
+    /// (inotify's limit), says so and polls the kept folders instead of giving up.
     pub fn start(config: &WatchConfig, root: &Path) -> Result<Watch, WatchError> {
-        let (tx, raw) = mpsc::unbounded_channel();
+        let (sender, raw) = mpsc::unbounded_channel();
+        let tx = sender.clone();
         let watcher = notify::recommended_watcher(move |event| {
             // Stamped here, so the debounce measures quiet from the real event time.
             let _ = tx.send((Instant::now(), event));
         })?;
         let mut watch = Watch {
-            watcher,
+            watcher: Box::new(watcher),
+            polling: false,
+            sender,
             raw,
             filter: Filter::new(config, root)?,
             watched: HashSet::new(),
         };
-        for path in &config.paths {
-            if path.is_dir() {
-                watch.add_tree(path, None)?;
-            } else {
-                // A single file: watched by itself.
-                watch.watcher.watch(path, RecursiveMode::NonRecursive)?;
+        match watch.add_paths(&config.paths) {
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                let tx = watch.sender.clone();
+                let poller = PollWatcher::new(
+                    move |event| {
+                        let _ = tx.send((Instant::now(), event));
+                    },
+                    notify::Config::default().with_poll_interval(POLL_INTERVAL),
+                )?;
+                watch.watcher = Box::new(poller);
+                watch.polling = true;
+                watch.watched.clear();
+                watch.add_paths(&config.paths)?;
             }
+            other => other?,
         }
         Ok(watch)
+    }
+
+    fn add_paths(&mut self, paths: &[PathBuf]) -> Result<(), notify::Error> {
+        for path in paths {
+            if path.is_dir() {
+                self.add_tree(path, None)?;
+            } else {
+                // A single file: watched by itself.
+                self.watcher.watch(path, RecursiveMode::NonRecursive)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn filter(&self) -> &Filter {
