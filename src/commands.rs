@@ -20,11 +20,15 @@ struct Project {
 }
 
 fn project(args: &ProjectArgs) -> Result<Project, Error> {
-    let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
     let file = args.config.as_ref().map(|p| cwd.join(p));
     if let Some(file) = &file {
         if !file.is_file() {
-            return Err(Error::Usage(format!("no config file at {}", file.display())));
+            return Err(Error::Usage(format!(
+                "no config file at {}",
+                file.display()
+            )));
         }
     }
     let root = file
@@ -93,7 +97,11 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
     let running = state_dir.locked();
     // A dead devrun's record still names its backend, which may be an orphan now.
     let state = state_dir.read();
-    let port = project.config.as_ref().map(|c| c.port).or(state.as_ref().map(|s| s.port));
+    let port = project
+        .config
+        .as_ref()
+        .map(|c| c.port)
+        .or(state.as_ref().map(|s| s.port));
     let host = project
         .config
         .as_ref()
@@ -198,9 +206,17 @@ fn print_status(report: &StatusReport) {
     }
     match report.port {
         Some(port) => {
-            println!("port:    {port} ({}), {} listener(s)", report.host, report.listeners.len());
+            println!(
+                "port:    {port} ({}), {} listener(s)",
+                report.host,
+                report.listeners.len()
+            );
             for l in &report.listeners {
-                let whose = if l.ours { "this project's backend" } else { "NOT started by devrun" };
+                let whose = if l.ours {
+                    "this project's backend"
+                } else {
+                    "NOT started by devrun"
+                };
                 println!("         pid {} {} [{whose}]", l.pid, l.command);
             }
         }
@@ -235,7 +251,9 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
         Some(config) => config,
         None => {
             let Some(state) = &recorded else {
-                ui.emit(&Event::Warning("nothing to stop: no devrun has run in this folder".into()));
+                ui.emit(&Event::Warning(
+                    "nothing to stop: no devrun has run in this folder".into(),
+                ));
                 return Ok(());
             };
             let run = crate::cli::RunArgs {
@@ -263,7 +281,10 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
     supervisor::recover_orphan(&state_dir, &config, ui).await?;
     match port::wait_free(&config.host, config.port, config.stop.port_timeout).await {
         Ok(_) => {
-            ui.emit(&Event::Warning(format!("stopped; port {} is free", config.port)));
+            ui.emit(&Event::Warning(format!(
+                "stopped; port {} is free",
+                config.port
+            )));
             Ok(())
         }
         Err(_) => Err(Error::Port(format!(

@@ -147,16 +147,18 @@ impl Config {
             if args.config.is_none() && !path.is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::plain(format!("cannot read {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::plain(format!("cannot read {}: {e}", path.display())))?;
             let source = Source {
                 display: display_path(&path, &cwd),
                 path,
                 text,
             };
             let locate = |e: toml::de::Error| {
-                source.error(e.span().map(|s| s.start), e.message().trim_end().to_string())
+                source.error(
+                    e.span().map(|s| s.start),
+                    e.message().trim_end().to_string(),
+                )
             };
             let file = if source.path.file_name().is_some_and(|n| n == PYPROJECT_FILE) {
                 let pyproject: PyProject = toml::from_str(&source.text).map_err(locate)?;
@@ -232,17 +234,20 @@ impl Config {
             ));
         }
 
-        let port = match args.port.or(file.port).or_else(|| port_in_command(&command)) {
-            Some(port) if port > 0 => port,
-            _ => {
-                return Err(err(
+        let port =
+            match args
+                .port
+                .or(file.port)
+                .or_else(|| port_in_command(&command))
+            {
+                Some(port) if port > 0 => port,
+                _ => return Err(err(
                     None,
                     "no port: set `port` in devrun.toml or pass --port (devrun must know which \
                      port the backend serves to confirm it is released)"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         for arg in &mut command {
             *arg = arg
                 .replace("{port}", &port.to_string())
@@ -298,9 +303,8 @@ impl Config {
         }
 
         let signal = match (&args.stop_signal, &file.stop.signal) {
-            (Some(name), _) => {
-                StopSignal::parse(name).map_err(|m| ConfigError::plain(format!("--stop-signal: {m}")))?
-            }
+            (Some(name), _) => StopSignal::parse(name)
+                .map_err(|m| ConfigError::plain(format!("--stop-signal: {m}")))?,
             (None, Some(name)) => StopSignal::parse(name.get_ref())
                 .map_err(|m| err(Some(name.span().start), format!("[stop] signal: {m}")))?,
             (None, None) => StopSignal::default(),
@@ -425,10 +429,7 @@ fn check_http_path(path: &str) -> Result<String, String> {
 }
 
 fn display_path(path: &Path, cwd: &Path) -> String {
-    path.strip_prefix(cwd)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
 }
 
 #[cfg(test)]
@@ -468,7 +469,11 @@ mod tests {
 
     #[test]
     fn port_is_read_from_the_command() {
-        let c = load("command = [\"x\", \"--port\", \"9001\"]\n", &RunArgs::default()).unwrap();
+        let c = load(
+            "command = [\"x\", \"--port\", \"9001\"]\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
         assert_eq!(c.port, 9001);
     }
 
@@ -481,28 +486,40 @@ mod tests {
             ..RunArgs::default()
         };
         let c = load("command = \"x\"\nport = 8001\n", &args).unwrap();
-        assert_eq!((c.port, c.command.as_slice()), (9, ["y".to_string()].as_slice()));
+        assert_eq!(
+            (c.port, c.command.as_slice()),
+            (9, ["y".to_string()].as_slice())
+        );
         assert_eq!(c.watch.include, ["**/*.py", "**/*.html"]);
     }
 
     #[test]
     fn unknown_key_is_located() {
-        let e = load("command = \"x\"\nport = 1\n[watch]\npaths = [\".\"]\nincludes = []\n", &RunArgs::default())
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            "command = \"x\"\nport = 1\n[watch]\npaths = [\".\"]\nincludes = []\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("devrun.toml:5:1:"), "{e}");
         assert!(e.contains("includes"), "{e}");
     }
 
     #[test]
     fn bad_glob_and_signal_are_located() {
-        let e = load("command = \"x\"\nport = 1\n[watch]\nignore = [\"a/{b\"]\n", &RunArgs::default())
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            "command = \"x\"\nport = 1\n[watch]\nignore = [\"a/{b\"]\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("devrun.toml:4:11:"), "{e}");
-        let e = load("command = \"x\"\nport = 1\n[stop]\nsignal = \"SIGNOPE\"\n", &RunArgs::default())
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            "command = \"x\"\nport = 1\n[stop]\nsignal = \"SIGNOPE\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("devrun.toml:4:10:"), "{e}");
     }
 
@@ -514,11 +531,19 @@ mod tests {
             config: Some(file.clone()),
             ..RunArgs::default()
         };
-        std::fs::write(&file, "[project]\nname = \"x\"\n[tool.devrun]\ncommand = \"y\"\nport = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "[project]\nname = \"x\"\n[tool.devrun]\ncommand = \"y\"\nport = 7\n",
+        )
+        .unwrap();
         let c = Config::load(&args).unwrap();
         assert_eq!((c.port, c.root.as_path()), (7, dir.path()));
         assert_eq!(c.source_name(), "pyproject.toml [tool.devrun]");
-        std::fs::write(&file, "[tool.devrun]\ncommand = \"y\"\nport = 7\nbogus = 1\n").unwrap();
+        std::fs::write(
+            &file,
+            "[tool.devrun]\ncommand = \"y\"\nport = 7\nbogus = 1\n",
+        )
+        .unwrap();
         let e = Config::load(&args).unwrap_err().to_string();
         assert!(e.contains("pyproject.toml:4:1:"), "{e}");
     }

@@ -70,7 +70,11 @@ impl fmt::Display for ConfigError {
             _ => write!(f, "{}", self.message)?,
         }
         if let (Some(content), Some((_, col))) = (&self.source_line, self.position) {
-            write!(f, "\n    | {content}\n    | {}^", " ".repeat(col.saturating_sub(1)))?;
+            write!(
+                f,
+                "\n    | {content}\n    | {}^",
+                " ".repeat(col.saturating_sub(1))
+            )?;
         }
         Ok(())
     }

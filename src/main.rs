@@ -7,7 +7,9 @@ use devrun::{commands, supervisor, ExitCode};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ui = match &cli.command {
-        Some(Command::Status { project, .. } | Command::Stop { project }) => Ui::new(project.color, false),
+        Some(Command::Status { project, .. } | Command::Stop { project }) => {
+            Ui::new(project.color, false)
+        }
         _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
     };
     let code = match run(&cli, &ui) {
@@ -24,7 +26,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
     match &cli.command {
         Some(Command::Status { json, project }) => return commands::status(project, *json),
         Some(Command::Init { force }) => {
-            let cwd = std::env::current_dir().map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
+            let cwd = std::env::current_dir()
+                .map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
             let written = devrun::init::init(&cwd, *force)?;
             ui.emit(&devrun::ui::Event::Warning(format!(
                 "wrote {} ({}); run `devrun` to start",

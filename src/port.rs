@@ -15,7 +15,10 @@ pub struct Holder {
 /// The address to bind for the free-port probe.
 fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
     (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve host {host:?}"))
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot resolve host {host:?}"),
+        )
     })
 }
 
@@ -173,10 +176,13 @@ pub async fn probe(host: &str, port: u16, http_path: Option<&str>) -> Result<(),
     let Some(path) = http_path else {
         return Ok(());
     };
-    let status = tokio::time::timeout(Duration::from_secs(5), http_status(&mut stream, host, port, path))
-        .await
-        .map_err(|_| NotReady::BadAnswer("timed out".into()))?
-        .map_err(|e| NotReady::BadAnswer(e.to_string()))?;
+    let status = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_status(&mut stream, host, port, path),
+    )
+    .await
+    .map_err(|_| NotReady::BadAnswer("timed out".into()))?
+    .map_err(|e| NotReady::BadAnswer(e.to_string()))?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
@@ -205,12 +211,18 @@ async fn http_status(
         head.extend_from_slice(&buf[..n]);
     }
     let line = String::from_utf8_lossy(&head);
-    let status = line.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok());
     match (line.starts_with("HTTP/"), status) {
         (true, Some(status)) => Ok(status),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("not an HTTP status line: {:?}", line.lines().next().unwrap_or("")),
+            format!(
+                "not an HTTP status line: {:?}",
+                line.lines().next().unwrap_or("")
+            ),
         )),
     }
 }
@@ -230,7 +242,11 @@ pub async fn wait_ready(
             Err(_) => {}
         }
         // Fast at first: readiness is on the restart path the user waits for.
-        let pause = if start.elapsed() < Duration::from_secs(3) { 5 } else { 50 };
+        let pause = if start.elapsed() < Duration::from_secs(3) {
+            5
+        } else {
+            50
+        };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
@@ -312,14 +328,28 @@ mod windows {
         let mut size: u32 = 0;
         // SAFETY: first call with a null buffer only asks for the size.
         unsafe {
-            GetExtendedTcpTable(std::ptr::null_mut(), &mut size, 0, family, TCP_TABLE_OWNER_PID_LISTENER, 0);
+            GetExtendedTcpTable(
+                std::ptr::null_mut(),
+                &mut size,
+                0,
+                family,
+                TCP_TABLE_OWNER_PID_LISTENER,
+                0,
+            );
         }
         for _ in 0..3 {
             let mut buf = vec![0u8; size as usize + 4096];
             let mut len = buf.len() as u32;
             // SAFETY: the buffer and its length match.
             let rc = unsafe {
-                GetExtendedTcpTable(buf.as_mut_ptr().cast(), &mut len, 0, family, TCP_TABLE_OWNER_PID_LISTENER, 0)
+                GetExtendedTcpTable(
+                    buf.as_mut_ptr().cast(),
+                    &mut len,
+                    0,
+                    family,
+                    TCP_TABLE_OWNER_PID_LISTENER,
+                    0,
+                )
             };
             if rc == 0 {
                 return buf;
@@ -377,6 +407,9 @@ mod tests {
         assert!(holders(port).iter().any(|h| h.pid == std::process::id()));
         drop(listener);
         assert!(is_free("127.0.0.1", port));
-        assert_eq!(probe("127.0.0.1", port, None).await, Err(NotReady::NoListener));
+        assert_eq!(
+            probe("127.0.0.1", port, None).await,
+            Err(NotReady::NoListener)
+        );
     }
 }

@@ -2,8 +2,6 @@
 //! time), what is its command line, what are its children. Used to find orphans, escaped
 //! descendants and the holders of a port, never to kill on a bare pid.
 
-use std::io;
-
 /// Whether `pid` is alive (not a zombie) and is the very process that started at `start`
 /// (never a reused pid).
 pub fn is_same(pid: u32, start: u64) -> bool {
@@ -134,7 +132,11 @@ mod imp {
         let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
         // SAFETY: the buffer and its length match.
         let n = unsafe {
-            libc::proc_pidpath(pid as libc::c_int, buf.as_mut_ptr() as *mut libc::c_void, buf.len() as u32)
+            libc::proc_pidpath(
+                pid as libc::c_int,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len() as u32,
+            )
         };
         if n <= 0 {
             return "?".to_string();
@@ -153,7 +155,10 @@ mod imp {
             )
         };
         pids.truncate(n.max(0) as usize);
-        pids.into_iter().filter(|p| *p > 0).map(|p| p as u32).collect()
+        pids.into_iter()
+            .filter(|p| *p > 0)
+            .map(|p| p as u32)
+            .collect()
     }
 
     /// Not available without a full process scan; the group is signalled as a whole instead.
@@ -183,11 +188,16 @@ mod imp {
             if handle.is_null() {
                 return None;
             }
-            let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
+            let zero = FILETIME {
+                dwLowDateTime: 0,
+                dwHighDateTime: 0,
+            };
             let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
             let ok = GetProcessTimes(handle, &mut created, &mut exited, &mut kernel, &mut user);
             CloseHandle(handle);
-            (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+            (ok != 0).then(|| {
+                (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime)
+            })
         }
     }
 
@@ -209,7 +219,8 @@ mod imp {
             }
             let mut buf = vec![0u16; 1024];
             let mut len = buf.len() as u32;
-            let ok = QueryFullProcessImageNameW(handle, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut len);
+            let ok =
+                QueryFullProcessImageNameW(handle, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut len);
             CloseHandle(handle);
             if ok == 0 {
                 return "?".to_string();
@@ -245,17 +256,23 @@ mod imp {
 }
 
 #[cfg(unix)]
-fn unix_signal(pid: u32, hard: bool) -> io::Result<()> {
+fn unix_signal(pid: u32, hard: bool) -> std::io::Result<()> {
     use nix::sys::signal::{kill, Signal};
-    let signal = if hard { Signal::SIGKILL } else { Signal::SIGTERM };
-    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    let signal = if hard {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let pid = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
     match kill(nix::unistd::Pid::from_raw(pid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-pub use imp::{children, command_line, group_members, is_zombie, process_group, start_time, terminate};
+pub use imp::{
+    children, command_line, group_members, is_zombie, process_group, start_time, terminate,
+};
 
 /// Alive and not a zombie.
 pub fn running(pid: u32) -> bool {

@@ -106,7 +106,9 @@ impl StateDir {
     /// Written to a temporary file and renamed over the old one: a reader never sees half.
     pub fn write(&self, state: &State) -> io::Result<()> {
         self.create()?;
-        let tmp = self.dir.join(format!("state.json.{}.tmp", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("state.json.{}.tmp", std::process::id()));
         let mut file = File::create(&tmp)?;
         file.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
         file.sync_all()?;
@@ -129,7 +131,10 @@ mod tests {
         let state_dir = StateDir::new(dir.path());
         let lock = state_dir.try_lock().unwrap().expect("first lock");
         assert!(state_dir.try_lock().unwrap().is_none());
-        assert_eq!(std::fs::read_to_string(dir.path().join(".devrun/.gitignore")).unwrap(), "*\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".devrun/.gitignore")).unwrap(),
+            "*\n"
+        );
         let state = State {
             devrun_pid: 1,
             devrun_start: 2,

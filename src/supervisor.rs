@@ -86,7 +86,10 @@ pub(crate) async fn take_project(
     }
     let holder = state_dir.read();
     let who = match &holder {
-        Some(s) => format!("devrun (pid {}) already runs this project on port {}", s.devrun_pid, s.port),
+        Some(s) => format!(
+            "devrun (pid {}) already runs this project on port {}",
+            s.devrun_pid, s.port
+        ),
         None => "another devrun already runs this project".to_string(),
     };
     if !replace {
@@ -97,10 +100,9 @@ pub(crate) async fn take_project(
     }
     ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
     stop_running_devrun(state_dir, holder.as_ref(), replace_timeout(config)).await?;
-    state_dir
-        .try_lock()
-        .map_err(lock_error)?
-        .ok_or_else(|| Error::AlreadyRunning(format!("{who}, and it did not let go of the project")))
+    state_dir.try_lock().map_err(lock_error)?.ok_or_else(|| {
+        Error::AlreadyRunning(format!("{who}, and it did not let go of the project"))
+    })
 }
 
 /// Asks the devrun holding the lock to shut down (it tears its backend down itself), waits for
@@ -116,7 +118,8 @@ pub(crate) async fn stop_running_devrun(
         ));
     };
     let pid = holder.devrun_pid;
-    procs::terminate(pid, false).map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
+    procs::terminate(pid, false)
+        .map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
     let began = Instant::now();
     while state_dir.locked() {
         if began.elapsed() > timeout && procs::is_same(pid, holder.devrun_start) {
@@ -129,8 +132,19 @@ pub(crate) async fn stop_running_devrun(
 
 /// A devrun that died (SIGKILL, crash, closed terminal) leaves its backend's record behind:
 /// if that very process (pid and start time) or its group still runs, end it.
-pub(crate) async fn recover_orphan(state_dir: &StateDir, config: &Config, ui: &Ui) -> Result<(), Error> {
-    let Some(BackendRecord { pid, pgid, start, generation, .. }) = state_dir.read().and_then(|s| s.backend) else {
+pub(crate) async fn recover_orphan(
+    state_dir: &StateDir,
+    config: &Config,
+    ui: &Ui,
+) -> Result<(), Error> {
+    let Some(BackendRecord {
+        pid,
+        pgid,
+        start,
+        generation,
+        ..
+    }) = state_dir.read().and_then(|s| s.backend)
+    else {
         return Ok(());
     };
     let stopped = process::stop_orphan(pid, pgid, start, config.stop.signal, config.stop.timeout)
@@ -291,8 +305,11 @@ impl Supervisor {
     fn spawn(&mut self) -> Result<Backend, Error> {
         self.generation += 1;
         let config = &self.config;
-        let mut env: Vec<(String, String)> =
-            config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         env.push(("PORT".into(), config.port.to_string()));
         env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
@@ -381,7 +398,9 @@ impl Supervisor {
         let mut hurry = || {
             while let Some(reason) = shutdown.try_recv() {
                 if *exiting {
-                    ui.emit(&Event::Warning(format!("{reason} again: killing the backend now")));
+                    ui.emit(&Event::Warning(format!(
+                        "{reason} again: killing the backend now"
+                    )));
                     return true;
                 }
                 ui.emit(&Event::ShuttingDown {
@@ -495,9 +514,13 @@ impl Supervisor {
                     "ending pid {} ({}), which holds port {} (--kill-port-holder)",
                     holder.pid, holder.command, self.config.port
                 )));
-                process::stop_foreign(holder.pid, self.config.stop.signal, self.config.stop.timeout)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
+                process::stop_foreign(
+                    holder.pid,
+                    self.config.stop.signal,
+                    self.config.stop.timeout,
+                )
+                .await
+                .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
             }
         }
         self.ui.emit(&Event::Warning(format!(
@@ -508,7 +531,9 @@ impl Supervisor {
         match self.wait_port(self.config.stop.port_timeout).await {
             PortWait::Free(_) => Ok(()),
             PortWait::Held => Err(Error::Port(self.held_port_message())),
-            PortWait::Interrupted => Err(Error::Port("interrupted while waiting for the port".into())),
+            PortWait::Interrupted => {
+                Err(Error::Port("interrupted while waiting for the port".into()))
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! The backend's own output never passes through here.
 
 use crate::cli::{ColorChoice, EventFormat};
-use serde_json::{json, Value};
 use console::Style;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
@@ -96,7 +96,12 @@ impl Event {
                 include.join(", ")
             ),
             Event::Changed { files } => {
-                let mut text = files.iter().take(FILES_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+                let mut text = files
+                    .iter()
+                    .take(FILES_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if files.len() > FILES_SHOWN {
                     text.push_str(&format!(" and {} more", files.len() - FILES_SHOWN));
                 }
@@ -114,7 +119,11 @@ impl Event {
             } => format!(
                 "generation {generation} stopped in {} ms{}",
                 elapsed.as_millis(),
-                if *killed { " (killed: grace time ran out)" } else { "" }
+                if *killed {
+                    " (killed: grace time ran out)"
+                } else {
+                    ""
+                }
             ),
             Event::PortReleased { port, waited } => {
                 format!("port {port} released in {} ms", waited.as_millis())
@@ -156,27 +165,53 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let ms = |d: &Duration| d.as_millis() as u64;
         match self {
-            Event::Watching { source, folders, include } => {
+            Event::Watching {
+                source,
+                folders,
+                include,
+            } => {
                 json!({"event": "watching", "config": source, "folders": folders, "include": include})
             }
             Event::Changed { files } => json!({"event": "changed", "paths": files}),
-            Event::Stopping { generation, pid, signal } => {
+            Event::Stopping {
+                generation,
+                pid,
+                signal,
+            } => {
                 json!({"event": "stopping", "generation": generation, "pid": pid, "signal": signal})
             }
-            Event::Stopped { generation, elapsed, killed } => {
+            Event::Stopped {
+                generation,
+                elapsed,
+                killed,
+            } => {
                 json!({"event": "stopped", "generation": generation, "duration_ms": ms(elapsed), "killed": killed})
             }
             Event::PortReleased { port, waited } => {
                 json!({"event": "port_released", "port": port, "wait_ms": ms(waited)})
             }
-            Event::PortHeld { port, holders } => json!({"event": "port_held", "port": port, "holders": holders}),
-            Event::Started { generation, pid, command } => {
+            Event::PortHeld { port, holders } => {
+                json!({"event": "port_held", "port": port, "holders": holders})
+            }
+            Event::Started {
+                generation,
+                pid,
+                command,
+            } => {
                 json!({"event": "started", "generation": generation, "pid": pid, "command": command})
             }
-            Event::Ready { generation, elapsed, address } => {
+            Event::Ready {
+                generation,
+                elapsed,
+                address,
+            } => {
                 json!({"event": "ready", "generation": generation, "duration_ms": ms(elapsed), "address": address})
             }
-            Event::NotReady { generation, elapsed, reason } => {
+            Event::NotReady {
+                generation,
+                elapsed,
+                reason,
+            } => {
                 json!({"event": "not_ready", "generation": generation, "duration_ms": ms(elapsed), "reason": reason})
             }
             Event::Exited { generation, status } => {
@@ -219,7 +254,11 @@ impl Ui {
                     && console::Term::stderr().features().colors_supported()
             }
         };
-        Ui { quiet, color, format }
+        Ui {
+            quiet,
+            color,
+            format,
+        }
     }
 
     pub fn emit(&self, event: &Event) {
@@ -257,7 +296,10 @@ impl Ui {
             Level::Bad => Style::new().red().bold(),
         }
         .force_styling(self.color);
-        let prefix = Style::new().cyan().force_styling(self.color).apply_to("devrun:");
+        let prefix = Style::new()
+            .cyan()
+            .force_styling(self.color)
+            .apply_to("devrun:");
         // One write per line, so it doesn't interleave with the backend's output mid-line.
         let line = format!("{prefix} {}\n", style.apply_to(text));
         let _ = std::io::stderr().lock().write_all(line.as_bytes());

@@ -259,7 +259,11 @@ impl Watch {
 
     /// Walks `top`, watching each kept folder; with `found`, collects the wanted files in it
     /// (for a folder that appeared after the watch began: its files may predate its watch).
-    fn add_tree(&mut self, top: &Path, mut found: Option<&mut Vec<PathBuf>>) -> Result<(), notify::Error> {
+    fn add_tree(
+        &mut self,
+        top: &Path,
+        mut found: Option<&mut Vec<PathBuf>>,
+    ) -> Result<(), notify::Error> {
         let mut stack = vec![top.to_path_buf()];
         while let Some(dir) = stack.pop() {
             if !self.watched.insert(dir.clone()) {
@@ -273,7 +277,8 @@ impl Watch {
                     self.watched.remove(&dir);
                     continue;
                 }
-                Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
+                Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
+                {
                     self.watched.remove(&dir);
                     continue;
                 }
@@ -285,7 +290,9 @@ impl Watch {
             for entry in entries.flatten() {
                 let path = entry.path();
                 // Symlinked folders are not followed: they could loop or leave the project.
-                let Ok(kind) = entry.file_type() else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
                 if kind.is_dir() {
                     if !self.filter.ignores_dir(&path) {
                         stack.push(path);
@@ -301,7 +308,12 @@ impl Watch {
     }
 
     fn forget_tree(&mut self, top: &Path) -> bool {
-        let gone: Vec<PathBuf> = self.watched.iter().filter(|p| p.starts_with(top)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|p| p.starts_with(top))
+            .cloned()
+            .collect();
         for dir in &gone {
             self.watched.remove(dir);
             let _ = self.watcher.unwatch(dir);

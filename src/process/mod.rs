@@ -226,7 +226,11 @@ pub async fn stop_orphan(
 
 /// Ends one process devrun did not start (the user asked: --kill-port-holder), verified by
 /// its start time at every step, and nothing else: not its group, not its parent.
-pub async fn stop_foreign(pid: u32, signal: StopSignal, grace: Duration) -> io::Result<Option<Stopped>> {
+pub async fn stop_foreign(
+    pid: u32,
+    signal: StopSignal,
+    grace: Duration,
+) -> io::Result<Option<Stopped>> {
     let Some(start) = crate::procs::start_time(pid) else {
         return Ok(None);
     };
@@ -315,7 +319,9 @@ mod tests {
         #[cfg(unix)]
         {
             assert_eq!(StopSignal::parse("int"), Ok(StopSignal::Interrupt));
-            assert!(StopSignal::parse("CTRL_BREAK").unwrap_err().contains("Windows"));
+            assert!(StopSignal::parse("CTRL_BREAK")
+                .unwrap_err()
+                .contains("Windows"));
         }
     }
 }

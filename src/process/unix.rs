@@ -151,7 +151,10 @@ pub fn signal_pids(pgid: Option<u32>, members: &[u32], signal: StopSignal) -> io
         StopSignal::Terminate => Signal::SIGTERM,
     };
     if let Some(pgid) = pgid {
-        if members.iter().any(|p| crate::procs::process_group(*p) == Some(pgid)) {
+        if members
+            .iter()
+            .any(|p| crate::procs::process_group(*p) == Some(pgid))
+        {
             send(Pid::from_raw(pgid as i32), signal)?;
         }
     }

@@ -97,7 +97,9 @@ fn resume_threads(pid: u32) -> io::Result<()> {
         }
         CloseHandle(snapshot);
         if resumed == 0 {
-            return Err(io::Error::other(format!("no thread of pid {pid} to resume")));
+            return Err(io::Error::other(format!(
+                "no thread of pid {pid} to resume"
+            )));
         }
     }
     Ok(())
@@ -182,5 +184,8 @@ pub fn signal_pids(_pgid: Option<u32>, members: &[u32], _signal: StopSignal) -> 
 }
 
 pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {
-    Some(format!("exit status {:#x}", status.code().map_or(0, |c| c as u32)))
+    Some(format!(
+        "exit status {:#x}",
+        status.code().map_or(0, |c| c as u32)
+    ))
 }

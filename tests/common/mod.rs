@@ -1,0 +1,659 @@
+//! The integration-test harness: one [`Project`] per test.
+//!
+//! A `Project` is a temp folder with a fixture from `fixtures/` copied in and a `devrun.toml`,
+//! plus the real `devrun` binary running in it. Everything is observed from outside: HTTP answers
+//! on the port, `/proc`, and the record file every fixture process appends a JSON line to when it
+//! starts (see `fixtures/testapp/fixture.py`).
+//!
+//! ```text
+//! <tmp>/project/       the fixture copy and devrun.toml: devrun's cwd, the watched tree
+//! <tmp>/record.jsonl   DEVRUN_TEST_RECORD, outside the watched tree so writes never reload
+//! <tmp>/stderr.log     devrun's stderr (status lines and the backend's stderr)
+//! <tmp>/stdout.log     the backend's stdout
+//! ```
+//!
+//! Every process started for a project carries `DEVRUN_TEST_TAG=<unique>` in its environment.
+//! Dropping the `Project` SIGKILLs devrun and then every process with that tag, so nothing leaks
+//! even when a test panics (and a panicking test prints devrun's stderr and the record).
+
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of the harness
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
+
+/// Upper bound for waiting on a condition. Never a speed requirement: most waits end in well
+/// under a second, this only bounds how long a broken build takes to fail.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How long a test watches for something that must *not* happen (a restart after an ignored
+/// change, a restart loop after a crash).
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// The config most tests use: one entry script of `fixtures/testapp`, default everything else
+/// except a short debounce.
+const TESTAPP_CONFIG: &str = r#"
+command = ["$PYTHON", "$SCRIPT"]
+port = $PORT
+
+[watch]
+debounce_ms = 50
+"#;
+
+/// The interpreter for the fixtures: `DEVRUN_TEST_PYTHON` (set by `scripts/test`), else `python3`.
+pub fn python() -> String {
+    std::env::var("DEVRUN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// The interpreter for the FastAPI fixture. Panics (never skips) when there is none.
+pub fn fastapi_python() -> String {
+    let python = std::env::var("DEVRUN_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "DEVRUN_TEST_PYTHON is not set: the FastAPI tests need a Python with fastapi and \
+             uvicorn installed. Run `scripts/test`, which creates one in .venv-test."
+        )
+    });
+    let ok = Command::new(&python)
+        .args(["-c", "import fastapi, uvicorn"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "DEVRUN_TEST_PYTHON={python} cannot import fastapi and uvicorn"
+    );
+    python
+}
+
+/// `version.py` contents for a version string.
+pub fn version_py(version: &str) -> String {
+    format!("VERSION = {version:?}\n")
+}
+
+/// A fixture project, before and after devrun is started in it.
+pub struct Project {
+    tmp: tempfile::TempDir,
+    /// The project folder: fixture copy, `devrun.toml`, devrun's cwd.
+    pub root: PathBuf,
+    /// A port that was free when the project was made; `$PORT` in the config and arguments.
+    pub port: u16,
+    python: String,
+    config: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    tag: String,
+    record: PathBuf,
+    stderr: PathBuf,
+    stdout: PathBuf,
+    child: Option<Child>,
+}
+
+/// What `GET /` answered, and the start time of the pid that answered (so `alive()` can never
+/// be fooled by a reused pid).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub version: String,
+    pub pid: i32,
+    pub generation: Option<u64>,
+    pub starttime: Option<u64>,
+}
+
+impl Served {
+    pub fn alive(&self) -> bool {
+        self.starttime.is_some_and(|t| alive(self.pid, t))
+    }
+}
+
+/// One line of the record file: a fixture process starting (`event == "start"`) or a child
+/// process of one (`event == "child"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Record {
+    pub event: String,
+    pub pid: i32,
+    pub starttime: Option<u64>,
+    pub generation: Option<u64>,
+    pub version: Option<String>,
+    /// Pids of earlier record lines still alive when this process started.
+    #[serde(default)]
+    pub prev_alive: Vec<i32>,
+    /// Whether the port could be bound when this process started, just before it bound it.
+    pub port_free: Option<bool>,
+    pub env_dontwrite: Option<String>,
+    pub app_env: Option<String>,
+    pub cwd: Option<PathBuf>,
+    pub parent: Option<i32>,
+}
+
+impl Record {
+    pub fn alive(&self) -> bool {
+        self.starttime.is_some_and(|t| alive(self.pid, t))
+    }
+}
+
+impl Project {
+    /// A temp project with `fixtures/<fixture>` copied in. No config yet.
+    pub fn new(fixture: &str) -> Project {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let tmp = tempfile::Builder::new()
+            .prefix("devrun-test-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().join("project");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(fixture);
+        copy_dir(&source, &root);
+        let tag = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            fixture
+        );
+        Project {
+            root,
+            port: free_port(),
+            python: python(),
+            config: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            tag,
+            record: tmp.path().join("record.jsonl"),
+            stderr: tmp.path().join("stderr.log"),
+            stdout: tmp.path().join("stdout.log"),
+            child: None,
+            tmp,
+        }
+    }
+
+    /// `fixtures/testapp` with the default config running `script`.
+    pub fn testapp(script: &str) -> Project {
+        Project::new("testapp").config(&TESTAPP_CONFIG.replace("$SCRIPT", script))
+    }
+
+    /// The `devrun.toml` to write, with `$PYTHON` and `$PORT` filled in when devrun starts.
+    /// One leading newline is dropped, so line 1 is the line after `r#"`.
+    pub fn config(mut self, toml: &str) -> Project {
+        self.config = Some(toml.strip_prefix('\n').unwrap_or(toml).to_string());
+        self
+    }
+
+    /// The interpreter `$PYTHON` stands for (default: [`python()`]).
+    pub fn python(mut self, python: &str) -> Project {
+        self.python = python.to_string();
+        self
+    }
+
+    /// Command-line arguments for devrun (`$PYTHON` and `$PORT` are filled in).
+    pub fn args<const N: usize>(mut self, args: [&str; N]) -> Project {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable for devrun, and so for the backend.
+    pub fn env(mut self, key: &str, value: &str) -> Project {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn fill_in(&self, text: &str) -> String {
+        text.replace("$PYTHON", &self.python)
+            .replace("$PORT", &self.port.to_string())
+    }
+
+    fn command(&self, args: &[String], stdout: File, stderr: File) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_devrun"));
+        cmd.args(args.iter().map(|a| self.fill_in(a)))
+            .current_dir(&self.root)
+            .env_remove("PORT")
+            .env_remove("DEVRUN_GENERATION")
+            .env("NO_COLOR", "1")
+            .env("DEVRUN_TEST_TAG", &self.tag)
+            .env("DEVRUN_TEST_RECORD", &self.record)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        cmd
+    }
+
+    /// Writes the config and starts devrun in its own process group.
+    pub fn start(mut self) -> Project {
+        if let Some(config) = &self.config {
+            fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
+        }
+        self.spawn();
+        self
+    }
+
+    fn spawn(&mut self) {
+        let stdout = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stdout);
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr);
+        let child = self
+            .command(&self.args, stdout.unwrap(), stderr.unwrap())
+            .spawn()
+            .expect("cannot start the devrun binary");
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs devrun alone (as a crash or a closed terminal would), leaving its backend be.
+    pub fn kill_devrun(&mut self) {
+        self.child().kill().unwrap();
+        self.child().wait().unwrap();
+    }
+
+    /// Starts devrun again in the same project, with the same arguments.
+    pub fn restart_devrun(&mut self) {
+        assert!(!self.running(), "devrun is still running");
+        self.spawn();
+    }
+
+    /// Runs a second devrun in the same project to completion: (exit code, its stderr).
+    pub fn run_another<const N: usize>(&self, args: [&str; N], timeout: Duration) -> (i32, String) {
+        let log = self.tmp.path().join("another.stderr.log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut child = self
+            .command(
+                &args,
+                File::create("/dev/null").unwrap(),
+                File::create(&log).unwrap(),
+            )
+            .spawn()
+            .expect("cannot start the devrun binary");
+        let code = wait_child(&mut child, timeout, "the second devrun");
+        (code, fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("devrun was not started")
+    }
+
+    /// devrun's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("devrun was not started").id() as i32
+    }
+
+    /// Is devrun still running?
+    pub fn running(&mut self) -> bool {
+        self.child().try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal to devrun (only to devrun, not to its group).
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill failed");
+    }
+
+    /// Waits for devrun to exit and returns its exit code. Panics on a timeout or a signal.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        wait_child(self.child(), timeout, "devrun")
+    }
+
+    /// devrun's stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    // ---- HTTP ----
+
+    /// `GET path` on the project's port: (status, body), or None if nothing answered.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// What `GET /` answers right now, if anything.
+    pub fn served(&self) -> Option<Served> {
+        #[derive(Deserialize)]
+        struct Body {
+            version: String,
+            pid: i32,
+            generation: Option<u64>,
+        }
+        let (status, body) = self.get("/")?;
+        let body: Body = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+        Some(Served {
+            starttime: starttime(body.pid),
+            version: body.version,
+            pid: body.pid,
+            generation: body.generation,
+        })
+    }
+
+    /// Waits until `GET /` answers with `version`.
+    pub fn wait_for_version(&self, version: &str, timeout: Duration) -> Served {
+        let mut last = None;
+        let found = poll(timeout, || {
+            last = self.served();
+            last.clone().filter(|s| s.version == version)
+        });
+        found.unwrap_or_else(|| {
+            panic!("GET / did not answer version {version:?} within {timeout:?}; last answer: {last:?}")
+        })
+    }
+
+    // ---- records ----
+
+    /// Every complete line of the record file.
+    pub fn records(&self) -> Vec<Record> {
+        let text = fs::read_to_string(&self.record).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| serde_json::from_str(line).expect("bad record line"))
+            .collect()
+    }
+
+    /// The start lines: one per backend process started, in order.
+    pub fn starts(&self) -> Vec<Record> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.event == "start")
+            .collect()
+    }
+
+    /// Waits until at least `n` backends have started; returns the start lines.
+    pub fn wait_for_starts(&self, n: usize, timeout: Duration) -> Vec<Record> {
+        poll(timeout, || Some(self.starts()).filter(|s| s.len() >= n))
+            .unwrap_or_else(|| panic!("{n} backend start(s) not recorded within {timeout:?}"))
+    }
+
+    /// Waits for the record line of a child process of `parent`.
+    pub fn wait_for_child_of(&self, parent: i32, timeout: Duration) -> Record {
+        poll(timeout, || {
+            self.records()
+                .into_iter()
+                .find(|r| r.event == "child" && r.parent == Some(parent))
+        })
+        .unwrap_or_else(|| panic!("no child of pid {parent} recorded within {timeout:?}"))
+    }
+
+    /// Waits until no backend has started for [`QUIET`] (no restart pending); returns the starts.
+    pub fn settle(&self) -> Vec<Record> {
+        let deadline = Instant::now() + WAIT;
+        let mut count = self.starts().len();
+        let mut since = Instant::now();
+        while since.elapsed() < QUIET {
+            assert!(
+                Instant::now() < deadline,
+                "backends kept starting for {WAIT:?}"
+            );
+            sleep(Duration::from_millis(50));
+            let now = self.starts().len();
+            if now != count {
+                (count, since) = (now, Instant::now());
+            }
+        }
+        self.starts()
+    }
+
+    /// Invariant 2, checked by each backend as it started: no process of an earlier generation
+    /// was alive and the port was free.
+    pub fn assert_every_start_was_alone(&self) {
+        for start in self.starts() {
+            assert!(
+                start.prev_alive.is_empty(),
+                "generation {:?} (pid {}) started while earlier processes {:?} were alive",
+                start.generation,
+                start.pid,
+                start.prev_alive
+            );
+            assert_eq!(
+                start.port_free,
+                Some(true),
+                "generation {:?} (pid {}) started while port {} was held",
+                start.generation,
+                start.pid,
+                self.port
+            );
+        }
+    }
+
+    // ---- processes and the port ----
+
+    /// Pids of the processes listening on the project's port.
+    pub fn listeners(&self) -> Vec<i32> {
+        listeners(self.port)
+    }
+
+    /// Can the port be bound right now (and nothing listens on it)?
+    pub fn port_free(&self) -> bool {
+        self.listeners().is_empty() && TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+    }
+
+    /// Live (non-zombie) processes carrying this project's tag, devrun included.
+    pub fn tagged_processes(&self) -> Vec<i32> {
+        tagged(&self.tag).into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    /// Polls `condition` until it holds; panics with `what` after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+        if poll(timeout, || condition().then_some(())).is_none() {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+
+    // ---- saving files ----
+
+    /// Saves like most editors: write a temp file beside it, then rename it over the file.
+    pub fn write_atomic(&self, rel: &str, content: &str) {
+        let path = self.root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.devrun-test~"));
+        fs::write(&tmp, content).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+    }
+
+    /// Saves in place: truncate the file and write into it.
+    pub fn write_inplace(&self, rel: &str, content: &str) {
+        let path = self.root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(content.as_bytes()).unwrap();
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_tagged(&self.tag);
+        if std::thread::panicking() {
+            let records = fs::read_to_string(&self.record).unwrap_or_default();
+            eprintln!(
+                "---- devrun stderr ({}) ----\n{}",
+                self.stderr.display(),
+                self.stderr()
+            );
+            eprintln!("---- record ----\n{records}");
+        }
+    }
+}
+
+// ---- free helpers ----
+
+/// Calls `f` every 25 ms until it returns Some, or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(25));
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration, what: &str) -> i32 {
+    let status = poll(timeout, || child.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("{what} did not exit within {timeout:?}"));
+    status
+        .code()
+        .unwrap_or_else(|| panic!("{what} was ended by a signal: {status}"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: (status, body), or None if nothing answered.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks); None if gone or a zombie.
+pub fn starttime(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields 3, 4, ... follow the last ')' (the command name may contain spaces and parens).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Is the process with this pid *and* start time alive (and not a zombie)?
+pub fn alive(pid: i32, starttime_ticks: u64) -> bool {
+    starttime(pid) == Some(starttime_ticks)
+}
+
+/// The process group of a pid.
+pub fn pgid(pid: i32) -> i32 {
+    unsafe { libc::getpgid(pid) }
+}
+
+/// Pids with a socket listening on `port` (IPv4 or IPv6), from /proc/net/tcp{,6} and /proc/*/fd.
+pub fn listeners(port: u16) -> Vec<i32> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f[3] == "0A" {
+                inodes.insert(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let mut holders = Vec::new();
+    if inodes.is_empty() {
+        return holders;
+    }
+    for pid in pids() {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|link| inodes.contains(&*link.to_string_lossy()))
+        });
+        if holds {
+            holders.push(pid);
+        }
+    }
+    holders.sort();
+    holders
+}
+
+/// Live processes whose environment holds `DEVRUN_TEST_TAG=tag`: (pid, start time).
+fn tagged(tag: &str) -> Vec<(i32, u64)> {
+    let needle = format!("DEVRUN_TEST_TAG={tag}");
+    pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let start = starttime(pid)?;
+            let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let tagged = environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_bytes());
+            tagged.then_some((pid, start))
+        })
+        .collect()
+}
+
+/// SIGKILLs every tagged process (checking its start time first), until none is left.
+fn kill_tagged(tag: &str) {
+    for _ in 0..100 {
+        let found = tagged(tag);
+        if found.is_empty() {
+            return;
+        }
+        for (pid, start) in found {
+            if alive(pid, start) {
+                unsafe { libc::kill(pid, SIGKILL) };
+            }
+        }
+        sleep(Duration::from_millis(20));
+    }
+    eprintln!("warning: processes tagged {tag} survived SIGKILL");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `--once`: start, wait until ready, tear down, confirm the port is free; the exit code says
+//! how it went (0 ok, 1 backend failed, 3 port held).
+#![cfg(target_os = "linux")] // the harness observes processes through /proc
+
+mod common;
+use common::*;
+use std::net::{Ipv4Addr, TcpListener};
+
+/// Runs the project with `--once` and checks that nothing is left afterwards.
+fn run_once(p: Project) -> (i32, Project) {
+    let mut p = p.args(["--once"]).start();
+    let code = p.wait_exit(WAIT);
+    assert_eq!(
+        p.tagged_processes(),
+        Vec::<i32>::new(),
+        "--once left processes behind"
+    );
+    (code, p)
+}
+
+#[test]
+fn once_with_a_healthy_backend_exits_0_and_leaves_nothing() {
+    let (code, p) = run_once(Project::testapp("normal.py"));
+    assert_eq!(code, 0, "{}", p.stderr());
+    assert_eq!(p.starts().len(), 1);
+    assert!(p.port_free());
+}
+
+#[test]
+fn once_with_a_passing_health_check_exits_0() {
+    let project = Project::new("testapp").config(
+        r#"
+command = ["$PYTHON", "normal.py"]
+port = $PORT
+
+[ready]
+http = "/health"
+timeout_ms = 10000
+"#,
+    );
+    let (code, p) = run_once(project);
+    assert_eq!(code, 0, "{}", p.stderr());
+    assert!(p.port_free());
+}
+
+#[test]
+fn once_with_a_crashing_backend_exits_1() {
+    let (code, p) = run_once(Project::testapp("crash_on_import.py"));
+    assert_eq!(code, 1, "{}", p.stderr());
+}
+
+#[test]
+fn once_with_a_backend_that_never_listens_exits_1() {
+    let project = Project::new("testapp").config(
+        r#"
+command = ["$PYTHON", "never_ready.py"]
+port = $PORT
+
+[ready]
+timeout_ms = 1000
+"#,
+    );
+    let (code, p) = run_once(project);
+    assert_eq!(code, 1, "{}", p.stderr());
+    assert_eq!(p.starts().len(), 1);
+}
+
+#[test]
+fn once_with_a_failing_health_check_exits_1() {
+    let project = Project::new("testapp")
+        .config(
+            r#"
+command = ["$PYTHON", "normal.py"]
+port = $PORT
+
+[ready]
+http = "/health"
+timeout_ms = 2000
+"#,
+        )
+        .env("FIXTURE_HEALTH_STATUS", "500");
+    let (code, p) = run_once(project);
+    assert_eq!(code, 1, "{}", p.stderr());
+    assert!(p.port_free());
+}
+
+#[test]
+fn once_with_the_port_held_by_another_process_exits_3_and_names_it() {
+    let project = Project::testapp("normal.py");
+    let holder = TcpListener::bind((Ipv4Addr::LOCALHOST, project.port)).unwrap();
+
+    let (code, p) = run_once(project);
+    assert_eq!(code, 3, "{}", p.stderr());
+    let our_pid = std::process::id().to_string();
+    assert!(
+        p.stderr().contains(&our_pid),
+        "stderr does not name the holder's pid {our_pid}:\n{}",
+        p.stderr()
+    );
+    assert!(
+        p.starts().is_empty(),
+        "a backend was started beside the holder"
+    );
+    assert!(holder.local_addr().is_ok(), "devrun closed our listener");
+}
