@@ -141,16 +141,23 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
         .unwrap_or_default()
         .into_iter()
         .map(|h| Listener {
+            // devrun itself listens when it holds the socket for its backends (inherit mode).
             ours: backend
                 .as_ref()
-                .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid)),
+                .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
+                || (running && state.as_ref().is_some_and(|s| s.devrun_pid == h.pid)),
             pid: h.pid,
             command: h.command,
         })
         .collect();
+    let backend_listens = listeners.iter().any(|l| {
+        backend
+            .as_ref()
+            .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
+    });
     let verdict = if listeners.iter().any(|l| !l.ours) {
         "foreign"
-    } else if listeners.is_empty() {
+    } else if !backend_listens {
         "none"
     } else {
         "ok"

@@ -31,6 +31,9 @@ pub struct Config {
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
     pub env: BTreeMap<String, String>,
+    /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
+    /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
+    pub inherit_socket: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -191,23 +194,26 @@ impl Config {
             None => cwd.to_path_buf(),
         };
 
-        if let Some(socket) = &file.server.socket {
-            match socket.get_ref().as_str() {
-                "none" => {}
-                "inherit" => {
+        let inherit_socket = match &file.server.socket {
+            None => false,
+            Some(socket) => match socket.get_ref().as_str() {
+                "none" => false,
+                "inherit" if cfg!(windows) => {
                     return Err(err(
                         Some(socket.span().start),
-                        "[server] socket = \"inherit\" is not supported yet; use \"none\"".into(),
+                        "[server] socket = \"inherit\" is not supported on Windows; use \"none\""
+                            .into(),
                     ))
                 }
+                "inherit" => true,
                 other => {
                     return Err(err(
                         Some(socket.span().start),
                         format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
                     ))
                 }
-            }
-        }
+            },
+        };
 
         let host = args
             .host
@@ -251,7 +257,8 @@ impl Config {
         for arg in &mut command {
             *arg = arg
                 .replace("{port}", &port.to_string())
-                .replace("{host}", &host);
+                .replace("{host}", &host)
+                .replace("{fd}", &crate::process::INHERITED_FD.to_string());
         }
 
         // Watch paths: flags are relative to the current folder, the file's to its folder.
@@ -351,6 +358,7 @@ impl Config {
                     .unwrap_or(millis(file.ready.timeout_ms.unwrap_or(30000))),
             },
             env: file.env,
+            inherit_socket,
         })
     }
 

@@ -78,6 +78,29 @@ fn ipv6_available() -> bool {
         .is_ok()
 }
 
+/// Binds host:port once for `[server] socket = "inherit"`, with uvicorn's default backlog, so
+/// connections made while no backend runs wait in the queue instead of being refused.
+pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
+    let addr = bind_addr(host, port)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(2048)?;
+    Ok(socket)
+}
+
+/// Whether any process but devrun itself holds a listening socket on the port (Linux; elsewhere
+/// the confirmed end of the old generation's processes has to answer for it).
+pub fn held_by_others(port: u16) -> Vec<Holder> {
+    let me = std::process::id();
+    holders(port).into_iter().filter(|h| h.pid != me).collect()
+}
+
 /// Waits until the port is free. Ok(waited) or Err(waited) after `timeout`.
 pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<Duration, Duration> {
     let start = Instant::now();
@@ -165,16 +188,30 @@ impl std::fmt::Display for NotReady {
     }
 }
 
-/// One readiness probe: a TCP connect, or GET `http_path` → 2xx.
-pub async fn probe(host: &str, port: u16, http_path: Option<&str>) -> Result<(), NotReady> {
+/// How readiness is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyCheck<'a> {
+    /// The port accepts a TCP connection.
+    Connect,
+    /// GET `path` answers 2xx.
+    Http2xx(&'a str),
+    /// GET `path` gets any HTTP answer: the app is serving. For a socket devrun holds itself,
+    /// where the kernel accepts connections before any backend does.
+    HttpAnswer(&'a str),
+}
+
+/// One readiness probe.
+pub async fn probe(host: &str, port: u16, check: ReadyCheck<'_>) -> Result<(), NotReady> {
     let addr = connect_addr(host, port).map_err(|e| NotReady::BadAnswer(e.to_string()))?;
     let connect = tokio::net::TcpStream::connect(addr);
     let mut stream = match tokio::time::timeout(Duration::from_secs(1), connect).await {
         Ok(Ok(stream)) => stream,
         _ => return Err(NotReady::NoListener),
     };
-    let Some(path) = http_path else {
-        return Ok(());
+    let (path, any_status) = match check {
+        ReadyCheck::Connect => return Ok(()),
+        ReadyCheck::Http2xx(path) => (path, false),
+        ReadyCheck::HttpAnswer(path) => (path, true),
     };
     let status = tokio::time::timeout(
         Duration::from_secs(5),
@@ -183,7 +220,7 @@ pub async fn probe(host: &str, port: u16, http_path: Option<&str>) -> Result<(),
     .await
     .map_err(|_| NotReady::BadAnswer("timed out".into()))?
     .map_err(|e| NotReady::BadAnswer(e.to_string()))?;
-    if (200..300).contains(&status) {
+    if any_status || (200..300).contains(&status) {
         Ok(())
     } else {
         Err(NotReady::Status(status))
@@ -231,12 +268,12 @@ async fn http_status(
 pub async fn wait_ready(
     host: &str,
     port: u16,
-    http_path: Option<&str>,
+    check: ReadyCheck<'_>,
     timeout: Duration,
 ) -> Result<Duration, NotReady> {
     let start = Instant::now();
     loop {
-        match probe(host, port, http_path).await {
+        match probe(host, port, check).await {
             Ok(()) => return Ok(start.elapsed()),
             Err(reason) if start.elapsed() >= timeout => return Err(reason),
             Err(_) => {}
@@ -402,7 +439,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(!is_free("127.0.0.1", port));
-        assert_eq!(probe("127.0.0.1", port, None).await, Ok(()));
+        assert_eq!(probe("127.0.0.1", port, ReadyCheck::Connect).await, Ok(()));
         #[cfg(target_os = "linux")]
         assert!(holders(port).iter().any(|h| h.pid == std::process::id()));
         drop(listener);

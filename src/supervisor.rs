@@ -13,7 +13,7 @@
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::error::Error;
-use crate::port::{self, NotReady};
+use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
 use crate::procs;
 use crate::state::{self, BackendRecord, ProjectLock, State, StateDir};
@@ -54,6 +54,7 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
         state,
         _lock: lock,
         kill_port_holder: args.kill_port_holder,
+        listener: None,
     };
     supervisor.record(None);
     let result = if args.once {
@@ -188,6 +189,8 @@ struct Supervisor {
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+    /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
+    listener: Option<socket2::Socket>,
 }
 
 impl Supervisor {
@@ -208,6 +211,7 @@ impl Supervisor {
             include: self.config.watch.include.clone(),
         });
         self.claim_port().await?;
+        self.bind_listener()?;
         loop {
             // Starting
             let mut backend = match self.spawn() {
@@ -261,9 +265,11 @@ impl Supervisor {
 
     async fn run_once(&mut self) -> Result<(), Error> {
         self.claim_port().await?;
+        self.bind_listener()?;
         let mut backend = self.spawn()?;
         let (host, port) = (self.config.host.clone(), self.config.port);
         let http = self.config.ready.http.clone();
+        let check = self.ready_check(&http);
         let timeout = self.config.ready.timeout;
         let outcome = tokio::select! {
             biased;
@@ -275,7 +281,7 @@ impl Supervisor {
                 "the backend exited early with {}",
                 status.as_ref().map_or_else(|e| e.to_string(), process::describe_status)
             ))),
-            ready = port::wait_ready(&host, port, http.as_deref(), timeout) => match ready {
+            ready = port::wait_ready(&host, port, check, timeout) => match ready {
                 Ok(elapsed) => {
                     self.ui.emit(&Event::Ready {
                         generation: self.generation,
@@ -314,7 +320,7 @@ impl Supervisor {
         env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env).map_err(|e| {
+        let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Usage(format!(
                     "cannot start `{command_line}`: {} not found (is the venv active, or use its full path?)",
@@ -345,9 +351,15 @@ impl Supervisor {
     async fn serve(&mut self, backend: &mut Backend, watch: &mut Watch) -> Result<Leave, Error> {
         let (host, port) = (self.config.host.clone(), self.config.port);
         let http = self.config.ready.http.clone();
-        let ready = port::wait_ready(&host, port, http.as_deref(), self.config.ready.timeout);
+        let ready = port::wait_ready(
+            &host,
+            port,
+            self.ready_check(&http),
+            self.config.ready.timeout,
+        );
         tokio::pin!(ready);
         let mut ready_reported = false;
+        let spawned_at = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -356,7 +368,11 @@ impl Supervisor {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     return Ok(Leave::Exited(status));
                 }
-                batch = watch.next() => return Ok(Leave::Changed(batch)),
+                // Changes seen before this interpreter started are already in it (invariant 3
+                // holds): only later ones restart it.
+                batch = watch.next() => if batch.last_at >= spawned_at {
+                    return Ok(Leave::Changed(batch));
+                },
                 result = &mut ready, if !ready_reported => {
                     ready_reported = true;
                     self.ui.emit(&match result {
@@ -374,6 +390,29 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// With a held socket a TCP connect always succeeds (the kernel queues it), so readiness is
+    /// an HTTP answer: `[ready] http` → 2xx if set, else any answer to GET /.
+    fn ready_check<'a>(&self, http: &'a Option<String>) -> ReadyCheck<'a> {
+        match (http.as_deref(), self.listener.is_some()) {
+            (Some(path), _) => ReadyCheck::Http2xx(path),
+            (None, true) => ReadyCheck::HttpAnswer("/"),
+            (None, false) => ReadyCheck::Connect,
+        }
+    }
+
+    fn bind_listener(&mut self) -> Result<(), Error> {
+        if self.config.inherit_socket {
+            let (host, port) = (&self.config.host, self.config.port);
+            let socket = port::bind_listener(host, port).map_err(|e| {
+                Error::Port(format!(
+                    "cannot bind {host}:{port} to hand it to the backend: {e}"
+                ))
+            })?;
+            self.listener = Some(socket);
+        }
+        Ok(())
     }
 
     fn report_change(&self, watch: &Watch, batch: &Batch) {
@@ -475,8 +514,30 @@ impl Supervisor {
         }
     }
 
-    /// Waits up to the port timeout for the port to be free, or for a shutdown request.
+    /// Waits up to the port timeout for the port to be free, or for a shutdown request. With a
+    /// held socket, "free" means no process but devrun holds it: a survivor would otherwise go
+    /// on accepting with stale code.
     async fn wait_port(&mut self, timeout: Duration) -> PortWait {
+        if self.listener.is_some() {
+            let began = Instant::now();
+            loop {
+                if port::held_by_others(self.config.port).is_empty() {
+                    return PortWait::Free(began.elapsed());
+                }
+                if began.elapsed() >= timeout {
+                    return PortWait::Held;
+                }
+                tokio::select! {
+                    biased;
+                    reason = self.shutdown.recv() => {
+                        self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
+                        self.exiting = true;
+                        return PortWait::Interrupted;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        }
         let (host, port) = (self.config.host.clone(), self.config.port);
         tokio::select! {
             biased;
@@ -568,7 +629,12 @@ impl Supervisor {
                 }
                 _ = watch.next() => {}
                 _ = tokio::time::sleep(HELD_PORT_RECHECK) => {
-                    if port::is_free(&self.config.host, self.config.port) {
+                    let free = if self.listener.is_some() {
+                        port::held_by_others(self.config.port).is_empty()
+                    } else {
+                        port::is_free(&self.config.host, self.config.port)
+                    };
+                    if free {
                         self.ui.emit(&Event::PortReleased { port: self.config.port, waited: Duration::ZERO });
                         return true;
                     }
@@ -579,6 +645,8 @@ impl Supervisor {
 
     /// The end: the backend is stopped; confirm the port is free before exiting.
     async fn finish(&mut self) -> Result<(), Error> {
+        // devrun's own socket goes first; then the port must be free for everyone.
+        self.listener = None;
         let port = self.config.port;
         match port::wait_free(&self.config.host, port, self.config.stop.port_timeout).await {
             Ok(waited) => {

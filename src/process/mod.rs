@@ -19,6 +19,9 @@ use windows as platform;
 
 pub use platform::prepare_supervisor;
 
+/// The descriptor number the inherited listening socket has in the backend (systemd's first).
+pub const INHERITED_FD: i32 = 3;
+
 /// What is sent to the backend's group first, before the kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StopSignal {
@@ -109,17 +112,44 @@ impl Backend {
     /// Starts `command` in `cwd` as the leader of a new process group with `env` added.
     /// stdin is closed (a background group reading the terminal would be stopped);
     /// stdout and stderr are the terminal's, untouched.
-    pub fn spawn(command: &[String], cwd: &Path, env: &[(String, String)]) -> io::Result<Backend> {
+    ///
+    /// With `socket`, the listening socket devrun holds becomes the backend's fd 3, with
+    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the backend's own pid (systemd's convention).
+    pub fn spawn(
+        command: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+        socket: Option<&socket2::Socket>,
+    ) -> io::Result<Backend> {
+        let mut command = command.to_vec();
+        if socket.is_some() {
+            // LISTEN_PID must be the backend's pid, known only after fork: a shell exports it
+            // and execs the command, so the pid does not change.
+            let mut wrapped: Vec<String> = [
+                "/bin/sh",
+                "-c",
+                "export LISTEN_PID=$$; exec \"$@\"",
+                "devrun-backend",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            wrapped.extend(command);
+            command = wrapped;
+        }
         let (program, args) = command
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
         let mut cmd = tokio::process::Command::new(program);
+        if socket.is_some() {
+            cmd.env("LISTEN_FDS", "1");
+        }
         cmd.args(args)
             .current_dir(cwd)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(false);
-        let (child, group) = platform::spawn_group(cmd)?;
+        let (child, group) = platform::spawn_group(cmd, socket)?;
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;

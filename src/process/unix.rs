@@ -26,8 +26,30 @@ pub struct Group {
     pgid: Pid,
 }
 
-pub fn spawn_group(mut cmd: tokio::process::Command) -> io::Result<(tokio::process::Child, Group)> {
+pub fn spawn_group(
+    mut cmd: tokio::process::Command,
+    socket: Option<&socket2::Socket>,
+) -> io::Result<(tokio::process::Child, Group)> {
     cmd.process_group(0);
+    if let Some(socket) = socket {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in devrun.
+        unsafe {
+            cmd.pre_exec(move || {
+                let target = super::INHERITED_FD;
+                if fd == target {
+                    // Already fd 3: only clear close-on-exec.
+                    if libc::fcntl(target, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     #[cfg(target_os = "linux")]
     {
         let supervisor = std::process::id();

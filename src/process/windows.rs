@@ -107,7 +107,15 @@ fn resume_threads(pid: u32) -> io::Result<()> {
 
 /// Starts the command suspended, puts it in a fresh job object, then lets it run: no process
 /// of the backend can start outside the job.
-pub fn spawn_group(mut cmd: tokio::process::Command) -> io::Result<(tokio::process::Child, Group)> {
+pub fn spawn_group(
+    mut cmd: tokio::process::Command,
+    socket: Option<&socket2::Socket>,
+) -> io::Result<(tokio::process::Child, Group)> {
+    if socket.is_some() {
+        return Err(io::Error::other(
+            "an inherited socket is not supported on Windows",
+        ));
+    }
     cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
     let job = new_job()?;
     let mut child = match cmd.spawn() {
