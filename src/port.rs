@@ -445,7 +445,7 @@ mod tests {
         drop(listener);
         assert!(is_free("127.0.0.1", port));
         assert_eq!(
-            probe("127.0.0.1", port, None).await,
+            probe("127.0.0.1", port, ReadyCheck::Connect).await,
             Err(NotReady::NoListener)
         );
     }

@@ -150,11 +150,20 @@ pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
         members.push(pid);
         members.extend(procs::descendants(pid));
     }
-    members.extend(
-        procs::group_members(pgid)
-            .into_iter()
-            .filter(|p| procs::start_time(*p).is_some_and(|t| t >= start)),
-    );
+    // The group is still ours only if its id is not now another live process's pid: the
+    // kernel does not reuse a pid while a group of that id has members, so a live process at
+    // pid == pgid with another start time means the pid (and the group) belong to someone else.
+    let group_is_ours = pgid != pid
+        || procs::is_same(pid, start)
+        || procs::start_time(pgid).is_none()
+        || procs::is_zombie(pgid);
+    if group_is_ours {
+        members.extend(
+            procs::group_members(pgid)
+                .into_iter()
+                .filter(|p| procs::start_time(*p).is_some_and(|t| t >= start)),
+        );
+    }
     members.sort_unstable();
     members.dedup();
     members.retain(|p| !procs::is_zombie(*p));
