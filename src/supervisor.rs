@@ -239,8 +239,12 @@ impl Supervisor {
                         generation: self.generation,
                         status: process::describe_status(&status),
                     });
-                    // The leader is gone; whatever it started in its group goes too.
-                    self.stop(&mut backend).await?;
+                    // The leader is gone; whatever it started goes too.
+                    if backend.alive() {
+                        self.stop(&mut backend).await?;
+                    } else {
+                        self.record(None);
+                    }
                     if !self.exiting && !self.wait_for_change(&mut watch).await {
                         return self.finish().await;
                     }
@@ -359,7 +363,7 @@ impl Supervisor {
         );
         tokio::pin!(ready);
         let mut ready_reported = false;
-        let spawned_at = Instant::now();
+        let spawned_at = backend.spawned_at();
         loop {
             tokio::select! {
                 biased;

@@ -100,6 +100,8 @@ pub struct Stopped {
 pub struct Backend {
     child: tokio::process::Child,
     pid: u32,
+    /// Taken just before the spawn: files changed earlier are what this interpreter imports.
+    spawned_at: Instant,
     group: platform::Group,
     status: Option<ExitStatus>,
 }
@@ -121,6 +123,7 @@ impl Backend {
         env: &[(String, String)],
         socket: Option<&socket2::Socket>,
     ) -> io::Result<Backend> {
+        let spawned_at = Instant::now();
         let mut command = command.to_vec();
         if socket.is_some() {
             // LISTEN_PID must be the backend's pid, known only after fork: a shell exports it
@@ -156,6 +159,7 @@ impl Backend {
         Ok(Backend {
             child,
             pid,
+            spawned_at,
             group,
             status: None,
         })
@@ -163,6 +167,10 @@ impl Backend {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    pub fn spawned_at(&self) -> Instant {
+        self.spawned_at
     }
 
     /// The process group id to record (the leader's pid: it leads its own group).
@@ -180,8 +188,9 @@ impl Backend {
         Ok(status)
     }
 
-    /// Whether any process of the group is still alive. Reaps what it may.
-    fn alive(&mut self) -> bool {
+    /// Whether any process of the group (or, on Linux, any escaped descendant) is alive.
+    /// Reaps what it may.
+    pub fn alive(&mut self) -> bool {
         if self.status.is_none() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.status = Some(status);
