@@ -483,10 +483,12 @@ impl Supervisor {
     async fn settle(&mut self, watch: &mut Watch, mut last_at: Instant) {
         let ceiling = Instant::now() + SETTLE_CEILING;
         loop {
-            let quiet_at = (last_at + self.config.watch.debounce).min(ceiling);
-            if Instant::now() >= quiet_at {
+            if Instant::now() >= ceiling {
                 return;
             }
+            let quiet_at = (last_at + self.config.watch.debounce).min(ceiling);
+            // Biased: changes already queued (say, during a slow stop) count before the quiet
+            // time can be judged over, even when that time has passed.
             tokio::select! {
                 biased;
                 reason = self.shutdown.recv() => {
@@ -494,8 +496,8 @@ impl Supervisor {
                     self.exiting = true;
                     return;
                 }
-                batch = watch.next() => last_at = batch.last_at,
-                _ = tokio::time::sleep_until(quiet_at.into()) => {}
+                batch = watch.next() => last_at = last_at.max(batch.last_at),
+                _ = tokio::time::sleep_until(quiet_at.into()) => return,
             }
         }
     }
