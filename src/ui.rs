@@ -119,11 +119,7 @@ impl Event {
             } => format!(
                 "generation {generation} stopped in {} ms{}",
                 elapsed.as_millis(),
-                if *killed {
-                    " (killed: grace time ran out)"
-                } else {
-                    ""
-                }
+                if *killed { " (killed)" } else { "" }
             ),
             Event::PortReleased { port, waited } => {
                 format!("port {port} released in {} ms", waited.as_millis())
