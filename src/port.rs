@@ -70,12 +70,16 @@ fn can_bind(addr: SocketAddr) -> bool {
     socket.bind(&addr.into()).is_ok()
 }
 
-/// Whether this machine can make IPv6 sockets at all (containers often can't).
+/// Whether this machine can make IPv6 sockets at all (containers often can't). Asked once:
+/// `is_free` runs in the poll loops of every restart.
 #[cfg(unix)]
 fn ipv6_available() -> bool {
-    socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
-        .and_then(|s| s.bind(&SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0).into()))
-        .is_ok()
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            .and_then(|s| s.bind(&SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0).into()))
+            .is_ok()
+    })
 }
 
 /// Binds host:port once for `[server] socket = "inherit"`, with uvicorn's default backlog, so

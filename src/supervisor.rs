@@ -240,20 +240,13 @@ impl Supervisor {
                         status: process::describe_status(&status),
                     });
                     // The leader is gone; whatever it started goes too.
-                    if backend.alive() {
-                        self.stop(&mut backend).await?;
-                    } else {
-                        self.record(None);
-                    }
+                    self.stop(&mut backend).await?;
                     if !self.exiting && !self.wait_for_change(&mut watch).await {
                         return self.finish().await;
                     }
                 }
                 Leave::Shutdown(reason) => {
-                    self.ui.emit(&Event::ShuttingDown {
-                        reason: reason.to_string(),
-                    });
-                    self.exiting = true;
+                    self.begin_shutdown(reason);
                     self.stop(&mut backend).await?;
                 }
             }
@@ -428,9 +421,22 @@ impl Supervisor {
         self.ui.emit(&Event::Changed { files });
     }
 
+    /// A shutdown was asked for (Ctrl-C, SIGTERM, SIGHUP): finish what is under way, then exit.
+    fn begin_shutdown(&mut self, reason: &str) {
+        self.ui.emit(&Event::ShuttingDown {
+            reason: reason.to_string(),
+        });
+        self.exiting = true;
+    }
+
     /// Stopping: the whole group, escalating to a kill; a shutdown request meanwhile makes this
     /// the last stop, a second one kills at once.
     async fn stop(&mut self, backend: &mut Backend) -> Result<(), Error> {
+        if !backend.alive() {
+            // Exited on its own with nothing left behind: nothing to stop or report.
+            self.record(None);
+            return Ok(());
+        }
         let signal = self.config.stop.signal;
         self.ui.emit(&Event::Stopping {
             generation: self.generation,
@@ -492,8 +498,7 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 reason = self.shutdown.recv() => {
-                    self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
-                    self.exiting = true;
+                    self.begin_shutdown(reason);
                     return;
                 }
                 batch = watch.next() => last_at = last_at.max(batch.last_at),
@@ -508,8 +513,7 @@ impl Supervisor {
         tokio::select! {
             biased;
             reason = self.shutdown.recv() => {
-                self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
-                self.exiting = true;
+                self.begin_shutdown(reason);
                 false
             }
             batch = watch.next() => {
@@ -536,8 +540,7 @@ impl Supervisor {
                 tokio::select! {
                     biased;
                     reason = self.shutdown.recv() => {
-                        self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
-                        self.exiting = true;
+                        self.begin_shutdown(reason);
                         return PortWait::Interrupted;
                     }
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
@@ -548,8 +551,7 @@ impl Supervisor {
         tokio::select! {
             biased;
             reason = self.shutdown.recv() => {
-                self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
-                self.exiting = true;
+                self.begin_shutdown(reason);
                 PortWait::Interrupted
             }
             result = port::wait_free(&host, port, timeout) => match result {
@@ -629,8 +631,7 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 reason = self.shutdown.recv() => {
-                    self.ui.emit(&Event::ShuttingDown { reason: reason.to_string() });
-                    self.exiting = true;
+                    self.begin_shutdown(reason);
                     return false;
                 }
                 _ = watch.next() => {}
