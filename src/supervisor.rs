@@ -502,7 +502,14 @@ impl Supervisor {
                     return;
                 }
                 batch = watch.next() => last_at = last_at.max(batch.last_at),
-                _ = tokio::time::sleep_until(quiet_at.into()) => return,
+                _ = tokio::time::sleep_until(quiet_at.into()) => {
+                    // Quiet by the watcher's delivery; the OS's queue has the last word.
+                    let queued = watch.sync().await;
+                    if queued.paths.is_empty() {
+                        return;
+                    }
+                    last_at = last_at.max(queued.last_at);
+                }
             }
         }
     }

@@ -170,6 +170,9 @@ type RawEvent = (Instant, notify::Result<notify::Event>);
 /// How often the polling fallback looks at the kept folders.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long `sync` waits for its fence before it trusts what the watcher delivered so far.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The live watch: OS watches on every kept folder, and the filter.
 pub struct Watch {
     watcher: Box<dyn notify::Watcher + Send>,
@@ -178,6 +181,10 @@ pub struct Watch {
     sender: mpsc::UnboundedSender<RawEvent>,
     raw: mpsc::UnboundedReceiver<RawEvent>,
     filter: Filter,
+    /// `.devrun/`, watched on its own so a file written there marks a point in the OS's queue
+    /// (Linux: inotify keeps one ordered queue for all watches). None where that cannot be had.
+    fence_dir: Option<PathBuf>,
+    fences: u64,
     watched: HashSet<PathBuf>,
 }
 
@@ -216,6 +223,8 @@ impl Watch {
             raw,
             filter: Filter::new(config, root)?,
             watched: HashSet::new(),
+            fence_dir: None,
+            fences: 0,
         };
         match watch.add_paths(&config.paths) {
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -233,7 +242,65 @@ impl Watch {
             }
             other => other?,
         }
+        if cfg!(target_os = "linux") && !watch.polling {
+            let dir = root.join(crate::state::STATE_DIR);
+            let watched = std::fs::create_dir_all(&dir)
+                .map_err(notify::Error::io)
+                .and_then(|()| watch.watcher.watch(&dir, RecursiveMode::NonRecursive));
+            watch.fence_dir = watched.is_ok().then_some(dir);
+        }
         Ok(watch)
+    }
+
+    /// Every wanted change the OS had queued when this was called, including what the
+    /// watcher's thread has not delivered yet: on a loaded machine that thread can lag the
+    /// writes by more than the debounce, so "no event for debounce_ms" alone would call a storm
+    /// over while its last writes are still queued. It writes a fence file into `.devrun/` and
+    /// reads events until the fence's own event arrives. Without a fence (polling, other OSes,
+    /// `.devrun/` not writable, the fence late) it returns what has been delivered.
+    pub async fn sync(&mut self) -> Batch {
+        let mut batch = Batch {
+            paths: Vec::new(),
+            last_at: Instant::now(),
+        };
+        let fence = self.fence_dir.as_ref().and_then(|dir| {
+            self.fences += 1;
+            let path = dir.join(format!("fence-{}", self.fences));
+            std::fs::write(&path, b"").is_ok().then_some(path)
+        });
+        let deadline = tokio::time::Instant::now() + FENCE_TIMEOUT;
+        loop {
+            let (at, event) = if fence.is_some() {
+                match tokio::time::timeout_at(deadline, self.raw.recv()).await {
+                    Ok(Some(raw)) => raw,
+                    _ => {
+                        // Late, or `.devrun/` was deleted and made anew without its watch.
+                        if let Some(dir) = &self.fence_dir {
+                            let _ = self.watcher.watch(dir, RecursiveMode::NonRecursive);
+                        }
+                        break;
+                    }
+                }
+            } else {
+                match self.raw.try_recv() {
+                    Ok(raw) => raw,
+                    Err(_) => break,
+                }
+            };
+            if let (Some(fence), Ok(event)) = (&fence, &event) {
+                if event.paths.contains(fence) {
+                    break;
+                }
+            }
+            self.absorb(event, at, &mut batch);
+        }
+        if let Some(fence) = fence {
+            // Its removal is one more event, which the filter drops (`.devrun` is ignored).
+            let _ = std::fs::remove_file(fence);
+        }
+        batch.paths.sort();
+        batch.paths.dedup();
+        batch
     }
 
     fn add_paths(&mut self, paths: &[PathBuf]) -> Result<(), notify::Error> {

@@ -236,8 +236,7 @@ fn a_storm_of_2000_files_in_20_new_folders_gives_one_generation_after_it_ends() 
 
     let storm = storm(&p);
 
-    let second = assert_exactly_one_new_generation(&p, &storm.what("a storm of 2,000 files"));
-    assert_started_after(&second, &storm);
+    assert_storm_settled(&p, &storm, "a storm of 2,000 files");
 }
 
 /// The storm tests take turns: three storms at once on a small machine slow each other down
@@ -316,9 +315,42 @@ fn assert_started_after(second: &Record, storm: &Storm) {
     let started = second.starttime.expect("no start time in the record");
     assert!(
         started >= storm.ended,
-        "generation 2 started at tick {started}, before the storm's last write at tick {}",
+        "generation {:?} started at tick {started}, before the storm's last write at tick {}",
+        second.generation,
         storm.ended
     );
+}
+
+/// devrun's settle ceiling: a storm that never pauses still restarts the backend after this.
+const SETTLE_CEILING: Duration = Duration::from_secs(2);
+
+/// What a storm must give. Written well within the settle ceiling: exactly one new generation,
+/// started after the last write. A loaded machine can take longer than the ceiling to write the
+/// storm, and then devrun restarts in its middle by design (how often depends on how far the
+/// loaded machine lets the watcher fall behind the writer); what must still hold is that every
+/// generation started alone and that the one serving at the end started after the last write
+/// (guarantee 3).
+fn assert_storm_settled(p: &Project, storm: &Storm, name: &str) {
+    let what = storm.what(name);
+    if storm.took <= SETTLE_CEILING * 3 / 4 {
+        let second = assert_exactly_one_new_generation(p, &what);
+        assert_started_after(&second, storm);
+        return;
+    }
+    eprintln!("{what}: slower than the settle ceiling, so not necessarily one restart");
+    p.wait_for_starts(2, WAIT);
+    let starts = p.settle();
+    p.assert_every_start_was_alone();
+    let last = starts.last().cloned().expect("no start recorded");
+    assert_started_after(&last, storm);
+    let served = poll(WAIT, || p.served().filter(|s| s.pid == last.pid)).unwrap_or_else(|| {
+        panic!(
+            "{what}: the last generation (pid {}) never served",
+            last.pid
+        )
+    });
+    assert_eq!(served.generation, last.generation);
+    assert_eq!(p.listeners(), vec![last.pid]);
 }
 
 /// The same storm while the backend takes 0.5 s to stop: the stop overlaps the storm, and the
@@ -342,8 +374,7 @@ debounce_ms = 50
 
     let storm = storm(&p);
 
-    let second = assert_exactly_one_new_generation(&p, &storm.what("a storm during a slow stop"));
-    assert_started_after(&second, &storm);
+    assert_storm_settled(&p, &storm, "a storm during a slow stop");
 }
 
 /// A storm that goes on after a slow stop has finished: devrun must keep waiting for the
@@ -367,9 +398,7 @@ debounce_ms = 50
 
     let storm = long_storm(&p, Duration::from_millis(1200));
 
-    let second =
-        assert_exactly_one_new_generation(&p, &storm.what("a storm outlasting a slow stop"));
-    assert_started_after(&second, &storm);
+    assert_storm_settled(&p, &storm, "a storm outlasting a slow stop");
 }
 
 // ---- .gitignore ----
