@@ -12,8 +12,9 @@ pub struct Holder {
     pub command: String,
 }
 
-/// The address to bind for the free-port probe.
-fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+/// host:port as an address (the first the resolver gives): the address to bind for the
+/// free-port probe. Config checks it once, so a host that does not resolve is a config error.
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     (host, port).to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -24,7 +25,7 @@ fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
 
 /// The address to connect to for readiness: a wildcard host is reached on loopback.
 fn connect_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
-    let addr = bind_addr(host, port)?;
+    let addr = resolve(host, port)?;
     Ok(match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
@@ -35,7 +36,7 @@ fn connect_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
 /// Free = a server could bind host:port now and nothing listens on the port on any address.
 /// Bind probes answer in microseconds, where reading /proc/net/tcp can take milliseconds.
 pub fn is_free(host: &str, port: u16) -> bool {
-    let Ok(addr) = bind_addr(host, port) else {
+    let Ok(addr) = resolve(host, port) else {
         return false;
     };
     if !can_bind(addr) {
@@ -85,7 +86,7 @@ fn ipv6_available() -> bool {
 /// Binds host:port once for `[server] socket = "inherit"`, with uvicorn's default backlog, so
 /// connections made while no backend runs wait in the queue instead of being refused.
 pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
-    let addr = bind_addr(host, port)?;
+    let addr = resolve(host, port)?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

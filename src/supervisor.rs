@@ -23,8 +23,9 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A storm of writes that never pauses still restarts the backend after this long.
-const SETTLE_CEILING: Duration = Duration::from_secs(2);
+/// A storm of writes that never pauses still restarts the backend after this long (a longer
+/// debounce is refused as a config error).
+const SETTLE_CEILING: Duration = crate::cli::MAX_DEBOUNCE;
 /// How often a held port is re-checked while waiting for its holder to let go.
 const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 
@@ -318,13 +319,20 @@ impl Supervisor {
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let command_line = shell_words::join(&config.command);
         let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Usage(format!(
-                    "cannot start `{command_line}`: {} not found (is the venv active, or use its full path?)",
-                    config.command[0]
-                ))
-            } else {
-                Error::io(format!("cannot start `{command_line}`"), e)
+            // A command can be megabytes long: errors show its start and its size.
+            let shown = crate::ui::shorten(&command_line);
+            match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Usage(format!(
+                    "cannot start `{shown}`: {} not found (is the venv active, or use its full path?)",
+                    crate::ui::shorten(&config.command[0])
+                )),
+                std::io::ErrorKind::ArgumentListTooLong => Error::Usage(format!(
+                    "cannot start `{shown}`: its arguments and environment are longer than the \
+                     OS allows ({} bytes of arguments; {e}); shorten the command, or move long \
+                     values into a file the backend reads",
+                    config.command.iter().map(|a| a.len() + 1).sum::<usize>()
+                )),
+                _ => Error::io(format!("cannot start `{shown}`"), e),
             }
         })?;
         self.ui.emit(&Event::Started {
