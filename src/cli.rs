@@ -200,7 +200,7 @@ pub fn parse_millis(text: &str, max: Duration) -> Result<Duration, String> {
 /// "86400000 ms (24 h)", "2000 ms".
 pub fn describe_limit(max: Duration) -> String {
     let ms = max.as_millis();
-    if ms >= 3_600_000 && ms % 3_600_000 == 0 {
+    if ms >= 3_600_000 && ms.is_multiple_of(3_600_000) {
         format!("{ms} ms ({} h)", ms / 3_600_000)
     } else {
         format!("{ms} ms")
