@@ -196,7 +196,9 @@ struct Supervisor {
 
 impl Supervisor {
     async fn run_watch(&mut self) -> Result<(), Error> {
-        let mut watch = Watch::start(&self.config.watch, &self.config.root)
+        let ui = self.ui.clone();
+        let warn = Box::new(move |message| ui.emit(&Event::Warning(message)));
+        let mut watch = Watch::start(&self.config.watch, &self.config.root, warn)
             .map_err(|e| Error::Watch(e.to_string()))?;
         if watch.polling {
             self.ui.emit(&Event::Warning(
@@ -571,6 +573,14 @@ impl Supervisor {
 
     fn held_port_message(&self) -> String {
         let port = self.config.port;
+        if let Some(closing) = port::closing_only(port).filter(|_| port::holders(port).is_empty()) {
+            return format!(
+                "port {port} cannot be bound yet: no process holds it, but {closing} left by a \
+                 stopped process still block it (its listener did not set SO_REUSEADDR); the \
+                 kernel drops them within about a minute (net.ipv4.tcp_fin_timeout). Start \
+                 again then, or use another port (--port)"
+            );
+        }
         format!(
             "port {port} is held by {}: devrun will not start a second backend beside it. \
              Stop that process, pass --kill-port-holder to have devrun end it, or use another \
@@ -632,7 +642,7 @@ impl Supervisor {
             port: self.config.port,
             holders: format!(
                 "{}; waiting for it to be released (Ctrl-C to quit)",
-                port::describe_holders(&port::holders(self.config.port))
+                port::describe_busy(self.config.port)
             ),
         });
         loop {
@@ -671,7 +681,7 @@ impl Supervisor {
             Err(waited) => Err(Error::Port(format!(
                 "port {port} was not released within {} ms: held by {}",
                 waited.as_millis(),
-                port::describe_holders(&port::holders(port))
+                port::describe_busy(port)
             ))),
         }
     }
