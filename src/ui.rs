@@ -333,7 +333,7 @@ mod writer {
     use std::time::{Duration, Instant};
 
     /// Lines waiting for stderr before new ones are dropped.
-    const QUEUE_LINES: usize = 1024;
+    const QUEUE_LINES: usize = 128;
 
     struct Writer {
         queue: SyncSender<Vec<u8>>,
