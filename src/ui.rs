@@ -401,8 +401,12 @@ mod writer {
             if dropped == 1 { " was" } else { "s were" }
         );
         if JSON.load(Ordering::Relaxed) {
-            let value =
-                serde_json::json!({"event": "warning", "message": message, "dropped": dropped});
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let value = serde_json::json!(
+                {"event": "warning", "message": message, "dropped": dropped, "ts_ms": ts}
+            );
             format!("{value}\n").into_bytes()
         } else {
             format!("devrun: {message}\n").into_bytes()
