@@ -200,6 +200,9 @@ pub struct Watch {
     /// The folders of `[watch] paths`, watched again when they come back after a delete.
     roots: Vec<PathBuf>,
     missing: Vec<MissingRoot>,
+    /// When missing roots are next looked for (a deadline, so a stream of events cannot put
+    /// it off).
+    recheck_at: Instant,
     /// Folders that could not be watched, each warned about once.
     skipped: HashSet<PathBuf>,
     warn: Warn,
@@ -247,6 +250,7 @@ impl Watch {
                 .cloned()
                 .collect(),
             missing: Vec::new(),
+            recheck_at: Instant::now(),
             skipped: HashSet::new(),
             warn,
         };
@@ -401,7 +405,8 @@ impl Watch {
                     return false;
                 }
             }
-            if !root.announced {
+            // There but unreadable: `skip` has said so; it is retried like a missing one.
+            if !root.announced && !root.path.exists() {
                 root.announced = true;
                 (self.warn)(format!(
                     "watch path {shown} is missing (deleted or moved): it will be watched again \
@@ -460,6 +465,7 @@ impl Watch {
                     path: path.clone(),
                     announced: false,
                 });
+                self.recheck_at = Instant::now() + ROOT_RECHECK;
                 wanted.push(path);
                 continue;
             }
@@ -476,9 +482,10 @@ impl Watch {
                     && !self.watched.contains(&path)
                     && !self.filter.ignores_dir(&path)
                 {
-                    // A refusal of more watches here leaves this folder unwatched; the start
-                    // already said how to raise the limit.
-                    let _ = self.add_tree(&path, Some(&mut wanted));
+                    if let Err(e) = self.add_tree(&path, Some(&mut wanted)) {
+                        // Out of watches: this folder goes unwatched, and the user is told why.
+                        self.skip(&path, &describe_notify_error(&e));
+                    }
                 }
                 continue;
             }
@@ -505,7 +512,8 @@ impl Watch {
             } else {
                 tokio::select! {
                     received = self.raw.recv() => received,
-                    _ = tokio::time::sleep(ROOT_RECHECK) => {
+                    _ = tokio::time::sleep_until(self.recheck_at.into()) => {
+                        self.recheck_at = Instant::now() + ROOT_RECHECK;
                         let back = self.recheck_roots();
                         if back.is_empty() {
                             continue;
