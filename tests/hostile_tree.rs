@@ -151,8 +151,8 @@ debounce_ms = 50
     assert!(!stderr.contains("cannot watch folder"), "{stderr}");
 }
 
-#[test]
-fn deleted_watch_root_is_watched_again_when_it_comes_back() {
+/// A project whose watch root is `app`, holding version.py, serving v1.
+fn serving_app_root() -> Project {
     let project = Project::new("testapp").config(
         r#"
 command = ["$PYTHON", "normal.py"]
@@ -171,8 +171,12 @@ PYTHONPATH = "app"
     fs::rename(project.root.join("version.py"), app.join("version.py")).unwrap();
     let project = project.start();
     project.wait_for_version("v1", WAIT);
+    project
+}
 
-    fs::remove_dir_all(&app).unwrap();
+/// After `app` went away: says so once, serves the code of a recreated `app`, and watches it.
+fn assert_root_comes_back(project: &Project) {
+    let app = project.root.join("app");
     project.wait_until("the missing root to be reported", WAIT, || {
         project.stderr().contains("watch path app is missing")
     });
@@ -191,6 +195,25 @@ PYTHONPATH = "app"
     assert_eq!(count(&stderr, "watch path app is missing"), 1, "{stderr}");
     assert_eq!(count(&stderr, "watch path app is back"), 1, "{stderr}");
     project.assert_every_start_was_alone();
+}
+
+#[test]
+fn deleted_watch_root_is_watched_again_when_it_comes_back() {
+    let project = serving_app_root();
+    fs::remove_dir_all(project.root.join("app")).unwrap();
+    assert_root_comes_back(&project);
+}
+
+#[test]
+fn moved_away_watch_root_is_watched_again_when_it_comes_back() {
+    let project = serving_app_root();
+    fs::rename(project.root.join("app"), project.root.join("app.old")).unwrap();
+    assert_root_comes_back(&project);
+    // The moved-away folder is not watched any more.
+    let before = project.starts().len();
+    fs::write(project.root.join("app.old/version.py"), version_py("old")).unwrap();
+    std::thread::sleep(QUIET);
+    assert_eq!(project.starts().len(), before);
 }
 
 /// A pipe with the smallest buffer the kernel allows: (read end, write end).
