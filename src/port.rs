@@ -221,14 +221,13 @@ impl std::fmt::Display for NotReady {
         match self {
             NotReady::NoListener => write!(f, "nothing accepted a connection"),
             NotReady::ListensElsewhere { tried, found } => {
-                let found: Vec<String> = found.iter().map(ToString::to_string).collect();
+                let addresses: Vec<String> = found.iter().map(ToString::to_string).collect();
+                let host = found.first().map(|a| a.ip().to_string()).unwrap_or_default();
                 write!(
                     f,
                     "nothing accepted a connection on {tried}, but the port is listened on at {}: \
-                     set `host = \"{}\"` (or --host {}), or make the backend listen on {}",
-                    found.join(", "),
-                    found_host(found.first()),
-                    found_host(found.first()),
+                     set `host = \"{host}\"` (or --host {host}), or make the backend listen on {}",
+                    addresses.join(", "),
                     tried.ip()
                 )
             }
@@ -236,12 +235,6 @@ impl std::fmt::Display for NotReady {
             NotReady::BadAnswer(why) => write!(f, "no valid HTTP answer ({why})"),
         }
     }
-}
-
-/// "::1" from "[::1]:8001".
-fn found_host(addr: Option<&String>) -> String {
-    addr.and_then(|a| a.parse::<SocketAddr>().ok())
-        .map_or_else(String::new, |a| a.ip().to_string())
 }
 
 /// A final "nothing accepted a connection", with where the port *is* listened on if that is
