@@ -177,13 +177,12 @@ pub fn closing_only(port: u16) -> Option<String> {
 
 /// What keeps the port busy, for status lines: its holders, or the kernel's closing connections.
 pub fn describe_busy(port: u16) -> String {
-    let holders = holders(port);
     match closing_only(port) {
-        Some(closing) if holders.is_empty() => format!(
+        Some(closing) => format!(
             "no process: only {closing} left by a stopped process, which the kernel drops within \
              about a minute (net.ipv4.tcp_fin_timeout)"
         ),
-        _ => describe_holders(&holders),
+        None => describe_holders(&holders(port)),
     }
 }
 
@@ -222,7 +221,10 @@ impl std::fmt::Display for NotReady {
             NotReady::NoListener => write!(f, "nothing accepted a connection"),
             NotReady::ListensElsewhere { tried, found } => {
                 let addresses: Vec<String> = found.iter().map(ToString::to_string).collect();
-                let host = found.first().map(|a| a.ip().to_string()).unwrap_or_default();
+                let host = found
+                    .first()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
                 write!(
                     f,
                     "nothing accepted a connection on {tried}, but the port is listened on at {}: \

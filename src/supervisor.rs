@@ -573,11 +573,11 @@ impl Supervisor {
 
     fn held_port_message(&self) -> String {
         let port = self.config.port;
-        if let Some(closing) = port::closing_only(port).filter(|_| port::holders(port).is_empty()) {
+        if let Some(closing) = port::closing_only(port) {
             return format!(
-                "port {port} cannot be bound yet: no process holds it, but {closing} left by a \
-                 stopped process still block it (its listener did not set SO_REUSEADDR); the \
-                 kernel drops them within about a minute (net.ipv4.tcp_fin_timeout). Start \
+                "port {port} cannot be bound yet: no process holds it, but it is blocked by \
+                 {closing} left by a stopped process (whose listener did not set SO_REUSEADDR); \
+                 the kernel drops them within about a minute (net.ipv4.tcp_fin_timeout). Start \
                  again then, or use another port (--port)"
             );
         }
