@@ -127,6 +127,9 @@ fn unreadable_folder_is_skipped_with_one_warning_at_start_and_later() {
     assert_eq!(count(&stderr, "cannot watch folder db "), 1, "{stderr}");
     assert_eq!(count(&stderr, "cannot watch folder late "), 1, "{stderr}");
     project.assert_every_start_was_alone();
+    // So that the temp folder can be removed when the tests do not run as root.
+    chmod(&project.root.join("db"), 0o755);
+    chmod(&project.root.join("late"), 0o755);
 }
 
 #[test]
@@ -149,6 +152,7 @@ debounce_ms = 50
     project.wait_for_version("v2", WAIT);
     let stderr = project.stderr();
     assert!(!stderr.contains("cannot watch folder"), "{stderr}");
+    chmod(&project.root.join("db"), 0o755);
 }
 
 /// A project whose watch root is `app`, holding version.py, serving v1.
