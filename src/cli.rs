@@ -93,8 +93,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "EXT", value_delimiter = ',')]
     pub ext: Vec<String>,
 
-    /// Quiet time after the last change before starting, e.g. 50 or 50ms
-    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    /// Quiet time after the last change before starting, e.g. 50 or 50ms (at most 2000)
+    #[arg(long, value_name = "MS", value_parser = parse_debounce)]
     pub debounce: Option<Duration>,
 
     /// Signal sent to the backend's group first (SIGTERM; CTRL_BREAK on Windows)
@@ -102,11 +102,11 @@ pub struct RunArgs {
     pub stop_signal: Option<String>,
 
     /// Grace time before the group is killed, e.g. 5000 or 5s
-    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     pub stop_timeout: Option<Duration>,
 
     /// How long to wait for the port to be released
-    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     pub port_timeout: Option<Duration>,
 
     /// Ready when GET PATH answers 2xx (default: when the port accepts a connection)
@@ -114,7 +114,7 @@ pub struct RunArgs {
     pub ready_http: Option<String>,
 
     /// How long the backend may take to become ready
-    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     pub ready_timeout: Option<Duration>,
 
     /// When to colour status lines
@@ -157,8 +157,16 @@ pub enum ColorChoice {
     Never,
 }
 
-/// "250", "250ms" or "5s" → a duration.
-pub fn parse_millis(text: &str) -> Result<Duration, String> {
+/// The longest a timeout flag or key may be: longer is a typo, and arithmetic on deadlines
+/// stays far from overflowing.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest debounce: a storm of saves restarts the backend after this long whatever the
+/// debounce, so a longer one could never take effect.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// "250", "250ms" or "5s" → a duration, refused above `max` (and never wrapped around).
+pub fn parse_millis(text: &str, max: Duration) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1)
@@ -167,11 +175,44 @@ pub fn parse_millis(text: &str) -> Result<Duration, String> {
     } else {
         (text, 1)
     };
-    number
+    let too_long = || {
+        format!(
+            "`{text}` is longer than the limit of {}",
+            describe_limit(max)
+        )
+    };
+    let number: u64 = number
         .trim()
-        .parse::<u64>()
-        .map(|n| Duration::from_millis(n * scale))
-        .map_err(|_| format!("`{text}` is not a duration (milliseconds, like 500, 500ms or 5s)"))
+        .parse()
+        .map_err(|e: std::num::ParseIntError| {
+            if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+                too_long()
+            } else {
+                format!("`{text}` is not a duration (milliseconds, like 500, 500ms or 5s)")
+            }
+        })?;
+    match number.checked_mul(scale).map(Duration::from_millis) {
+        Some(duration) if duration <= max => Ok(duration),
+        _ => Err(too_long()),
+    }
+}
+
+/// "86400000 ms (24 h)", "2000 ms".
+pub fn describe_limit(max: Duration) -> String {
+    let ms = max.as_millis();
+    if ms >= 3_600_000 && ms.is_multiple_of(3_600_000) {
+        format!("{ms} ms ({} h)", ms / 3_600_000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_millis(text, MAX_TIMEOUT)
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    parse_millis(text, MAX_DEBOUNCE)
 }
 
 #[cfg(test)]
@@ -180,9 +221,23 @@ mod tests {
 
     #[test]
     fn parses_durations() {
-        assert_eq!(parse_millis("250"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_millis("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_millis("5s"), Ok(Duration::from_secs(5)));
-        assert!(parse_millis("soon").is_err());
+        assert_eq!(parse_timeout("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("-5").is_err());
+    }
+
+    #[test]
+    fn refuses_durations_that_would_overflow_or_exceed_the_limit() {
+        // 18446744073709552 * 1000 wraps around to 384 in u64 arithmetic.
+        let e = parse_timeout("18446744073709552s").unwrap_err();
+        assert!(e.contains("86400000 ms (24 h)"), "{e}");
+        assert!(parse_timeout("99999999999999999999999").is_err());
+        assert_eq!(parse_timeout("86400s"), Ok(MAX_TIMEOUT));
+        assert!(parse_timeout("86401s").is_err());
+        assert_eq!(parse_debounce("2s"), Ok(MAX_DEBOUNCE));
+        let e = parse_debounce("2001").unwrap_err();
+        assert!(e.contains("2000 ms"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Errors point at the file, line and column of the offending text (toml's spans).
 
-use crate::cli::RunArgs;
+use crate::cli::{describe_limit, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::process::StopSignal;
 use serde::Deserialize;
@@ -66,7 +66,7 @@ pub struct ReadyConfig {
 struct FileConfig {
     command: Option<Spanned<toml::Value>>,
     port: Option<u16>,
-    host: Option<String>,
+    host: Option<Spanned<String>>,
     #[serde(default)]
     watch: FileWatch,
     #[serde(default)]
@@ -74,7 +74,7 @@ struct FileConfig {
     #[serde(default)]
     ready: FileReady,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<Spanned<String>, String>,
     #[serde(default)]
     server: FileServer,
 }
@@ -86,22 +86,22 @@ struct FileWatch {
     include: Option<Vec<Spanned<String>>>,
     ignore: Option<Vec<Spanned<String>>>,
     gitignore: Option<bool>,
-    debounce_ms: Option<u64>,
+    debounce_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileStop {
     signal: Option<Spanned<String>>,
-    timeout_ms: Option<u64>,
-    port_timeout_ms: Option<u64>,
+    timeout_ms: Option<Spanned<u64>>,
+    port_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileReady {
     http: Option<Spanned<String>>,
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,11 +215,11 @@ impl Config {
             },
         };
 
-        let host = args
-            .host
-            .clone()
-            .or(file.host)
-            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let host = match (&args.host, &file.host) {
+            (Some(host), _) => host.clone(),
+            (None, Some(host)) => host.get_ref().clone(),
+            (None, None) => DEFAULT_HOST.to_string(),
+        };
 
         // The command: flags win; a string is split shell-style, an array is used as is.
         let mut command = if !args.command.is_empty() {
@@ -254,6 +254,15 @@ impl Config {
                         .into(),
                 )),
             };
+        // A host that does not resolve is a typo to fix, not a port someone holds.
+        if let Err(e) = crate::port::resolve(&host, port) {
+            let why = format!("host {host:?} does not resolve ({e})");
+            return Err(match (&args.host, &file.host) {
+                (Some(_), _) => ConfigError::plain(format!("--host: {why}")),
+                (None, Some(spanned)) => err(Some(spanned.span().start), format!("`host`: {why}")),
+                (None, None) => ConfigError::plain(why),
+            });
+        }
         for arg in &mut command {
             *arg = arg
                 .replace("{port}", &port.to_string())
@@ -326,7 +335,83 @@ impl Config {
             (None, None) => None,
         };
 
-        let millis = Duration::from_millis;
+        // Flags were checked against their limits as they were parsed; the file's keys here.
+        let ms = |key: &str, value: &Option<Spanned<u64>>, default: u64, max: Duration| {
+            let Some(value) = value else {
+                return Ok(Duration::from_millis(default));
+            };
+            let duration = Duration::from_millis(*value.get_ref());
+            if duration > max {
+                return Err(err(
+                    Some(value.span().start),
+                    format!(
+                        "{key} = {} is above the limit of {}",
+                        value.get_ref(),
+                        describe_limit(max)
+                    ),
+                ));
+            }
+            Ok(duration)
+        };
+        let debounce = match args.debounce {
+            Some(debounce) => debounce,
+            None => ms(
+                "[watch] debounce_ms",
+                &file.watch.debounce_ms,
+                50,
+                MAX_DEBOUNCE,
+            )?,
+        };
+        let stop_timeout = match args.stop_timeout {
+            Some(timeout) => timeout,
+            None => ms(
+                "[stop] timeout_ms",
+                &file.stop.timeout_ms,
+                5000,
+                MAX_TIMEOUT,
+            )?,
+        };
+        let port_timeout = match args.port_timeout {
+            Some(timeout) => timeout,
+            None => ms(
+                "[stop] port_timeout_ms",
+                &file.stop.port_timeout_ms,
+                5000,
+                MAX_TIMEOUT,
+            )?,
+        };
+        let ready_timeout = match args.ready_timeout {
+            Some(timeout) => timeout,
+            None => ms(
+                "[ready] timeout_ms",
+                &file.ready.timeout_ms,
+                30000,
+                MAX_TIMEOUT,
+            )?,
+        };
+
+        let mut env = BTreeMap::new();
+        for (key, value) in file.env {
+            let at = Some(key.span().start);
+            let name = key.into_inner();
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(err(
+                    at,
+                    format!(
+                        "[env] {name:?} is not a valid variable name (it must not be empty or \
+                         contain `=` or a NUL byte)"
+                    ),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(err(
+                    at,
+                    format!("[env] {name}: the value must not contain a NUL byte"),
+                ));
+            }
+            env.insert(name, value);
+        }
+
         Ok(Config {
             source: source.map(|s| s.path),
             root,
@@ -338,26 +423,18 @@ impl Config {
                 include,
                 ignore,
                 gitignore: file.watch.gitignore.unwrap_or(true),
-                debounce: args
-                    .debounce
-                    .unwrap_or(millis(file.watch.debounce_ms.unwrap_or(50))),
+                debounce,
             },
             stop: StopConfig {
                 signal,
-                timeout: args
-                    .stop_timeout
-                    .unwrap_or(millis(file.stop.timeout_ms.unwrap_or(5000))),
-                port_timeout: args
-                    .port_timeout
-                    .unwrap_or(millis(file.stop.port_timeout_ms.unwrap_or(5000))),
+                timeout: stop_timeout,
+                port_timeout,
             },
             ready: ReadyConfig {
                 http: ready_http,
-                timeout: args
-                    .ready_timeout
-                    .unwrap_or(millis(file.ready.timeout_ms.unwrap_or(30000))),
+                timeout: ready_timeout,
             },
-            env: file.env,
+            env,
             inherit_socket,
         })
     }
@@ -554,6 +631,80 @@ mod tests {
         .unwrap();
         let e = Config::load(&args).unwrap_err().to_string();
         assert!(e.contains("pyproject.toml:4:1:"), "{e}");
+    }
+
+    #[test]
+    fn durations_above_their_limit_are_located() {
+        let e = load(
+            "command = \"x\"\nport = 1\n[stop]\ntimeout_ms = 18446744073709552\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("devrun.toml:4:14:"), "{e}");
+        assert!(
+            e.contains("[stop] timeout_ms") && e.contains("86400000 ms (24 h)"),
+            "{e}"
+        );
+        let e = load(
+            "command = \"x\"\nport = 1\n[watch]\ndebounce_ms = 2001\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("devrun.toml:4:15:") && e.contains("2000 ms"),
+            "{e}"
+        );
+        let c = load(
+            "command = \"x\"\nport = 1\n[watch]\ndebounce_ms = 2000\n[ready]\ntimeout_ms = 86400000\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.watch.debounce, MAX_DEBOUNCE);
+        assert_eq!(c.ready.timeout, MAX_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_env_names_are_located() {
+        for (key, col) in [("\"A=B\"", 1), ("\"\"", 1), ("  \"X\\u0000\"", 3)] {
+            let text = format!("command = \"x\"\nport = 1\n[env]\nOK = \"1\"\n{key} = \"v\"\n");
+            let e = load(&text, &RunArgs::default()).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("devrun.toml:5:{col}:")),
+                "{key}: {e}"
+            );
+            assert!(e.contains("not a valid variable name"), "{e}");
+        }
+        let c = load(
+            "command = \"x\"\nport = 1\n[env]\nAPP_ENV = \"a=b\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.env.get("APP_ENV").map(String::as_str), Some("a=b"));
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_a_config_error() {
+        let e = load(
+            "command = \"x\"\nport = 1\nhost = \"no-such-host.invalid\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("devrun.toml:3:8:"), "{e}");
+        assert!(e.contains("no-such-host.invalid"), "{e}");
+        let args = RunArgs {
+            host: Some("no-such-host.invalid".into()),
+            ..RunArgs::default()
+        };
+        let e = load("command = \"x\"\nport = 1\n", &args)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--host: host \"no-such-host.invalid\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ fn main() -> std::process::ExitCode {
             e.exit_code()
         }
     };
+    // Status lines are written by a thread: let the last ones out before exiting.
+    devrun::ui::flush();
     std::process::ExitCode::from(code as u8)
 }
 

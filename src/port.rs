@@ -12,8 +12,9 @@ pub struct Holder {
     pub command: String,
 }
 
-/// The address to bind for the free-port probe.
-fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+/// host:port as an address (the first the resolver gives): the address to bind for the
+/// free-port probe. Config checks it once, so a host that does not resolve is a config error.
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     (host, port).to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -24,7 +25,7 @@ fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
 
 /// The address to connect to for readiness: a wildcard host is reached on loopback.
 fn connect_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
-    let addr = bind_addr(host, port)?;
+    let addr = resolve(host, port)?;
     Ok(match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
@@ -35,7 +36,7 @@ fn connect_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
 /// Free = a server could bind host:port now and nothing listens on the port on any address.
 /// Bind probes answer in microseconds, where reading /proc/net/tcp can take milliseconds.
 pub fn is_free(host: &str, port: u16) -> bool {
-    let Ok(addr) = bind_addr(host, port) else {
+    let Ok(addr) = resolve(host, port) else {
         return false;
     };
     if !can_bind(addr) {
@@ -85,7 +86,7 @@ fn ipv6_available() -> bool {
 /// Binds host:port once for `[server] socket = "inherit"`, with uvicorn's default backlog, so
 /// connections made while no backend runs wait in the queue instead of being refused.
 pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
-    let addr = bind_addr(host, port)?;
+    let addr = resolve(host, port)?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -159,6 +160,32 @@ fn listener_pids(port: u16) -> Vec<u32> {
     windows::listener_pids(port)
 }
 
+/// Why the port cannot be bound when no process listens on it: connections the kernel is still
+/// closing (FIN_WAIT2, TIME_WAIT, …) that no process owns any more, e.g. "1 closing connection
+/// (FIN_WAIT2)". None when a process holds a socket on it, or where the OS won't say.
+pub fn closing_only(port: u16) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::closing_only(port)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = port;
+        None
+    }
+}
+
+/// What keeps the port busy, for status lines: its holders, or the kernel's closing connections.
+pub fn describe_busy(port: u16) -> String {
+    match closing_only(port) {
+        Some(closing) => format!(
+            "no process: only {closing} left by a stopped process, which the kernel drops within \
+             about a minute (net.ipv4.tcp_fin_timeout)"
+        ),
+        None => describe_holders(&holders(port)),
+    }
+}
+
 /// "pid 123 (python -m http.server 8001), pid 456 (…)" or a plain "another process".
 pub fn describe_holders(holders: &[Holder]) -> String {
     if holders.is_empty() {
@@ -176,6 +203,12 @@ pub fn describe_holders(holders: &[Holder]) -> String {
 pub enum NotReady {
     /// Nothing accepted a connection.
     NoListener,
+    /// Nothing accepted a connection at `tried`, but something listens on the port at other
+    /// addresses (a backend on `::1` where devrun checks 127.0.0.1, or the other way round).
+    ListensElsewhere {
+        tried: SocketAddr,
+        found: Vec<SocketAddr>,
+    },
     /// The ready path answered with a non-2xx status.
     Status(u16),
     /// Connected, but no valid HTTP answer.
@@ -186,9 +219,43 @@ impl std::fmt::Display for NotReady {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotReady::NoListener => write!(f, "nothing accepted a connection"),
+            NotReady::ListensElsewhere { tried, found } => {
+                let addresses: Vec<String> = found.iter().map(ToString::to_string).collect();
+                let host = found
+                    .first()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "nothing accepted a connection on {tried}, but the port is listened on at {}: \
+                     set `host = \"{host}\"` (or --host {host}), or make the backend listen on {}",
+                    addresses.join(", "),
+                    tried.ip()
+                )
+            }
             NotReady::Status(code) => write!(f, "the health check returned HTTP {code}"),
             NotReady::BadAnswer(why) => write!(f, "no valid HTTP answer ({why})"),
         }
+    }
+}
+
+/// A final "nothing accepted a connection", with where the port *is* listened on if that is
+/// somewhere else than where devrun connects.
+fn explain_no_listener(host: &str, port: u16) -> NotReady {
+    let Ok(tried) = connect_addr(host, port) else {
+        return NotReady::NoListener;
+    };
+    #[cfg(target_os = "linux")]
+    let found: Vec<SocketAddr> = linux::listen_addresses(port)
+        .into_iter()
+        .filter(|addr| addr.ip() != tried.ip())
+        .collect();
+    #[cfg(not(target_os = "linux"))]
+    let found: Vec<SocketAddr> = Vec::new();
+    if found.is_empty() {
+        NotReady::NoListener
+    } else {
+        NotReady::ListensElsewhere { tried, found }
     }
 }
 
@@ -279,6 +346,9 @@ pub async fn wait_ready(
     loop {
         match probe(host, port, check).await {
             Ok(()) => return Ok(start.elapsed()),
+            Err(NotReady::NoListener) if start.elapsed() >= timeout => {
+                return Err(explain_no_listener(host, port))
+            }
             Err(reason) if start.elapsed() >= timeout => return Err(reason),
             Err(_) => {}
         }
@@ -296,13 +366,22 @@ pub async fn wait_ready(
 mod linux {
     //! Listening sockets from /proc/net/tcp{,6}, their owners from /proc/PID/fd.
 
-    use std::collections::HashSet;
+    use std::collections::{BTreeMap, HashSet};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
     const TCP_LISTEN: &str = "0A";
 
-    /// Socket inodes in LISTEN state on `port`, any address, IPv4 or IPv6.
-    fn listen_inodes(port: u16) -> HashSet<u64> {
-        let mut inodes = HashSet::new();
+    /// One socket of /proc/net/tcp{,6} whose local port is the port asked about.
+    struct Row {
+        local: Option<IpAddr>,
+        state: String,
+        /// 0 when no process owns the socket any more (the kernel is closing it).
+        inode: u64,
+    }
+
+    /// Sockets with local port `port`, any address, IPv4 or IPv6.
+    fn rows(port: u16) -> Vec<Row> {
+        let mut rows = Vec::new();
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
             let Ok(text) = std::fs::read_to_string(table) else {
                 continue;
@@ -314,18 +393,93 @@ mod linux {
                 else {
                     continue;
                 };
-                let local_port = local
-                    .rsplit(':')
-                    .next()
-                    .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-                if *state == TCP_LISTEN && local_port == Some(port) {
-                    if let Ok(inode) = inode.parse() {
-                        inodes.insert(inode);
-                    }
+                let Some((address, hex_port)) = local.rsplit_once(':') else {
+                    continue;
+                };
+                if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
+                    continue;
                 }
+                rows.push(Row {
+                    local: parse_address(address),
+                    state: state.to_string(),
+                    inode: inode.parse().unwrap_or(0),
+                });
             }
         }
-        inodes
+        rows
+    }
+
+    /// The kernel's hex address: 4 or 16 bytes, each 32-bit word in host byte order.
+    pub(super) fn parse_address(hex: &str) -> Option<IpAddr> {
+        let words: Vec<u32> = (0..hex.len() / 8)
+            .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+            .collect::<Option<_>>()?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        match bytes.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            16 => {
+                let octets: [u8; 16] = bytes.try_into().ok()?;
+                let v6 = Ipv6Addr::from(octets);
+                Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+            }
+            _ => None,
+        }
+    }
+
+    /// Socket inodes in LISTEN state on `port`, any address, IPv4 or IPv6.
+    fn listen_inodes(port: u16) -> HashSet<u64> {
+        rows(port)
+            .into_iter()
+            .filter(|r| r.state == TCP_LISTEN)
+            .map(|r| r.inode)
+            .collect()
+    }
+
+    /// The addresses something listens on at `port`.
+    pub fn listen_addresses(port: u16) -> Vec<SocketAddr> {
+        let mut found: Vec<SocketAddr> = rows(port)
+            .into_iter()
+            .filter(|r| r.state == TCP_LISTEN)
+            .filter_map(|r| Some(SocketAddr::new(r.local?, port)))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    fn state_name(state: &str) -> &'static str {
+        match state {
+            "01" => "ESTABLISHED",
+            "04" => "FIN_WAIT1",
+            "05" => "FIN_WAIT2",
+            "06" => "TIME_WAIT",
+            "08" => "CLOSE_WAIT",
+            "09" => "LAST_ACK",
+            "0B" => "CLOSING",
+            _ => "closing",
+        }
+    }
+
+    /// "2 closing connections (FIN_WAIT2 ×1, TIME_WAIT ×1)" when every socket on the port is
+    /// one no process owns; None if any is a listener or owned by a process.
+    pub fn closing_only(port: u16) -> Option<String> {
+        let rows = rows(port);
+        if rows.is_empty() || rows.iter().any(|r| r.inode != 0 || r.state == TCP_LISTEN) {
+            return None;
+        }
+        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+        for row in &rows {
+            *states.entry(state_name(&row.state)).or_default() += 1;
+        }
+        let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} ×{n}")).collect();
+        Some(format!(
+            "{} closing connection{} ({})",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            states.join(", ")
+        ))
     }
 
     /// Owners of those sockets, from the /proc/PID/fd links (a scan of /proc: slow, so only
@@ -452,5 +606,32 @@ mod tests {
             probe("127.0.0.1", port, ReadyCheck::Connect).await,
             Err(NotReady::NoListener)
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reads_the_kernels_addresses() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let v4 = linux::parse_address("0100007F");
+        assert_eq!(v4, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let v6 = linux::parse_address("00000000000000000000000001000000");
+        assert_eq!(v6, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        let mapped = linux::parse_address("0000000000000000FFFF00000100007F");
+        assert_eq!(mapped, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn finds_a_listener_on_another_address() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 on this machine: the integration test says so
+        };
+        let port = listener.local_addr().unwrap().port();
+        match explain_no_listener("127.0.0.1", port) {
+            NotReady::ListensElsewhere { found, .. } => {
+                assert_eq!(found, vec![listener.local_addr().unwrap()])
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

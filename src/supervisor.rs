@@ -23,8 +23,9 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A storm of writes that never pauses still restarts the backend after this long.
-const SETTLE_CEILING: Duration = Duration::from_secs(2);
+/// A storm of writes that never pauses still restarts the backend after this long (a longer
+/// debounce is refused as a config error).
+const SETTLE_CEILING: Duration = crate::cli::MAX_DEBOUNCE;
 /// How often a held port is re-checked while waiting for its holder to let go.
 const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 
@@ -195,7 +196,9 @@ struct Supervisor {
 
 impl Supervisor {
     async fn run_watch(&mut self) -> Result<(), Error> {
-        let mut watch = Watch::start(&self.config.watch, &self.config.root)
+        let ui = self.ui.clone();
+        let warn = Box::new(move |message| ui.emit(&Event::Warning(message)));
+        let mut watch = Watch::start(&self.config.watch, &self.config.root, warn)
             .map_err(|e| Error::Watch(e.to_string()))?;
         if watch.polling {
             self.ui.emit(&Event::Warning(
@@ -318,13 +321,20 @@ impl Supervisor {
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let command_line = shell_words::join(&config.command);
         let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Usage(format!(
-                    "cannot start `{command_line}`: {} not found (is the venv active, or use its full path?)",
-                    config.command[0]
-                ))
-            } else {
-                Error::io(format!("cannot start `{command_line}`"), e)
+            // A command can be megabytes long: errors show its start and its size.
+            let shown = crate::ui::shorten(&command_line);
+            match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Usage(format!(
+                    "cannot start `{shown}`: {} not found (is the venv active, or use its full path?)",
+                    crate::ui::shorten(&config.command[0])
+                )),
+                std::io::ErrorKind::ArgumentListTooLong => Error::Usage(format!(
+                    "cannot start `{shown}`: its arguments and environment are longer than the \
+                     OS allows ({} bytes of arguments; {e}); shorten the command, or move long \
+                     values into a file the backend reads",
+                    config.command.iter().map(|a| a.len() + 1).sum::<usize>()
+                )),
+                _ => Error::io(format!("cannot start `{shown}`"), e),
             }
         })?;
         self.ui.emit(&Event::Started {
@@ -570,6 +580,14 @@ impl Supervisor {
 
     fn held_port_message(&self) -> String {
         let port = self.config.port;
+        if let Some(closing) = port::closing_only(port) {
+            return format!(
+                "port {port} cannot be bound yet: no process holds it, but it is blocked by \
+                 {closing} left by a stopped process (whose listener did not set SO_REUSEADDR); \
+                 the kernel drops them within about a minute (net.ipv4.tcp_fin_timeout). Start \
+                 again then, or use another port (--port)"
+            );
+        }
         format!(
             "port {port} is held by {}: devrun will not start a second backend beside it. \
              Stop that process, pass --kill-port-holder to have devrun end it, or use another \
@@ -631,7 +649,7 @@ impl Supervisor {
             port: self.config.port,
             holders: format!(
                 "{}; waiting for it to be released (Ctrl-C to quit)",
-                port::describe_holders(&port::holders(self.config.port))
+                port::describe_busy(self.config.port)
             ),
         });
         loop {
@@ -670,7 +688,7 @@ impl Supervisor {
             Err(waited) => Err(Error::Port(format!(
                 "port {port} was not released within {} ms: held by {}",
                 waited.as_millis(),
-                port::describe_holders(&port::holders(port))
+                port::describe_busy(port)
             ))),
         }
     }

@@ -1,10 +1,13 @@
 //! Status lines: one short, coloured line per lifecycle event, on stderr.
 //! The backend's own output never passes through here.
+//!
+//! Lines are written by a thread of their own through a bounded queue: when nobody reads
+//! devrun's stderr (a full pipe), the supervisor loop must go on stopping and starting backends
+//! and answering Ctrl-C, so lines that do not fit are dropped and counted instead of waited for.
 
 use crate::cli::{ColorChoice, EventFormat};
 use console::Style;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::time::Duration;
 
 /// Everything devrun reports. One variant per transition of the supervisor.
@@ -250,6 +253,7 @@ impl Ui {
                     && console::Term::stderr().features().colors_supported()
             }
         };
+        writer::set_json(format == EventFormat::Json);
         Ui {
             quiet,
             color,
@@ -281,7 +285,7 @@ impl Ui {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         value["ts_ms"] = json!(ts);
-        let _ = writeln!(std::io::stderr().lock(), "{value}");
+        writer::write(format!("{value}\n").into_bytes());
     }
 
     fn line(&self, level: Level, text: &str) {
@@ -298,6 +302,123 @@ impl Ui {
             .apply_to("devrun:");
         // One write per line, so it doesn't interleave with the backend's output mid-line.
         let line = format!("{prefix} {}\n", style.apply_to(text));
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        writer::write(line.into_bytes());
+    }
+}
+
+/// Waits (briefly) for queued status lines to reach stderr; call before exiting, so the last
+/// lines are not lost. Gives up after a second when nobody reads stderr.
+pub fn flush() {
+    writer::flush(Duration::from_secs(1));
+}
+
+/// How many characters of a long text (a command line) an error message shows.
+const SHOWN_CHARS: usize = 200;
+
+/// `text`, or its first characters and its size when it is long.
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
+mod writer {
+    //! One thread writes stderr; everyone else queues lines without ever blocking.
+
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc::{self, SyncSender, TrySendError};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Lines waiting for stderr before new ones are dropped.
+    const QUEUE_LINES: usize = 128;
+
+    struct Writer {
+        queue: SyncSender<Vec<u8>>,
+    }
+
+    static QUEUED: AtomicU64 = AtomicU64::new(0);
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
+
+    fn writer() -> Option<&'static Writer> {
+        WRITER
+            .get_or_init(|| {
+                let (queue, lines) = mpsc::sync_channel::<Vec<u8>>(QUEUE_LINES);
+                std::thread::Builder::new()
+                    .name("devrun-stderr".into())
+                    .spawn(move || {
+                        for line in lines {
+                            let mut stderr = std::io::stderr().lock();
+                            let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                            if dropped > 0 {
+                                let _ = stderr.write_all(&dropped_notice(dropped));
+                            }
+                            let _ = stderr.write_all(&line);
+                            WRITTEN.fetch_add(1, Ordering::Release);
+                        }
+                    })
+                    .ok()
+                    .map(|_| Writer { queue })
+            })
+            .as_ref()
+    }
+
+    /// Queues one whole line; drops it (counted, reported later) when the queue is full.
+    pub fn write(line: Vec<u8>) {
+        let Some(writer) = writer() else {
+            // No thread could be started: write in place, as before.
+            let _ = std::io::stderr().lock().write_all(&line);
+            return;
+        };
+        QUEUED.fetch_add(1, Ordering::AcqRel);
+        match writer.queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                QUEUED.fetch_sub(1, Ordering::AcqRel);
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(line)) => {
+                QUEUED.fetch_sub(1, Ordering::AcqRel);
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+        }
+    }
+
+    /// Whether lines are JSON objects, so the dropped-lines notice is one too.
+    static JSON: AtomicBool = AtomicBool::new(false);
+
+    pub fn set_json(json: bool) {
+        JSON.store(json, Ordering::Relaxed);
+    }
+
+    fn dropped_notice(dropped: u64) -> Vec<u8> {
+        let message = format!(
+            "{dropped} status line{} dropped: nobody was reading devrun's stderr",
+            if dropped == 1 { " was" } else { "s were" }
+        );
+        if JSON.load(Ordering::Relaxed) {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let value = serde_json::json!(
+                {"event": "warning", "message": message, "dropped": dropped, "ts_ms": ts}
+            );
+            format!("{value}\n").into_bytes()
+        } else {
+            format!("devrun: {message}\n").into_bytes()
+        }
+    }
+
+    pub fn flush(timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while WRITTEN.load(Ordering::Acquire) < QUEUED.load(Ordering::Acquire)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }

@@ -3,6 +3,11 @@
 //! Ignored folders get no OS watch at all: the tree is walked once, honouring the built-in
 //! ignores, `[watch] ignore` and `.gitignore`, and each kept folder is watched on its own.
 //! Folders created later are walked and watched as they appear.
+//!
+//! A hostile tree never stops the watch: a folder devrun may not read (a database volume owned
+//! by another user) is skipped with one warning that names the ignore glob silencing it, at
+//! start or when it appears later; a watch root that is deleted is watched again when it comes
+//! back.
 
 use crate::config::WatchConfig;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -172,6 +177,18 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long `sync` waits for its fence before it trusts what the watcher delivered so far.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a watch root that was deleted is looked for.
+const ROOT_RECHECK: Duration = Duration::from_millis(250);
+
+/// Where the watch sends warnings (status lines) about folders it cannot watch.
+pub type Warn = Box<dyn Fn(String) + Send>;
+
+/// A watch root that is not there (deleted or moved away).
+struct MissingRoot {
+    path: PathBuf,
+    /// Whether the user was told (once, when it is still missing at the next check).
+    announced: bool,
+}
 
 /// The live watch: OS watches on every kept folder, and the filter.
 pub struct Watch {
@@ -186,6 +203,15 @@ pub struct Watch {
     fence_dir: Option<PathBuf>,
     fences: u64,
     watched: HashSet<PathBuf>,
+    /// The folders of `[watch] paths`, watched again when they come back after a delete.
+    roots: Vec<PathBuf>,
+    missing: Vec<MissingRoot>,
+    /// When missing roots are next looked for (a deadline, so a stream of events cannot put
+    /// it off).
+    recheck_at: Instant,
+    /// Folders that could not be watched, each warned about once.
+    skipped: HashSet<PathBuf>,
+    warn: Warn,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +235,7 @@ fn describe_notify_error(e: &notify::Error) -> String {
 impl Watch {
     /// Watches the kept folders with the OS's notifications; if the OS refuses more watches
     /// (inotify's limit), says so and polls the kept folders instead of giving up.
-    pub fn start(config: &WatchConfig, root: &Path) -> Result<Watch, WatchError> {
+    pub fn start(config: &WatchConfig, root: &Path, warn: Warn) -> Result<Watch, WatchError> {
         let (sender, raw) = mpsc::unbounded_channel();
         let tx = sender.clone();
         let watcher = notify::recommended_watcher(move |event| {
@@ -225,6 +251,16 @@ impl Watch {
             watched: HashSet::new(),
             fence_dir: None,
             fences: 0,
+            roots: config
+                .paths
+                .iter()
+                .filter(|p| p.is_dir())
+                .cloned()
+                .collect(),
+            missing: Vec::new(),
+            recheck_at: Instant::now(),
+            skipped: HashSet::new(),
+            warn,
         };
         match watch.add_paths(&config.paths) {
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -238,6 +274,7 @@ impl Watch {
                 watch.watcher = Box::new(poller);
                 watch.polling = true;
                 watch.watched.clear();
+                watch.missing.clear();
                 watch.add_paths(&config.paths)?;
             }
             other => other?,
@@ -305,8 +342,15 @@ impl Watch {
 
     fn add_paths(&mut self, paths: &[PathBuf]) -> Result<(), notify::Error> {
         for path in paths {
-            if path.is_dir() {
+            if self.roots.contains(path) {
                 self.add_tree(path, None)?;
+                if !self.watched.contains(path) && !path.is_dir() {
+                    // Gone between the config check and now.
+                    self.missing.push(MissingRoot {
+                        path: path.clone(),
+                        announced: false,
+                    });
+                }
             } else {
                 // A single file: watched by itself.
                 self.watcher.watch(path, RecursiveMode::NonRecursive)?;
@@ -338,7 +382,9 @@ impl Watch {
             }
             self.filter.load_gitignore(&dir);
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.skipped.remove(&dir);
+                }
                 // Gone already (a short-lived folder): nothing to watch.
                 Err(e) if matches!(&e.kind, notify::ErrorKind::PathNotFound) => {
                     self.watched.remove(&dir);
@@ -349,10 +395,27 @@ impl Watch {
                     self.watched.remove(&dir);
                     continue;
                 }
-                Err(e) => return Err(e),
+                // Out of watches: the caller falls back to polling.
+                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => return Err(e),
+                // Unreadable (EACCES) or otherwise unwatchable: this folder only, never devrun.
+                Err(e) => {
+                    self.watched.remove(&dir);
+                    let reason = match &e.kind {
+                        notify::ErrorKind::Io(io) => io.to_string(),
+                        _ => e.to_string(),
+                    };
+                    self.skip(&dir, &reason);
+                    continue;
+                }
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    // Watched, but its contents cannot be listed: their changes still arrive.
+                    self.skip(&dir, &e.to_string());
+                    continue;
+                }
             };
             for entry in entries.flatten() {
                 let path = entry.path();
@@ -372,6 +435,54 @@ impl Watch {
             }
         }
         Ok(())
+    }
+
+    /// Says once per folder that it is not watched, and how to silence that.
+    fn skip(&mut self, dir: &Path, reason: &str) {
+        if !self.skipped.insert(dir.to_path_buf()) {
+            return;
+        }
+        let shown = self.filter.relative(dir).display().to_string();
+        let glob = format!("{}/**", globset::escape(&shown));
+        (self.warn)(format!(
+            "cannot watch folder {shown} ({reason}): skipping it; changes in it will not \
+             restart the backend. To silence this, add \"{glob}\" to [watch] ignore (or pass \
+             --ignore '{glob}')"
+        ));
+    }
+
+    /// Roots that went missing and are back: watched again (their files are the change).
+    /// The first check that still misses one says so, once.
+    fn recheck_roots(&mut self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut missing = std::mem::take(&mut self.missing);
+        missing.retain_mut(|root| {
+            let shown = self.filter.relative(&root.path).display().to_string();
+            if root.path.is_dir() {
+                let mut files = Vec::new();
+                if self.add_tree(&root.path, Some(&mut files)).is_ok()
+                    && self.watched.contains(&root.path)
+                {
+                    if root.announced {
+                        (self.warn)(format!("watch path {shown} is back: watching it again"));
+                    }
+                    found.push(root.path.clone());
+                    found.extend(files);
+                    return false;
+                }
+            }
+            // There but unreadable: `skip` has said so; it is retried like a missing one.
+            if !root.announced && !root.path.exists() {
+                root.announced = true;
+                (self.warn)(format!(
+                    "watch path {shown} is missing (deleted or moved): it will be watched again \
+                     when it comes back"
+                ));
+            }
+            true
+        });
+        self.missing = missing;
+        found
     }
 
     fn forget_tree(&mut self, top: &Path) -> bool {
@@ -405,14 +516,42 @@ impl Watch {
                 }
                 continue;
             }
+            // A root deleted or moved away: its watch is gone with it, and nothing above it is
+            // watched to see it come back, so it is looked for (recheck_roots), even if a new
+            // one is already there.
+            if self.roots.contains(&path)
+                && matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                )
+                && !self.missing.iter().any(|m| m.path == path)
+            {
+                self.forget_tree(&path);
+                self.missing.push(MissingRoot {
+                    path: path.clone(),
+                    announced: false,
+                });
+                self.recheck_at = Instant::now() + ROOT_RECHECK;
+                wanted.push(path);
+                continue;
+            }
             let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
             let appeared = matches!(
                 event.kind,
                 EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
             );
+            // A skipped folder whose permissions changed may be readable now.
+            let retry = self.skipped.contains(&path)
+                && matches!(event.kind, EventKind::Modify(ModifyKind::Metadata(_)));
             if is_dir {
-                if appeared && !self.watched.contains(&path) && !self.filter.ignores_dir(&path) {
-                    let _ = self.add_tree(&path, Some(&mut wanted));
+                if (appeared || retry)
+                    && !self.watched.contains(&path)
+                    && !self.filter.ignores_dir(&path)
+                {
+                    if let Err(e) = self.add_tree(&path, Some(&mut wanted)) {
+                        // Out of watches: this folder goes unwatched, and the user is told why.
+                        self.skip(&path, &describe_notify_error(&e));
+                    }
                 }
                 continue;
             }
@@ -434,7 +573,22 @@ impl Watch {
     /// Cancel-safe: nothing is lost if the future is dropped while waiting.
     pub async fn next(&mut self) -> Batch {
         loop {
-            let Some((at, event)) = self.raw.recv().await else {
+            let received = if self.missing.is_empty() {
+                self.raw.recv().await
+            } else {
+                tokio::select! {
+                    received = self.raw.recv() => received,
+                    _ = tokio::time::sleep_until(self.recheck_at.into()) => {
+                        self.recheck_at = Instant::now() + ROOT_RECHECK;
+                        let back = self.recheck_roots();
+                        if back.is_empty() {
+                            continue;
+                        }
+                        return Batch { paths: back, last_at: Instant::now() };
+                    }
+                }
+            };
+            let Some((at, event)) = received else {
                 // The OS watcher is gone: never wake the supervisor again.
                 return std::future::pending().await;
             };

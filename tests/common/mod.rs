@@ -237,6 +237,26 @@ impl Project {
         self
     }
 
+    /// Like [`Project::start`], with a last say over devrun's command: run it as another user,
+    /// give it a stderr nobody reads, …
+    pub fn start_with(mut self, customize: impl FnOnce(&mut Command)) -> Project {
+        if let Some(config) = &self.config {
+            fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
+        }
+        let stdout = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stdout);
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr);
+        let mut command = self.command(&self.args, stdout.unwrap(), stderr.unwrap());
+        customize(&mut command);
+        self.child = Some(command.spawn().expect("cannot start the devrun binary"));
+        self
+    }
+
     fn spawn(&mut self) {
         let stdout = OpenOptions::new()
             .create(true)
