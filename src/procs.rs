@@ -320,6 +320,31 @@ pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
     Vec::new()
 }
 
+/// Whether `pid` runs a devrun program (its executable's name starts with "devrun"): a state
+/// file naming some other live process as its devrun is not believed.
+pub fn is_devrun(pid: u32) -> bool {
+    // Linux: the executable itself (argv[0] is whatever the caller chose); a rebuilt binary
+    // reads "<path> (deleted)".
+    #[cfg(target_os = "linux")]
+    let program = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .unwrap_or_default();
+    // Elsewhere `command_line` is the executable's path.
+    #[cfg(not(target_os = "linux"))]
+    let program = command_line(pid);
+    std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|name| {
+            name.to_string_lossy()
+                .to_ascii_lowercase()
+                .starts_with("devrun")
+        })
+}
+
 /// devrun itself and every process above it: never signalled, whatever a record says.
 pub fn self_and_ancestors() -> Vec<u32> {
     let mut chain = vec![std::process::id()];

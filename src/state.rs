@@ -58,11 +58,13 @@ pub struct BackendRecord {
 }
 
 impl State {
-    /// Whether the devrun this names is alive right now (pid *and* start time), and is not us.
+    /// Whether the devrun this names is alive right now (pid *and* start time, and that
+    /// process is a devrun), and is not us.
     pub fn devrun_alive(&self) -> bool {
         self.devrun_pid != std::process::id()
             && self.devrun_start != 0
             && crate::procs::is_same(self.devrun_pid, self.devrun_start)
+            && crate::procs::is_devrun(self.devrun_pid)
     }
 }
 

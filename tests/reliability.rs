@@ -215,6 +215,18 @@ fn a_recorded_leader_with_another_start_time_is_not_signalled() {
 }
 
 #[test]
+fn a_recorded_devrun_that_is_not_a_devrun_is_not_signalled() {
+    let e = forged_state("devrun_is_a_sleep");
+    assert_eq!(e.code, 0, "devrun stop said:\n{}", e.stderr);
+    assert!(
+        e.lone_alive,
+        "a live process the record names as its devrun was signalled:\n{}",
+        e.stderr
+    );
+    assert!(e.sibling_alive, "{}", e.stderr);
+}
+
+#[test]
 fn a_recorded_group_that_is_not_the_leaders_own_is_not_signalled() {
     assert_refused("pgid_not_pid");
     assert_refused("dead_leader_foreign_group");
