@@ -347,15 +347,19 @@ pub fn is_devrun(pid: u32) -> bool {
 
 /// devrun itself and every process above it: never signalled, whatever a record says.
 pub fn self_and_ancestors() -> Vec<u32> {
-    let mut chain = vec![std::process::id()];
     #[cfg(unix)]
-    while let Some(parent) = chain.last().and_then(|p| imp::parent(*p)) {
-        if parent == 0 || chain.contains(&parent) {
-            break;
+    {
+        let mut chain = vec![std::process::id()];
+        while let Some(parent) = chain.last().and_then(|p| imp::parent(*p)) {
+            if parent == 0 || chain.contains(&parent) {
+                break;
+            }
+            chain.push(parent);
         }
-        chain.push(parent);
+        chain
     }
-    chain
+    #[cfg(not(unix))]
+    vec![std::process::id()]
 }
 
 /// Alive and not a zombie.

@@ -113,16 +113,20 @@ pub(crate) async fn take_project(
             ),
             None => "another devrun already runs this project".to_string(),
         };
-        let (Some(holder), true, false) = (holder, replace, replaced) else {
-            let hint = if replaced {
-                "and another took it over meanwhile"
-            } else {
-                "use `devrun stop` or `devrun --replace`"
-            };
-            return Err(Error::AlreadyRunning(format!(
-                "{who} ({}); {hint}",
-                state_dir.path().display()
-            )));
+        let holder = match holder {
+            // --replace stops one devrun; if yet another took the project meanwhile, it stays.
+            Some(holder) if replace && !replaced => holder,
+            _ => {
+                let hint = if replaced {
+                    "it took the project over while the previous one stopped"
+                } else {
+                    "use `devrun stop` or `devrun --replace`"
+                };
+                return Err(Error::AlreadyRunning(format!(
+                    "{who} ({}); {hint}",
+                    state_dir.path().display()
+                )));
+            }
         };
         ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
         stop_running_devrun(&holder, ui, replace_timeout(config), Verb::Replace).await?;
