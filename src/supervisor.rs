@@ -38,9 +38,17 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
     let lock = take_project(&state_dir, &config, &ui, args.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
     let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
-    let control = control::listen(shutdown.control_sender())
-        .await
-        .map_err(|e| Error::io("cannot open the control channel on 127.0.0.1", e))?;
+    // Without the channel devrun still runs: `devrun stop` then falls back to a signal.
+    let control = match control::listen(shutdown.control_sender()).await {
+        Ok(control) => Some(control),
+        Err(e) => {
+            ui.emit(&Event::Warning(format!(
+                "cannot open the control channel on 127.0.0.1 ({e}): `devrun stop` and \
+                 --replace will signal this devrun instead, and `devrun restart` will not work"
+            )));
+            None
+        }
+    };
     let me = std::process::id();
     let state = State {
         devrun_pid: me,
@@ -49,7 +57,7 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
         host: config.host.clone(),
         started_at: state::unix_now(),
         run,
-        control: Some(control),
+        control,
         backend: None,
     };
     let mut supervisor = Supervisor {
