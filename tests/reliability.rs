@@ -128,6 +128,11 @@ struct Evidence {
 /// Runs `devrun stop` against a forged state file for `scenario` (see fixtures/evidence/driver.py),
 /// in a new pid namespace when possible.
 fn forged_state(scenario: &str) -> Evidence {
+    forged_state_with(scenario, "stop")
+}
+
+/// The same, with `mode` "stop" (`devrun stop`) or "once" (`devrun --once`, the start path).
+fn forged_state_with(scenario: &str, mode: &str) -> Evidence {
     let tmp = tempfile::Builder::new()
         .prefix("devrun-evidence-")
         .tempdir()
@@ -142,6 +147,7 @@ fn forged_state(scenario: &str) -> Evidence {
         env!("CARGO_BIN_EXE_devrun"),
         project.to_str().unwrap(),
         &port,
+        mode,
     ];
     let mut command = if pid_namespace_available() {
         let mut c = Command::new("unshare");
@@ -184,22 +190,27 @@ fn forged_state(scenario: &str) -> Evidence {
 
 /// devrun stop exits 0, signals nothing, and says once why it left the record alone.
 fn assert_refused(scenario: &str) {
-    let e = forged_state(scenario);
-    assert_eq!(e.code, 0, "{scenario}: devrun stop said:\n{}", e.stderr);
+    assert_refused_with(scenario, "stop");
+}
+
+fn assert_refused_with(scenario: &str, mode: &str) {
+    let e = forged_state_with(scenario, mode);
+    let what = format!("{scenario} (devrun {mode})");
+    assert_eq!(e.code, 0, "{what}: devrun said:\n{}", e.stderr);
     assert!(
         e.lone_alive,
-        "{scenario}: the lone sleep was signalled:\n{}",
+        "{what}: the lone sleep was signalled:\n{}",
         e.stderr
     );
     assert!(
         e.sibling_alive,
-        "{scenario}: the sleep in devrun's own group was signalled:\n{}",
+        "{what}: the sleep in devrun's own group was signalled:\n{}",
         e.stderr
     );
     assert_eq!(
         e.stderr.matches("nothing was signalled").count(),
         1,
-        "{scenario}: expected one warning:\n{}",
+        "{what}: expected one warning:\n{}",
         e.stderr
     );
 }
@@ -242,6 +253,13 @@ fn process_group_zero_is_never_signalled() {
 fn devruns_own_group_and_session_are_never_signalled() {
     assert_refused("own_group");
     assert_refused("own_session_leader");
+}
+
+#[test]
+fn a_starting_devrun_refuses_the_same_records_and_starts() {
+    assert_refused_with("pgid_zero", "once");
+    assert_refused_with("own_group", "once");
+    assert_refused_with("pgid_not_pid", "once");
 }
 
 #[test]
