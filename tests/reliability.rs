@@ -431,6 +431,36 @@ fn a_state_file_naming_a_live_devrun_refuses_even_with_another_lock_folder() {
 
 // ---- #9.4: asking never blocks running ----
 
+/// Deterministic: `.devrun/lock` is a FIFO, so anything that opens it to lock it blocks for
+/// good. `status`, `stop` and `restart` must answer without touching it.
+#[test]
+fn status_stop_and_restart_never_open_the_lock() {
+    let p = Project::testapp("normal.py");
+    fs::write(
+        p.root.join("devrun.toml"),
+        format!(
+            "command = [\"{}\", \"normal.py\"]\nport = {}\n",
+            python(),
+            p.port
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(p.root.join(".devrun")).unwrap();
+    let fifo = std::ffi::CString::new(p.root.join(".devrun/lock").to_str().unwrap()).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) },
+        0,
+        "mkfifo failed"
+    );
+
+    let (code, stderr) = p.run_another(["status"], WAIT);
+    assert_eq!(code, 1, "status (nothing listens) said:\n{stderr}");
+    let (code, stderr) = p.run_another(["stop"], WAIT);
+    assert_eq!(code, 0, "stop (nothing runs) said:\n{stderr}");
+    let (code, stderr) = p.run_another(["restart"], WAIT);
+    assert_eq!(code, 1, "restart (nothing runs) said:\n{stderr}");
+}
+
 #[test]
 fn status_polled_in_a_loop_never_refuses_a_starting_devrun() {
     let mut p = Project::testapp("normal.py").args(["--once"]).start();
