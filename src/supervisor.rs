@@ -127,6 +127,8 @@ pub(crate) async fn take_project(
             _ => {
                 let hint = if replaced {
                     "it took the project over while the previous one stopped"
+                } else if replace {
+                    "no live devrun is named in state.json, so there is none to ask to stop"
                 } else {
                     "use `devrun stop` or `devrun --replace`"
                 };
