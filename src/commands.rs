@@ -287,6 +287,10 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
     supervisor::recover_orphan(&state_dir, &config, ui).await?;
     // A devrun that started meanwhile is running, not left over: it is stopped too.
     if let Some(running) = state_dir.running_devrun() {
+        ui.emit(&Event::Warning(format!(
+            "devrun (pid {}) started meanwhile: stopping it too",
+            running.devrun_pid
+        )));
         supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
         supervisor::recover_orphan(&state_dir, &config, ui).await?;
     }
