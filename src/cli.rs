@@ -37,6 +37,13 @@ pub enum Command {
         #[command(flatten)]
         project: ProjectArgs,
     },
+    /// Ask the devrun running this project to restart its backend now, with the full confirmed
+    /// teardown, also while the backend is crashed (exit 0 once it acknowledged; 1 when no
+    /// devrun runs this project)
+    Restart {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
     /// Write a commented devrun.toml for the project in this folder (detects FastAPI,
     /// Starlette, Django and Flask apps)
     Init {

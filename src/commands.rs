@@ -1,8 +1,10 @@
-//! `devrun status` and `devrun stop`: answers about, and actions on, the devrun of a project
-//! from outside it, through `.devrun/` and the OS.
+//! `devrun status`, `devrun stop` and `devrun restart`: answers about, and actions on, the devrun
+//! of a project from outside it, through `.devrun/`, its control channel and the OS. None of them
+//! takes the project lock: asking must never keep a devrun from starting.
 
 use crate::cli::ProjectArgs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_HOST};
+use crate::control::{self, Verb};
 use crate::error::{Error, ExitCode};
 use crate::port;
 use crate::procs;
@@ -94,9 +96,9 @@ struct StatusReport {
 pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
     let project = project(args)?;
     let state_dir = StateDir::new(&project.root);
-    let running = state_dir.locked();
     // A dead devrun's record still names its backend, which may be an orphan now.
     let state = state_dir.read();
+    let running = state.as_ref().is_some_and(State::devrun_alive);
     let port = project
         .config
         .as_ref()
@@ -274,18 +276,24 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
             config
         }
     };
-    if state_dir.locked() {
-        if let Some(state) = &recorded {
-            ui.emit(&Event::Warning(format!(
-                "stopping devrun (pid {}) and its backend",
-                state.devrun_pid
-            )));
-        }
-        let timeout = config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5);
-        supervisor::stop_running_devrun(&state_dir, recorded.as_ref(), timeout).await?;
+    let timeout = config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5);
+    if let Some(running) = state_dir.running_devrun() {
+        ui.emit(&Event::Warning(format!(
+            "stopping devrun (pid {}) and its backend",
+            running.devrun_pid
+        )));
+        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
     }
-    let _lock = supervisor::take_project(&state_dir, &config, ui, false).await?;
     supervisor::recover_orphan(&state_dir, &config, ui).await?;
+    // A devrun that started meanwhile is running, not left over: it is stopped too.
+    if let Some(running) = state_dir.running_devrun() {
+        ui.emit(&Event::Warning(format!(
+            "devrun (pid {}) started meanwhile: stopping it too",
+            running.devrun_pid
+        )));
+        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        supervisor::recover_orphan(&state_dir, &config, ui).await?;
+    }
     match port::wait_free(&config.host, config.port, config.stop.port_timeout).await {
         Ok(_) => {
             ui.emit(&Event::Warning(format!(
@@ -299,5 +307,44 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
             config.port,
             port::describe_holders(&port::holders(config.port))
         ))),
+    }
+}
+
+/// Asks the running devrun of this project to restart its backend now (full confirmed
+/// teardown, also while the backend is crashed). Exit 0 once it acknowledged; 1 when no devrun
+/// runs this project or it cannot be reached.
+pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
+    let project = project(args)?;
+    let state_dir = StateDir::new(&project.root);
+    let Some(running) = state_dir.running_devrun() else {
+        ui.error(&format!(
+            "no devrun runs this project ({}): nothing to restart; start one with `devrun`",
+            project.root.display()
+        ));
+        return Ok(ExitCode::BackendFailed);
+    };
+    let pid = running.devrun_pid;
+    let Some(channel) = &running.control else {
+        ui.error(&format!(
+            "devrun (pid {pid}) runs this project but has no control channel (an older devrun?); \
+             restart it by saving a watched file"
+        ));
+        return Ok(ExitCode::BackendFailed);
+    };
+    match control::send(channel, Verb::Restart).await {
+        Ok(()) => {
+            ui.emit(&Event::Warning(format!(
+                "devrun (pid {pid}) is restarting its backend"
+            )));
+            Ok(ExitCode::Ok)
+        }
+        Err(e) => {
+            ui.error(&format!(
+                "devrun (pid {pid}) did not take the restart on its control channel \
+                 127.0.0.1:{}: {e}",
+                channel.port
+            ));
+            Ok(ExitCode::BackendFailed)
+        }
     }
 }

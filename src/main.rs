@@ -7,9 +7,11 @@ use devrun::{commands, supervisor, ExitCode};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ui = match &cli.command {
-        Some(Command::Status { project, .. } | Command::Stop { project }) => {
-            Ui::new(project.color, false)
-        }
+        Some(
+            Command::Status { project, .. }
+            | Command::Stop { project }
+            | Command::Restart { project },
+        ) => Ui::new(project.color, false),
         _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
     };
     let code = match run(&cli, &ui) {
@@ -60,6 +62,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
         .map_err(|e| devrun::Error::io("cannot start the async runtime", e))?;
     match (&cli.command, config) {
         (Some(Command::Stop { project }), _) => runtime.block_on(commands::stop(project, ui))?,
+        (Some(Command::Restart { project }), _) => {
+            return runtime.block_on(commands::restart(project, ui))
+        }
         (_, Some(config)) => runtime.block_on(supervisor::run(config, ui.clone(), &cli.run))?,
         _ => {}
     }

@@ -47,6 +47,37 @@ mod imp {
         stat_fields(pid)?.get(2)?.parse().ok()
     }
 
+    pub fn parent(pid: u32) -> Option<u32> {
+        stat_fields(pid)?.get(1)?.parse().ok()
+    }
+
+    /// Live processes of this user whose environment holds `var=value` and that started at or
+    /// after `since`: (pid, start time). A scan of /proc reading each candidate's environ.
+    pub fn marked(var: &str, value: &str, since: u64) -> Vec<(u32, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let needle = format!("{var}={value}");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                if e.metadata().ok()?.uid() != uid {
+                    return None;
+                }
+                let start = start_time(pid).filter(|s| *s >= since)?;
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+                let marked = environ
+                    .split(|b| *b == 0)
+                    .any(|entry| entry == needle.as_bytes());
+                (marked && !is_zombie(pid)).then_some((pid, start))
+            })
+            .collect()
+    }
+
     pub fn command_line(pid: u32) -> String {
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
             Ok(raw) if !raw.is_empty() => raw
@@ -126,6 +157,10 @@ mod imp {
 
     pub fn process_group(pid: u32) -> Option<u32> {
         bsd_info(pid).map(|i| i.pbi_pgid)
+    }
+
+    pub fn parent(pid: u32) -> Option<u32> {
+        bsd_info(pid).map(|i| i.pbi_ppid)
     }
 
     pub fn command_line(pid: u32) -> String {
@@ -273,6 +308,59 @@ fn unix_signal(pid: u32, hard: bool) -> std::io::Result<()> {
 pub use imp::{
     children, command_line, group_members, is_zombie, process_group, start_time, terminate,
 };
+
+/// Processes marked with `var=value` in their environment (see `state::RUN_MARKER`), of this
+/// user, started at or after `since`: (pid, start time). Linux only: elsewhere another process's
+/// environment is not read (macOS answers for the process group, Windows for the job object).
+#[cfg(target_os = "linux")]
+pub use imp::marked;
+
+#[cfg(not(target_os = "linux"))]
+pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
+    Vec::new()
+}
+
+/// Whether `pid` runs a devrun program (its executable's name starts with "devrun"): a state
+/// file naming some other live process as its devrun is not believed.
+pub fn is_devrun(pid: u32) -> bool {
+    // Linux: the executable itself (argv[0] is whatever the caller chose); a rebuilt binary
+    // reads "<path> (deleted)".
+    #[cfg(target_os = "linux")]
+    let program = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .unwrap_or_default();
+    // Elsewhere `command_line` is the executable's path.
+    #[cfg(not(target_os = "linux"))]
+    let program = command_line(pid);
+    std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|name| {
+            name.to_string_lossy()
+                .to_ascii_lowercase()
+                .starts_with("devrun")
+        })
+}
+
+/// devrun itself and every process above it: never signalled, whatever a record says.
+pub fn self_and_ancestors() -> Vec<u32> {
+    #[cfg(unix)]
+    {
+        let mut chain = vec![std::process::id()];
+        while let Some(parent) = chain.last().and_then(|p| imp::parent(*p)) {
+            if parent == 0 || chain.contains(&parent) {
+                break;
+            }
+            chain.push(parent);
+        }
+        chain
+    }
+    #[cfg(not(unix))]
+    vec![std::process::id()]
+}
 
 /// Alive and not a zombie.
 pub fn running(pid: u32) -> bool {

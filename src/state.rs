@@ -1,5 +1,11 @@
-//! `.devrun/` beside the config: the project lock (one devrun per project) and the state file
-//! that lets the next devrun, or `devrun stop`, find and end what a dead devrun left behind.
+//! `.devrun/` beside the config: the state file that lets the next devrun, `devrun stop`,
+//! `devrun status` and `devrun restart` find the running devrun (and its control channel) or what
+//! a dead devrun left behind; and the project lock (one devrun per project).
+//!
+//! The lock belongs to the project, not to an inode: it is taken on a file keyed by the project's
+//! canonical path *outside* the project (`$XDG_RUNTIME_DIR/devrun-<uid>/` or the temp folder), so
+//! deleting or re-cloning the project folder under a running devrun does not free it. The state
+//! file is evidence, never orders: every pid in it is re-checked against the live system.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -7,6 +13,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const STATE_DIR: &str = ".devrun";
+
+/// The environment variable that marks every process of one devrun run (its value is the run's
+/// random id): orphan recovery looks for it to find descendants that left the process group.
+pub const RUN_MARKER: &str = "DEVRUN_RUN";
 
 /// What devrun records about itself and its current generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,8 +28,21 @@ pub struct State {
     pub host: String,
     /// Unix seconds when devrun started.
     pub started_at: u64,
+    /// This run's random id: every backend process has `DEVRUN_RUN=<run>` in its environment.
+    #[serde(default)]
+    pub run: String,
+    /// Where the running devrun takes `stop` and `restart` requests.
+    #[serde(default)]
+    pub control: Option<ControlRecord>,
     /// The live generation, if one is running.
     pub backend: Option<BackendRecord>,
+}
+
+/// The running devrun's control channel: a TCP port on 127.0.0.1 and the token it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    pub port: u16,
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +57,25 @@ pub struct BackendRecord {
     pub started_at: u64,
 }
 
+impl State {
+    /// Whether the devrun this names is alive right now (pid *and* start time, and that
+    /// process is a devrun), and is not us.
+    pub fn devrun_alive(&self) -> bool {
+        self.devrun_pid != std::process::id()
+            && self.devrun_start != 0
+            && crate::procs::is_same(self.devrun_pid, self.devrun_start)
+            && crate::procs::is_devrun(self.devrun_pid)
+    }
+}
+
+/// 128 random bits from the OS, as hex: run ids and control tokens.
+pub fn random_id() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| io::Error::other(format!("no randomness from the OS: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -43,18 +85,21 @@ pub fn unix_now() -> u64 {
 /// The project's `.devrun/` folder.
 pub struct StateDir {
     dir: PathBuf,
+    root: PathBuf,
 }
 
 /// Held for as long as this devrun supervises the project. The OS releases it when devrun
 /// dies, however it dies, so a crash never leaves a stale lock.
 pub struct ProjectLock {
-    _file: File,
+    _project: File,
+    _local: File,
 }
 
 impl StateDir {
     pub fn new(root: &Path) -> StateDir {
         StateDir {
             dir: root.join(STATE_DIR),
+            root: root.to_path_buf(),
         }
     }
 
@@ -71,27 +116,30 @@ impl StateDir {
         Ok(())
     }
 
-    /// Takes the project lock: Ok(None) if another process holds it.
+    /// Takes the project lock: Ok(None) if another process holds it. Two files are locked:
+    /// the one keyed by the project's path outside it (it survives `.devrun/` being deleted),
+    /// then `.devrun/lock` (the one older devruns lock).
     pub fn try_lock(&self) -> io::Result<Option<ProjectLock>> {
+        let path = project_lock_path(&self.root)?;
+        let Some(project) = lock_file(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+        else {
+            return Ok(None);
+        };
         self.create()?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join("lock"))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(ProjectLock { _file: file })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
-        }
+        let Some(local) = lock_file(&self.dir.join("lock"))? else {
+            return Ok(None);
+        };
+        Ok(Some(ProjectLock {
+            _project: project,
+            _local: local,
+        }))
     }
 
-    /// Whether some devrun holds the project lock right now.
-    pub fn locked(&self) -> bool {
-        if !self.dir.join("lock").exists() {
-            return false;
-        }
-        matches!(self.try_lock(), Ok(None))
+    /// The devrun that runs this project, judged without taking any lock: the state file
+    /// names it and that very process (pid and start time) is alive.
+    pub fn running_devrun(&self) -> Option<State> {
+        self.read().filter(State::devrun_alive)
     }
 
     fn state_path(&self) -> PathBuf {
@@ -104,21 +152,123 @@ impl StateDir {
     }
 
     /// Written to a temporary file and renamed over the old one: a reader never sees half.
+    /// Owner-only on Unix: it holds the control channel's token.
     pub fn write(&self, state: &State) -> io::Result<()> {
         self.create()?;
         let tmp = self
             .dir
             .join(format!("state.json.{}.tmp", std::process::id()));
-        let mut file = File::create(&tmp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        #[cfg(unix)]
+        {
+            // A leftover temp file keeps its old mode through `mode()`: set it.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         file.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, self.state_path())
     }
 
+    /// Removes the state file if it still says what `seen` says: a devrun that started
+    /// meanwhile (and wrote its own) keeps its record.
+    pub fn clear_if(&self, seen: &State) {
+        if self.read().as_ref() == Some(seen) {
+            let _ = std::fs::remove_file(self.state_path());
+        }
+    }
+
     pub fn clear(&self) {
         let _ = std::fs::remove_file(self.state_path());
     }
+}
+
+/// Opens (creating) and try-locks a file: Ok(None) when another process holds the lock.
+fn lock_file(path: &Path) -> io::Result<Option<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// `<lock folder>/<name>-<hash>.lock`, keyed by the canonical project path. Lock files are
+/// never removed: unlinking a lock file would let two processes lock two inodes.
+pub fn project_lock_path(root: &Path) -> io::Result<PathBuf> {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let name: String = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    let hash = fnv1a(canonical.as_os_str().as_encoded_bytes());
+    Ok(lock_folder()?.join(format!("{name}-{hash:016x}.lock")))
+}
+
+/// FNV-1a: a hash that never changes between builds (std's may), so every devrun agrees.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The per-user folder for project locks (`$XDG_RUNTIME_DIR/devrun-<uid>`, else
+/// `<temp>/devrun-<uid>`), owner-only; one that someone else could write to is refused.
+#[cfg(unix)]
+fn lock_folder() -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let folder = base.join(format!("devrun-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", folder.display()),
+            ))
+        }
+    }
+    let meta = std::fs::symlink_metadata(&folder)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{} is not a folder only you can write to; remove it so devrun can make its own",
+            folder.display()
+        )));
+    }
+    Ok(folder)
+}
+
+/// The temp folder is per user on Windows.
+#[cfg(not(unix))]
+fn lock_folder() -> io::Result<PathBuf> {
+    let folder = std::env::temp_dir().join("devrun");
+    std::fs::create_dir_all(&folder)?;
+    Ok(folder)
 }
 
 #[cfg(test)]
@@ -141,6 +291,11 @@ mod tests {
             port: 8001,
             host: "127.0.0.1".into(),
             started_at: 3,
+            run: random_id().unwrap(),
+            control: Some(ControlRecord {
+                port: 9,
+                token: random_id().unwrap(),
+            }),
             backend: Some(BackendRecord {
                 pid: 4,
                 pgid: 4,
@@ -154,5 +309,21 @@ mod tests {
         assert_eq!(state_dir.read(), Some(state));
         drop(lock);
         assert!(state_dir.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn the_lock_outlives_a_deleted_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        let _lock = state_dir.try_lock().unwrap().expect("first lock");
+        std::fs::remove_dir_all(state_dir.path()).unwrap();
+        assert!(state_dir.try_lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn random_ids_differ_and_the_lock_name_is_stable() {
+        assert_ne!(random_id().unwrap(), random_id().unwrap());
+        assert_eq!(random_id().unwrap().len(), 32);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

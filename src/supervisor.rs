@@ -4,7 +4,8 @@
 //! Starting ─► Serving ─(change)──► Stopping ─► Settling ─► PortFree ─► Starting (N+1)
 //!                 │ (exited on its own)                                   ▲
 //!                 └──────────► Crashed ─► Waiting ─(change)─► Settling ───┘
-//! any state ─(Ctrl-C, SIGTERM, SIGHUP)─► Stopping ─► PortFree ─► exit
+//! any state ─(Ctrl-C, SIGTERM, SIGHUP, `devrun stop`)─► Stopping ─► PortFree ─► exit
+//! Serving, Waiting ─(`devrun restart`)─► Stopping ─► PortFree ─► Starting (N+1)
 //! ```
 //!
 //! At most one generation is alive: the next is spawned only after `Backend::stop` confirmed
@@ -12,11 +13,12 @@
 
 use crate::cli::RunArgs;
 use crate::config::Config;
+use crate::control::{self, Request, Verb};
 use crate::error::Error;
 use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
 use crate::procs;
-use crate::state::{self, BackendRecord, ProjectLock, State, StateDir};
+use crate::state::{self, BackendRecord, ProjectLock, State, StateDir, RUN_MARKER};
 use crate::ui::{Event, Ui};
 use crate::watch::{Batch, Watch};
 use std::process::ExitStatus;
@@ -36,6 +38,18 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
     let state_dir = StateDir::new(&config.root);
     let lock = take_project(&state_dir, &config, &ui, args.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
+    let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
+    // Without the channel devrun still runs: `devrun stop` then falls back to a signal.
+    let control = match control::listen(shutdown.control_sender()).await {
+        Ok(control) => Some(control),
+        Err(e) => {
+            ui.emit(&Event::Warning(format!(
+                "cannot open the control channel on 127.0.0.1 ({e}): `devrun stop` and \
+                 --replace will signal this devrun instead, and `devrun restart` will not work"
+            )));
+            None
+        }
+    };
     let me = std::process::id();
     let state = State {
         devrun_pid: me,
@@ -43,6 +57,8 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
         port: config.port,
         host: config.host.clone(),
         started_at: state::unix_now(),
+        run,
+        control,
         backend: None,
     };
     let mut supervisor = Supervisor {
@@ -74,7 +90,9 @@ fn replace_timeout(config: &Config) -> Duration {
     config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5)
 }
 
-/// One devrun per project: takes the project lock, or says who holds it (exit 4). With
+/// One devrun per project: takes the project lock, or says who holds it (exit 4). The lock
+/// alone is not the whole answer: a state file naming a live devrun that is not us (another
+/// lock folder, or an older devrun whose `.devrun/` was recreated) also refuses. With
 /// `replace`, asks the holder to stop (confirmed teardown) and takes over.
 pub(crate) async fn take_project(
     state_dir: &StateDir,
@@ -83,84 +101,180 @@ pub(crate) async fn take_project(
     replace: bool,
 ) -> Result<ProjectLock, Error> {
     let lock_error = |e| Error::io(format!("cannot lock {}", state_dir.path().display()), e);
-    if let Some(lock) = state_dir.try_lock().map_err(lock_error)? {
-        return Ok(lock);
+    let mut replaced = false;
+    loop {
+        let mut holder = match (
+            state_dir.try_lock().map_err(lock_error)?,
+            state_dir.running_devrun(),
+        ) {
+            (Some(lock), None) => return Ok(lock),
+            // Released at once: the project is not ours to take.
+            (_, holder) => holder,
+        };
+        if replace && holder.is_none() {
+            // A devrun that has just taken the lock writes its state file a moment later.
+            holder = wait_for_holder(state_dir).await;
+        }
+        let who = match &holder {
+            Some(s) => format!(
+                "devrun (pid {}) already runs this project on port {}",
+                s.devrun_pid, s.port
+            ),
+            None => "another devrun already runs this project".to_string(),
+        };
+        let holder = match holder {
+            // --replace stops one devrun; if yet another took the project meanwhile, it stays.
+            Some(holder) if replace && !replaced => holder,
+            _ => {
+                let hint = if replaced {
+                    "it took the project over while the previous one stopped"
+                } else if replace {
+                    "no live devrun is named in state.json, so there is none to ask to stop"
+                } else {
+                    "use `devrun stop` or `devrun --replace`"
+                };
+                return Err(Error::AlreadyRunning(format!(
+                    "{who} ({}); {hint}",
+                    state_dir.path().display()
+                )));
+            }
+        };
+        ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
+        stop_running_devrun(&holder, ui, replace_timeout(config), Verb::Replace).await?;
+        replaced = true;
     }
-    let holder = state_dir.read();
-    let who = match &holder {
-        Some(s) => format!(
-            "devrun (pid {}) already runs this project on port {}",
-            s.devrun_pid, s.port
-        ),
-        None => "another devrun already runs this project".to_string(),
-    };
-    if !replace {
-        return Err(Error::AlreadyRunning(format!(
-            "{who} ({}); use `devrun stop` or `devrun --replace`",
-            state_dir.path().display()
-        )));
-    }
-    ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
-    stop_running_devrun(state_dir, holder.as_ref(), replace_timeout(config)).await?;
-    state_dir.try_lock().map_err(lock_error)?.ok_or_else(|| {
-        Error::AlreadyRunning(format!("{who}, and it did not let go of the project"))
-    })
 }
 
-/// Asks the devrun holding the lock to shut down (it tears its backend down itself), waits for
-/// the lock, and kills it if it does not let go in time (its backend is then an orphan).
-pub(crate) async fn stop_running_devrun(
-    state_dir: &StateDir,
-    holder: Option<&State>,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let Some(holder) = holder.filter(|s| procs::is_same(s.devrun_pid, s.devrun_start)) else {
-        return Err(Error::AlreadyRunning(
-            "the project is locked, but the devrun holding it cannot be identified".into(),
-        ));
-    };
-    let pid = holder.devrun_pid;
-    procs::terminate(pid, false)
-        .map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
+/// The devrun holding the lock, once its state file names it (up to a second).
+async fn wait_for_holder(state_dir: &StateDir) -> Option<State> {
     let began = Instant::now();
-    while state_dir.locked() {
-        if began.elapsed() > timeout && procs::is_same(pid, holder.devrun_start) {
+    loop {
+        if let Some(holder) = state_dir.running_devrun() {
+            return Some(holder);
+        }
+        if began.elapsed() > Duration::from_secs(1) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks a running devrun (verified by pid and start time) to stop through its control channel;
+/// it tears its backend down itself. Only if the channel cannot be reached is it sent the OS
+/// stop (SIGTERM; TerminateProcess on Windows), with a warning. Waits until that process is
+/// gone, and kills it if it does not exit in time (its backend is then an orphan, which
+/// `recover_orphan` ends). Never takes the project lock.
+pub(crate) async fn stop_running_devrun(
+    holder: &State,
+    ui: &Ui,
+    timeout: Duration,
+    verb: Verb,
+) -> Result<(), Error> {
+    let pid = holder.devrun_pid;
+    let os_stop = if cfg!(windows) {
+        "terminating it"
+    } else {
+        "sending it SIGTERM"
+    };
+    let asked = match &holder.control {
+        Some(channel) => match control::send(channel, verb).await {
+            Ok(()) => true,
+            Err(control::SendError::Refused(why)) => {
+                return Err(Error::AlreadyRunning(format!(
+                    "devrun (pid {pid}) refused the request on its control channel: {why}"
+                )))
+            }
+            Err(e) => {
+                ui.emit(&Event::Warning(format!(
+                    "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{} ({e}); \
+                     {os_stop} instead",
+                    channel.port
+                )));
+                false
+            }
+        },
+        None => {
+            ui.emit(&Event::Warning(format!(
+                "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} instead"
+            )));
+            false
+        }
+    };
+    let gone = || !procs::is_same(pid, holder.devrun_start);
+    if !asked && !gone() {
+        procs::terminate(pid, false)
+            .map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
+    }
+    let began = Instant::now();
+    let mut killed = false;
+    while !gone() {
+        if !killed && began.elapsed() > timeout {
+            ui.emit(&Event::Warning(format!(
+                "devrun (pid {pid}) did not exit within {} ms: killing it",
+                timeout.as_millis()
+            )));
             let _ = procs::terminate(pid, true);
+            killed = true;
+        }
+        if killed && began.elapsed() > timeout + Duration::from_secs(10) {
+            return Err(Error::AlreadyRunning(format!(
+                "devrun (pid {pid}) survived a kill for 10 s"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
-/// A devrun that died (SIGKILL, crash, closed terminal) leaves its backend's record behind:
-/// if that very process (pid and start time) or its group still runs, end it.
+/// A devrun that died (SIGKILL, crash, closed terminal) leaves its record behind: end what is
+/// proven to be left of its run (see `process::stop_orphan`). A record whose devrun is alive
+/// is a running devrun, not an orphan, and is left alone.
 pub(crate) async fn recover_orphan(
     state_dir: &StateDir,
     config: &Config,
     ui: &Ui,
 ) -> Result<(), Error> {
-    let Some(BackendRecord {
-        pid,
-        pgid,
-        start,
-        generation,
-        ..
-    }) = state_dir.read().and_then(|s| s.backend)
-    else {
+    let Some(recorded) = state_dir.read() else {
         return Ok(());
     };
-    let stopped = process::stop_orphan(pid, pgid, start, config.stop.signal, config.stop.timeout)
-        .await
-        .map_err(|e| Error::io(format!("cannot stop the orphaned backend (pid {pid})"), e))?;
-    if let Some(stopped) = stopped {
-        ui.emit(&Event::Warning(format!(
-            "found generation {generation} (pid {pid}) left running by a devrun that died; \
-             stopped it in {} ms{}",
+    if recorded.devrun_alive() {
+        return Ok(());
+    }
+    let leader = recorded.backend.as_ref().map(|b| process::LeaderRecord {
+        pid: b.pid,
+        pgid: b.pgid,
+        start: b.start,
+    });
+    let run = process::RunRecord {
+        id: recorded.run.clone(),
+        start: recorded.devrun_start,
+    };
+    let what = match &recorded.backend {
+        Some(b) => format!("generation {} (pid {})", b.generation, b.pid),
+        None => "processes".to_string(),
+    };
+    let recovery =
+        process::stop_orphan(leader, Some(&run), config.stop.signal, config.stop.timeout)
+            .await
+            .map_err(|e| Error::io(format!("cannot stop what a dead devrun left ({what})"), e))?;
+    match recovery {
+        process::Recovery::NothingLeft => {}
+        process::Recovery::Refused(why) => ui.emit(&Event::Warning(format!(
+            "{}/state.json names {what} as the backend of a devrun that died, but {why}: \
+             nothing of ours is left, nothing was signalled",
+            state_dir.path().display()
+        ))),
+        process::Recovery::Stopped { pids, stopped } => ui.emit(&Event::Warning(format!(
+            "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             stopped.elapsed.as_millis(),
             if stopped.killed { " (killed)" } else { "" }
-        )));
+        ))),
     }
-    state_dir.clear();
+    state_dir.clear_if(&recorded);
     Ok(())
 }
 
@@ -169,6 +283,8 @@ enum Leave {
     Changed(Batch),
     Exited(ExitStatus),
     Shutdown(&'static str),
+    /// `devrun restart`.
+    Restart,
 }
 
 /// The outcome of waiting for the port.
@@ -252,6 +368,10 @@ impl Supervisor {
                     self.begin_shutdown(reason);
                     self.stop(&mut backend).await?;
                 }
+                Leave::Restart => {
+                    self.report_restart_request();
+                    self.stop(&mut backend).await?;
+                }
             }
             if self.exiting {
                 return self.finish().await;
@@ -319,6 +439,9 @@ impl Supervisor {
         env.push(("PORT".into(), config.port.to_string()));
         env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        // Marks every process of this run, so orphan recovery finds even those that left the
+        // group (setsid, double fork) after a devrun that was killed.
+        env.push((RUN_MARKER.into(), self.state.run.clone()));
         let command_line = shell_words::join(&config.command);
         let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
@@ -370,7 +493,10 @@ impl Supervisor {
         loop {
             tokio::select! {
                 biased;
-                reason = self.shutdown.recv() => return Ok(Leave::Shutdown(reason)),
+                request = self.shutdown.next() => return Ok(match request {
+                    Request::Stop(reason) => Leave::Shutdown(reason),
+                    Request::Restart => Leave::Restart,
+                }),
                 status = backend.exited() => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     return Ok(Leave::Exited(status));
@@ -524,15 +650,28 @@ impl Supervisor {
         }
     }
 
-    /// Waiting: after a crash, until a change (true) or a shutdown request (false).
+    fn report_restart_request(&self) {
+        self.ui.emit(&Event::Warning(
+            "restart requested by `devrun restart`".to_string(),
+        ));
+    }
+
+    /// Waiting: after a crash, until a change or `devrun restart` (true) or a shutdown
+    /// request (false).
     async fn wait_for_change(&mut self, watch: &mut Watch) -> bool {
         self.ui.emit(&Event::Waiting);
         tokio::select! {
             biased;
-            reason = self.shutdown.recv() => {
-                self.begin_shutdown(reason);
-                false
-            }
+            request = self.shutdown.next() => match request {
+                Request::Stop(reason) => {
+                    self.begin_shutdown(reason);
+                    false
+                }
+                Request::Restart => {
+                    self.report_restart_request();
+                    true
+                }
+            },
             batch = watch.next() => {
                 self.report_change(watch, &batch);
                 self.settle(watch, batch.last_at).await;
@@ -694,10 +833,12 @@ impl Supervisor {
     }
 }
 
-/// Ctrl-C, SIGTERM and SIGHUP (Ctrl-C, Ctrl-Break and closing the console on Windows), as
-/// messages the supervisor handles in its own time.
+/// Ctrl-C, SIGTERM and SIGHUP (Ctrl-C, Ctrl-Break and closing the console on Windows), and the
+/// control channel's `stop` and `restart`, as messages the supervisor handles in its own time.
 struct Shutdown {
     requests: mpsc::UnboundedReceiver<&'static str>,
+    control: mpsc::UnboundedReceiver<Request>,
+    control_sender: mpsc::UnboundedSender<Request>,
 }
 
 impl Shutdown {
@@ -743,17 +884,48 @@ impl Shutdown {
                 }
             });
         }
-        Ok(Shutdown { requests })
+        let (control_sender, control) = mpsc::unbounded_channel();
+        Ok(Shutdown {
+            requests,
+            control,
+            control_sender,
+        })
     }
 
+    /// Where the control channel delivers its requests.
+    fn control_sender(&self) -> mpsc::UnboundedSender<Request> {
+        self.control_sender.clone()
+    }
+
+    /// The next request of any kind. Cancel-safe.
+    async fn next(&mut self) -> Request {
+        tokio::select! {
+            biased;
+            Some(reason) = self.requests.recv() => Request::Stop(reason),
+            Some(request) = self.control.recv() => request,
+            else => std::future::pending().await,
+        }
+    }
+
+    /// The next shutdown request. A restart asked for meanwhile is dropped: the places that
+    /// wait here are already stopping or between generations, where one is under way anyway.
     async fn recv(&mut self) -> &'static str {
-        match self.requests.recv().await {
-            Some(reason) => reason,
-            None => std::future::pending().await,
+        loop {
+            if let Request::Stop(reason) = self.next().await {
+                return reason;
+            }
         }
     }
 
     fn try_recv(&mut self) -> Option<&'static str> {
-        self.requests.try_recv().ok()
+        if let Ok(reason) = self.requests.try_recv() {
+            return Some(reason);
+        }
+        while let Ok(request) = self.control.try_recv() {
+            if let Request::Stop(reason) = request {
+                return Some(reason);
+            }
+        }
+        None
     }
 }

@@ -244,23 +244,133 @@ impl Backend {
     }
 }
 
-/// Ends a backend recorded by a devrun that is gone (killed, crashed), with the usual
-/// escalation. Only processes verified by pid *and* start time are touched. `Ok(None)` when
-/// nothing of it was left.
+/// A backend leader as a dead devrun recorded it. Evidence to check, never orders.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderRecord {
+    pub pid: u32,
+    pub pgid: u32,
+    pub start: u64,
+}
+
+/// A dead devrun's run: every process it started carries `DEVRUN_RUN=<id>` and started at or
+/// after `start` (devrun's own start time).
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: String,
+    pub start: u64,
+}
+
+/// What orphan recovery did.
+#[derive(Debug)]
+pub enum Recovery {
+    /// Nothing proven ours was alive.
+    NothingLeft,
+    /// The record names a live process that devrun cannot have started as a backend: nothing
+    /// was signalled. The text says why.
+    Refused(String),
+    /// These processes (pids as first found) were ended.
+    Stopped { pids: Vec<u32>, stopped: Stopped },
+}
+
+/// Is the recorded leader still the live leader of its own group, safe to signal as a group?
+enum LeaderCheck {
+    Ours,
+    /// Exited, or the pid now belongs to a process with another start time.
+    Gone,
+    NotOurs(String),
+}
+
+fn check_leader(leader: &LeaderRecord) -> LeaderCheck {
+    let LeaderRecord { pid, pgid, start } = *leader;
+    if pid <= 1 || pid == std::process::id() {
+        return LeaderCheck::NotOurs(format!("pid {pid} can never be a backend devrun started"));
+    }
+    if pgid != pid {
+        return LeaderCheck::NotOurs(format!(
+            "its process group {pgid} is not its own pid {pid}, and devrun's backends always \
+             lead their own group"
+        ));
+    }
+    if !crate::procs::is_same(pid, start) {
+        return LeaderCheck::Gone;
+    }
+    #[cfg(unix)]
+    {
+        let current = crate::procs::process_group(pid);
+        if current != Some(pid) {
+            return LeaderCheck::NotOurs(format!(
+                "pid {pid} is now in process group {}, not leading its own",
+                current.map_or_else(|| "?".to_string(), |g| g.to_string())
+            ));
+        }
+        // SAFETY: getpgrp and getsid(0) have no preconditions.
+        let (own_group, own_session) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
+        if [own_group, own_session].contains(&(pgid as libc::pid_t)) {
+            return LeaderCheck::NotOurs(format!(
+                "process group {pgid} is devrun's own process group or session"
+            ));
+        }
+    }
+    LeaderCheck::Ours
+}
+
+/// Ends what a devrun that is gone (killed, crashed) left running, with the usual escalation.
+/// Everything is re-derived from the live system first, and only proven processes are touched:
+/// the recorded leader if it is the same process (pid *and* start time) and still leads its own
+/// group (never group 0 or 1, never devrun's own group or session), with its group and
+/// descendants; and, where the OS lets devrun read another process's environment (Linux),
+/// every process of this user carrying the run's marker that started after the run did, with
+/// its descendants. A record that names a live process failing those checks ends nothing.
 pub async fn stop_orphan(
-    pid: u32,
-    pgid: u32,
-    start: u64,
+    leader: Option<LeaderRecord>,
+    run: Option<&RunRecord>,
     signal: StopSignal,
     grace: Duration,
-) -> io::Result<Option<Stopped>> {
-    escalate(
-        || platform::orphan_members(pid, pgid, start),
-        |members, signal| platform::signal_pids(Some(pgid), members, signal),
-        signal,
-        grace,
-    )
-    .await
+) -> io::Result<Recovery> {
+    let leader = match leader.as_ref().map(check_leader) {
+        Some(LeaderCheck::NotOurs(why)) => return Ok(Recovery::Refused(why)),
+        Some(LeaderCheck::Ours) => leader,
+        Some(LeaderCheck::Gone) | None => None,
+    };
+    let never = crate::procs::self_and_ancestors();
+    let mut marked: Vec<(u32, u64)> = run
+        .filter(|r| r.id.len() >= 16 && r.start > 0)
+        .map(|r| crate::procs::marked(crate::state::RUN_MARKER, &r.id, r.start))
+        .unwrap_or_default();
+    let mut first = Vec::new();
+    let members = || {
+        // Once proven, a process stays proven while it lives (same pid and start time).
+        marked.retain(|(pid, start)| crate::procs::is_same(*pid, *start));
+        let mut members: Vec<u32> = marked.iter().map(|(pid, _)| *pid).collect();
+        for (pid, _) in &marked {
+            members.extend(crate::procs::descendants(*pid));
+        }
+        if let Some(l) = leader.filter(|l| matches!(check_leader(l), LeaderCheck::Ours)) {
+            members.extend(platform::orphan_members(l.pid, l.pgid, l.start));
+        }
+        members.sort_unstable();
+        members.dedup();
+        members.retain(|p| *p > 1 && !never.contains(p) && !crate::procs::is_zombie(*p));
+        if first.is_empty() {
+            first = members.clone();
+        }
+        members
+    };
+    let send = |members: &[u32], signal| {
+        // The group is signalled only while its leader is still proven to lead it.
+        let group = leader
+            .filter(|l| matches!(check_leader(l), LeaderCheck::Ours))
+            .map(|l| l.pgid);
+        platform::signal_pids(group, members, signal)
+    };
+    let stopped = escalate(members, send, signal, grace).await?;
+    Ok(match stopped {
+        Some(stopped) => Recovery::Stopped {
+            pids: first,
+            stopped,
+        },
+        None => Recovery::NothingLeft,
+    })
 }
 
 /// Ends one process devrun did not start (the user asked: --kill-port-holder), verified by
@@ -290,7 +400,7 @@ pub async fn stop_foreign(
 
 /// Signal, wait for `grace`, kill, wait until `members()` is empty.
 async fn escalate(
-    members: impl Fn() -> Vec<u32>,
+    mut members: impl FnMut() -> Vec<u32>,
     send: impl Fn(&[u32], StopSignal) -> io::Result<()>,
     signal: StopSignal,
     grace: Duration,

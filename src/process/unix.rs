@@ -141,29 +141,21 @@ fn escapees(_pgid: Pid) -> Vec<u32> {
     Vec::new()
 }
 
-/// The live processes of a backend recorded by a devrun that is gone: its leader (same pid
-/// *and* start time) with its descendants, and the members of its group that started after it.
+/// The live processes of a backend recorded by a devrun that is gone, once `stop_orphan` has
+/// proven that the leader is the recorded process and leads its own group: the leader, its
+/// descendants, and the members of its group that started after it.
 pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
     use crate::procs;
-    let mut members = Vec::new();
-    if procs::is_same(pid, start) {
-        members.push(pid);
-        members.extend(procs::descendants(pid));
+    if !procs::is_same(pid, start) {
+        return Vec::new();
     }
-    // The group is still ours only if its id is not now another live process's pid: the
-    // kernel does not reuse a pid while a group of that id has members, so a live process at
-    // pid == pgid with another start time means the pid (and the group) belong to someone else.
-    let group_is_ours = pgid != pid
-        || procs::is_same(pid, start)
-        || procs::start_time(pgid).is_none()
-        || procs::is_zombie(pgid);
-    if group_is_ours {
-        members.extend(
-            procs::group_members(pgid)
-                .into_iter()
-                .filter(|p| procs::start_time(*p).is_some_and(|t| t >= start)),
-        );
-    }
+    let mut members = vec![pid];
+    members.extend(procs::descendants(pid));
+    members.extend(
+        procs::group_members(pgid)
+            .into_iter()
+            .filter(|p| procs::start_time(*p).is_some_and(|t| t >= start)),
+    );
     members.sort_unstable();
     members.dedup();
     members.retain(|p| !procs::is_zombie(*p));
@@ -181,7 +173,7 @@ pub fn signal_pids(pgid: Option<u32>, members: &[u32], signal: StopSignal) -> io
         StopSignal::User2 => Signal::SIGUSR2,
         StopSignal::Terminate => Signal::SIGTERM,
     };
-    if let Some(pgid) = pgid {
+    if let Some(pgid) = pgid.filter(|g| *g > 1) {
         if members
             .iter()
             .any(|p| crate::procs::process_group(*p) == Some(pgid))
