@@ -537,12 +537,28 @@ fn wait_child(child: &mut Child, timeout: Duration, what: &str) -> i32 {
 }
 
 /// A port that was free a moment ago.
+///
+/// Taken below the kernel's ephemeral range: an OS-chosen port (`bind :0`, which devrun's own
+/// control channel and every outgoing connection use) could otherwise be handed to someone else
+/// between this check and the backend's bind. Test binaries run at once, so each starts at a
+/// place of its own (its pid) and moves on from there.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const FIRST: usize = 20_000;
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(FIRST).max(1);
+    let offset = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = (FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let free = |ip: Ipv4Addr| TcpListener::bind((ip, port)).is_ok();
+        if free(Ipv4Addr::LOCALHOST) && free(Ipv4Addr::UNSPECIFIED) {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({FIRST}..{ephemeral_low})")
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1: (status, body), or None if nothing answered.
