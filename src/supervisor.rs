@@ -152,6 +152,9 @@ pub(crate) async fn recover_orphan(
         .await
         .map_err(|e| Error::io(format!("cannot stop the orphaned backend (pid {pid})"), e))?;
     if let Some(stopped) = stopped {
+        if let Some(warning) = stopped.warning {
+            ui.emit(&Event::Warning(warning));
+        }
         ui.emit(&Event::Warning(format!(
             "found generation {generation} (pid {pid}) left running by a devrun that died; \
              stopped it in {} ms{}",
@@ -463,6 +466,9 @@ impl Supervisor {
             .stop(signal, self.config.stop.timeout, &mut hurry)
             .await
             .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
+        if let Some(warning) = stopped.warning {
+            self.ui.emit(&Event::Warning(warning));
+        }
         self.ui.emit(&Event::Stopped {
             generation: self.generation,
             elapsed: stopped.elapsed,
@@ -583,13 +589,16 @@ impl Supervisor {
                     "ending pid {} ({}), which holds port {} (--kill-port-holder)",
                     holder.pid, holder.command, self.config.port
                 )));
-                process::stop_foreign(
+                let stopped = process::stop_foreign(
                     holder.pid,
                     self.config.stop.signal,
                     self.config.stop.timeout,
                 )
                 .await
                 .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
+                if let Some(warning) = stopped.and_then(|s| s.warning) {
+                    self.ui.emit(&Event::Warning(warning));
+                }
             }
         }
         self.ui.emit(&Event::Warning(format!(

@@ -94,6 +94,9 @@ pub struct Stopped {
     /// The grace time ran out (or there was none) and the group was killed.
     pub killed: bool,
     pub elapsed: Duration,
+    /// The stop signal could not be delivered (on Windows: no console shared with the
+    /// backend), so the group was killed at once. One line for the user; never an error.
+    pub warning: Option<String>,
 }
 
 /// One running generation: the group leader devrun spawned and its whole group.
@@ -210,12 +213,16 @@ impl Backend {
     ) -> io::Result<Stopped> {
         let start = Instant::now();
         let mut killed = false;
+        let mut warning = None;
         if self.alive() {
             if signal == StopSignal::Kill {
                 self.group.kill()?;
                 killed = true;
-            } else {
-                self.group.signal(signal)?;
+            } else if let Err(e) = self.group.signal(signal) {
+                // A signal that cannot be delivered must not end devrun: escalate at once.
+                warning = Some(undelivered(signal, &format!("pid {}", self.pid), &e));
+                self.group.kill()?;
+                killed = true;
             }
         }
         let mut kill_deadline = start + grace;
@@ -240,6 +247,7 @@ impl Backend {
             status: self.status,
             killed,
             elapsed: start.elapsed(),
+            warning,
         })
     }
 }
@@ -300,8 +308,16 @@ async fn escalate(
     if first.is_empty() {
         return Ok(None);
     }
-    send(&first, signal)?;
     let mut killed = signal == StopSignal::Kill;
+    let mut warning = None;
+    if let Err(e) = send(&first, signal) {
+        if killed {
+            return Err(e);
+        }
+        warning = Some(undelivered(signal, &format!("pids {first:?}"), &e));
+        send(&first, StopSignal::Kill)?;
+        killed = true;
+    }
     let mut kill_at = began + grace;
     loop {
         let left = members();
@@ -326,7 +342,16 @@ async fn escalate(
         status: None,
         killed,
         elapsed: began.elapsed(),
+        warning,
     }))
+}
+
+/// The one line said when a stop signal could not be sent and the kill follows at once.
+fn undelivered(signal: StopSignal, whom: &str, error: &io::Error) -> String {
+    format!(
+        "cannot send {} to {whom} ({error}): killing it instead, without a graceful shutdown",
+        signal.name()
+    )
 }
 
 /// Poll fast while a stop is likely to finish soon, slower when the backend takes its time.
