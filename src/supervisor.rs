@@ -31,6 +31,9 @@ const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 /// Runs devrun in watch mode, or `--once`.
 pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
     process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
+    if let Some(note) = process::prepare_console() {
+        ui.emit(&Event::Warning(note));
+    }
     let shutdown = Shutdown::install()?;
     let state_dir = StateDir::new(&config.root);
     let lock = take_project(&state_dir, &config, &ui, args.replace).await?;
@@ -582,6 +585,13 @@ impl Supervisor {
     async fn claim_port(&mut self) -> Result<(), Error> {
         if port::is_free(&self.config.host, self.config.port) {
             return Ok(());
+        }
+        // Refused with nobody listening (a port Windows reserved): waiting would not help.
+        let (host, port) = (&self.config.host, self.config.port);
+        if let Some(refused) = port::bind_error(host, port).and_then(|e| {
+            port::refusal_message(port, e.raw_os_error(), !port::holders(port).is_empty())
+        }) {
+            return Err(Error::Port(refused));
         }
         if self.kill_port_holder {
             for holder in port::holders(self.config.port) {

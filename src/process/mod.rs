@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg_attr(not(windows), allow(dead_code))]
+mod console;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -18,6 +20,16 @@ mod windows;
 use windows as platform;
 
 pub use platform::prepare_supervisor;
+
+/// Windows: makes sure the backend can be sent a console control event (a hidden console when
+/// devrun has none) and returns the one line to say when the terminal changes how a stop
+/// works (mintty, no console). Nothing to do elsewhere.
+pub fn prepare_console() -> Option<String> {
+    #[cfg(windows)]
+    return windows::prepare_console();
+    #[cfg(not(windows))]
+    None
+}
 
 /// The descriptor number the inherited listening socket has in the backend (systemd's first).
 pub const INHERITED_FD: i32 = 3;
