@@ -141,7 +141,8 @@ fn holder_command(pid: u32) -> String {
     if pid == UNKNOWN_OWNER {
         return "owner unknown: the OS reports no pid".to_string();
     }
-    if crate::procs::running(pid) {
+    // Only Windows keeps listing a socket under a pid that is gone (and gives parent links).
+    if !cfg!(windows) || crate::procs::running(pid) {
         return crate::procs::command_line(pid);
     }
     let heirs: Vec<(u32, String)> = crate::procs::heirs(pid, &crate::procs::process_table())

@@ -387,6 +387,46 @@ pub fn describe_status(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
+    /// Point 1 of issue 14, on every OS: a stop signal that cannot be sent is one warning and
+    /// an immediate kill, never an error (Windows' CTRL_BREAK without a shared console).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_signal_that_cannot_be_sent_is_one_warning_then_the_kill() {
+        let child = std::cell::RefCell::new(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.borrow().id();
+        let kills = std::cell::Cell::new(0);
+        let stopped = escalate(
+            || match child.borrow_mut().try_wait() {
+                Ok(None) => vec![pid],
+                _ => Vec::new(),
+            },
+            |_, signal| {
+                if signal != StopSignal::Kill {
+                    return Err(io::Error::other("no console shared with the group"));
+                }
+                kills.set(kills.get() + 1);
+                child.borrow_mut().kill()
+            },
+            StopSignal::Terminate,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("a failed signal is not an error")
+        .expect("the process was running");
+        assert!(stopped.killed);
+        assert_eq!(kills.get(), 1, "killed at once, not after the 60 s grace");
+        assert!(stopped.elapsed < Duration::from_secs(60));
+        let warning = stopped.warning.expect("one warning line");
+        assert!(warning.contains("cannot send SIGTERM"), "{warning}");
+        assert!(warning.contains("no console shared"), "{warning}");
+        assert!(child.borrow_mut().try_wait().unwrap().is_some(), "reaped");
+    }
+
     #[test]
     fn parses_signal_names() {
         assert_eq!(StopSignal::parse("SIGTERM"), Ok(StopSignal::Terminate));
