@@ -555,3 +555,30 @@ mod tests {
         );
     }
 }
+
+/// Run under Wine by tests-wine/run (`windows_` in the name selects them there).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a loopback control channel (`devrun stop`, `devrun restart`) needs from tokio on
+    /// Windows: listen, accept, and talk both ways on 127.0.0.1.
+    #[tokio::test]
+    async fn windows_tokio_listens_accepts_and_answers_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.unwrap();
+            stream.write_all(b"done").await.unwrap();
+            buf
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"stop").await.unwrap();
+        let mut answer = [0u8; 4];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"done");
+        assert_eq!(&server.await.unwrap(), b"stop");
+    }
+}
