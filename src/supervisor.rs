@@ -724,12 +724,17 @@ impl Shutdown {
             let mut ctrl_c = windows::ctrl_c().map_err(install)?;
             let mut ctrl_break = windows::ctrl_break().map_err(install)?;
             let mut ctrl_close = windows::ctrl_close().map_err(install)?;
+            // Logoff and shutdown reach devrun run as a service or scheduled task.
+            let mut ctrl_logoff = windows::ctrl_logoff().map_err(install)?;
+            let mut ctrl_shutdown = windows::ctrl_shutdown().map_err(install)?;
             tokio::spawn(async move {
                 loop {
                     let reason = tokio::select! {
                         _ = ctrl_c.recv() => "interrupted",
                         _ = ctrl_break.recv() => "Ctrl-Break received",
                         _ = ctrl_close.recv() => "console closed",
+                        _ = ctrl_logoff.recv() => "user logging off",
+                        _ = ctrl_shutdown.recv() => "Windows shutting down",
                     };
                     if tx.send(reason).is_err() {
                         break;
