@@ -10,8 +10,8 @@ use windows_sys::Win32::Storage::FileSystem::{
     FileNameInfo, GetFileInformationByHandleEx, GetFileType, FILE_TYPE_PIPE,
 };
 use windows_sys::Win32::System::Console::{
-    AllocConsole, GenerateConsoleCtrlEvent, GetConsoleProcessList, GetConsoleWindow, GetStdHandle,
-    SetStdHandle, CTRL_BREAK_EVENT, STD_ERROR_HANDLE, STD_HANDLE, STD_INPUT_HANDLE,
+    AllocConsole, FreeConsole, GenerateConsoleCtrlEvent, GetConsoleProcessList, GetConsoleWindow,
+    GetStdHandle, SetStdHandle, CTRL_BREAK_EVENT, STD_ERROR_HANDLE, STD_HANDLE, STD_INPUT_HANDLE,
     STD_OUTPUT_HANDLE,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
@@ -63,6 +63,9 @@ fn make_hidden_console() -> io::Result<()> {
     unsafe {
         let saved = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE]
             .map(|which| (which, GetStdHandle(which)));
+        // A process can be attached to a console it cannot use (GetConsoleProcessList fails),
+        // and AllocConsole refuses while it is: let go of it first.
+        FreeConsole();
         check(AllocConsole())?;
         let window = GetConsoleWindow();
         if !window.is_null() {
