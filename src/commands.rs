@@ -58,6 +58,8 @@ struct Listener {
     command: String,
     /// Part of this project's current backend (its leader, group or descendants).
     ours: bool,
+    /// False when the OS reports no owner (pid 0: Windows for some sockets, Wine for all).
+    owner_known: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +140,9 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
                 .collect(),
         }
     });
+    // An owner the OS does not name (pid 0) is not counted against a live backend: it cannot be
+    // told from it. Without a live backend, anything listening is not this project's.
+    let backend_alive = backend.as_ref().is_some_and(|b| b.alive);
     let listeners: Vec<Listener> = port
         .map(port::holders)
         .unwrap_or_default()
@@ -147,7 +152,9 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
             ours: backend
                 .as_ref()
                 .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
-                || (running && state.as_ref().is_some_and(|s| s.devrun_pid == h.pid)),
+                || (running && state.as_ref().is_some_and(|s| s.devrun_pid == h.pid))
+                || (h.pid == port::UNKNOWN_OWNER && backend_alive),
+            owner_known: h.pid != port::UNKNOWN_OWNER,
             pid: h.pid,
             command: h.command,
         })
@@ -156,6 +163,7 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
         backend
             .as_ref()
             .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
+            || (!l.owner_known && backend_alive)
     });
     let verdict = if listeners.iter().any(|l| !l.ours) {
         "foreign"
@@ -221,12 +229,18 @@ fn print_status(report: &StatusReport) {
                 report.listeners.len()
             );
             for l in &report.listeners {
-                let whose = if l.ours {
+                let whose = if !l.owner_known {
+                    "owner unknown (the OS reports pid 0)"
+                } else if l.ours {
                     "this project's backend"
                 } else {
                     "NOT started by devrun"
                 };
-                println!("         pid {} {} [{whose}]", l.pid, l.command);
+                if l.owner_known {
+                    println!("         pid {} {} [{whose}]", l.pid, l.command);
+                } else {
+                    println!("         [{whose}]");
+                }
             }
         }
         None => println!("port:    unknown (no devrun.toml and no running devrun)"),

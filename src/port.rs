@@ -120,6 +120,10 @@ pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<Durat
     }
 }
 
+/// The pid a TCP table reports when it does not know the owner (Windows shows 0 for sockets of
+/// some system services, Wine for every socket). Never a process devrun could signal.
+pub const UNKNOWN_OWNER: u32 = 0;
+
 /// Every process with a listening socket on `port`, any address (empty where the OS won't say).
 pub fn holders(port: u16) -> Vec<Holder> {
     let mut pids = listener_pids(port);
@@ -128,9 +132,75 @@ pub fn holders(port: u16) -> Vec<Holder> {
     pids.into_iter()
         .map(|pid| Holder {
             pid,
-            command: crate::procs::command_line(pid),
+            command: holder_command(pid),
         })
         .collect()
+}
+
+/// The command line of a port's owner, or what is known when there is no such process.
+fn holder_command(pid: u32) -> String {
+    if pid == UNKNOWN_OWNER {
+        return "owner unknown: the OS reports no pid".to_string();
+    }
+    // Only Windows keeps listing a socket under a pid that is gone (and gives parent links).
+    if !cfg!(windows) || crate::procs::running(pid) {
+        return crate::procs::command_line(pid);
+    }
+    let heirs: Vec<(u32, String)> = crate::procs::heirs(pid, &crate::procs::process_table())
+        .into_iter()
+        .map(|heir| (heir, crate::procs::command_line(heir)))
+        .collect();
+    gone_owner(&heirs)
+}
+
+/// The incident's symptom on Windows: the port is LISTENING under a pid that no longer exists,
+/// because a process it started inherited the socket. Names those processes.
+fn gone_owner(heirs: &[(u32, String)]) -> String {
+    if heirs.is_empty() {
+        return "no such process any more, and nothing it started still runs".to_string();
+    }
+    let named = heirs
+        .iter()
+        .map(|(pid, command)| format!("pid {pid} {command}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "no such process any more; processes it started still run and may have inherited the \
+         socket: {named}"
+    )
+}
+
+/// Why binding the port was refused, when that is not "someone holds it": Windows answers
+/// WSAEACCES (10013) for a port inside a range it reserved (Hyper-V, WSL and Docker reserve
+/// ranges, which can change on every boot). `listeners` is whether anyone listens on the port.
+pub fn refusal_message(port: u16, os_error: Option<i32>, listeners: bool) -> Option<String> {
+    const WSAEACCES: i32 = 10013;
+    if os_error != Some(WSAEACCES) || listeners {
+        return None;
+    }
+    Some(format!(
+        "Windows refuses to bind port {port} (WSAEACCES 10013) and no process listens on it: the \
+         port is probably inside a range Windows reserved (Hyper-V, WSL, Docker). See the ranges \
+         with `netsh int ipv4 show excludedportrange protocol=tcp` and pick a port outside them \
+         (--port)"
+    ))
+}
+
+/// The error binding host:port gives right now, if any.
+pub fn bind_error(host: &str, port: u16) -> Option<io::Error> {
+    let addr = match resolve(host, port) {
+        Ok(addr) => addr,
+        Err(e) => return Some(e),
+    };
+    let socket = match socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    ) {
+        Ok(socket) => socket,
+        Err(e) => return Some(e),
+    };
+    socket.bind(&addr.into()).err()
 }
 
 #[cfg(target_os = "linux")]
@@ -193,7 +263,10 @@ pub fn describe_holders(holders: &[Holder]) -> String {
     }
     holders
         .iter()
-        .map(|h| format!("pid {} ({})", h.pid, h.command))
+        .map(|h| match h.pid {
+            UNKNOWN_OWNER => "a process the OS does not name (it reports owner pid 0)".to_string(),
+            pid => format!("pid {pid} ({})", h.command),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -592,6 +665,34 @@ mod windows {
 mod tests {
     use super::*;
 
+    #[test]
+    fn owner_pid_zero_is_an_unknown_owner_not_a_process() {
+        let text = describe_holders(&[Holder {
+            pid: UNKNOWN_OWNER,
+            command: holder_command(UNKNOWN_OWNER),
+        }]);
+        assert!(!text.contains("pid 0 ("), "{text}");
+        assert!(text.contains("does not name"), "{text}");
+    }
+
+    #[test]
+    fn a_gone_owner_names_the_processes_it_started() {
+        let text = gone_owner(&[(5678, "C:\\venv\\python.exe".into())]);
+        assert!(text.contains("pid 5678 C:\\venv\\python.exe"), "{text}");
+        assert!(gone_owner(&[]).contains("nothing it started"));
+    }
+
+    #[test]
+    fn wsaeacces_without_a_listener_points_at_the_excluded_port_ranges() {
+        let text = refusal_message(8001, Some(10013), false).expect("a message for 10013");
+        assert!(text.contains("netsh int ipv4 show excludedportrange protocol=tcp"));
+        assert!(text.contains("8001"));
+        // Someone listens (exclusive bind): that is a held port, said the usual way.
+        assert_eq!(refusal_message(8001, Some(10013), true), None);
+        assert_eq!(refusal_message(8001, Some(10048), false), None);
+        assert_eq!(refusal_message(8001, None, false), None);
+    }
+
     #[tokio::test]
     async fn a_listener_makes_the_port_busy_and_ready() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -633,5 +734,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// Run under Wine by tests-wine/run (`windows_` in the name selects them there).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a loopback control channel (`devrun stop`, `devrun restart`) needs from tokio on
+    /// Windows: listen, accept, and talk both ways on 127.0.0.1.
+    #[tokio::test]
+    async fn windows_tokio_listens_accepts_and_answers_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.unwrap();
+            stream.write_all(b"done").await.unwrap();
+            buf
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"stop").await.unwrap();
+        let mut answer = [0u8; 4];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"done");
+        assert_eq!(&server.await.unwrap(), b"stop");
     }
 }

@@ -8,6 +8,36 @@ pub fn is_same(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start) && !is_zombie(pid)
 }
 
+/// One process and its parent, as a process table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub parent: u32,
+}
+
+/// The processes still running that `dead` started, and theirs: on Windows a socket stays
+/// LISTENING under the pid of a process that is gone when a child inherited its handle, and
+/// these are the candidates that hold it. Empty if `dead` is in the table (it is not dead).
+pub fn heirs(dead: u32, table: &[ProcessRow]) -> Vec<u32> {
+    if table.iter().any(|row| row.pid == dead) {
+        return Vec::new();
+    }
+    let mut found: Vec<u32> = Vec::new();
+    let mut queue = vec![dead];
+    while let Some(parent) = queue.pop() {
+        for row in table
+            .iter()
+            .filter(|r| r.parent == parent && r.pid != parent)
+        {
+            if row.pid != dead && !found.contains(&row.pid) {
+                found.push(row.pid);
+                queue.push(row.pid);
+            }
+        }
+    }
+    found
+}
+
 /// Every descendant of `pid` (children first), where the OS tells us.
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
@@ -209,10 +239,16 @@ mod imp {
 #[cfg(windows)]
 mod imp {
     use std::io;
-    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME};
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, FILETIME, INVALID_HANDLE_VALUE, STILL_ACTIVE,
+    };
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W,
+        TH32CS_SNAPPROCESS,
+    };
     use windows_sys::Win32::System::Threading::{
-        GetProcessTimes, OpenProcess, QueryFullProcessImageNameW, TerminateProcess,
-        PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+        GetExitCodeProcess, GetProcessTimes, OpenProcess, QueryFullProcessImageNameW,
+        TerminateProcess, PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
     };
 
     /// FILETIME of creation (100 ns ticks since 1601).
@@ -236,8 +272,20 @@ mod imp {
         }
     }
 
-    pub fn is_zombie(_pid: u32) -> bool {
-        false
+    /// Windows' zombie: a process that has exited but is still open through some handle
+    /// (devrun's own, a parent's), so OpenProcess and GetProcessTimes still work on it.
+    pub fn is_zombie(pid: u32) -> bool {
+        // SAFETY: the handle is checked and closed; the exit code is plain data.
+        unsafe {
+            let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if handle.is_null() {
+                return false;
+            }
+            let mut code = 0u32;
+            let ok = GetExitCodeProcess(handle, &mut code);
+            CloseHandle(handle);
+            ok != 0 && code != STILL_ACTIVE as u32
+        }
     }
 
     pub fn process_group(_pid: u32) -> Option<u32> {
@@ -264,9 +312,42 @@ mod imp {
         }
     }
 
-    /// The job object tracks the backend's tree; no parent links are needed here.
-    pub fn children(_pid: u32) -> Vec<u32> {
-        Vec::new()
+    /// Every process with its parent's pid, from one Toolhelp snapshot.
+    pub fn process_table() -> Vec<super::ProcessRow> {
+        let mut rows = Vec::new();
+        // SAFETY: the snapshot handle is checked and closed; PROCESSENTRY32W is plain data.
+        unsafe {
+            let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+            if snapshot == INVALID_HANDLE_VALUE {
+                return rows;
+            }
+            let mut entry: PROCESSENTRY32W = std::mem::zeroed();
+            entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
+            let mut more = Process32FirstW(snapshot, &mut entry) != 0;
+            while more {
+                rows.push(super::ProcessRow {
+                    pid: entry.th32ProcessID,
+                    parent: entry.th32ParentProcessID,
+                });
+                more = Process32NextW(snapshot, &mut entry) != 0;
+            }
+            CloseHandle(snapshot);
+        }
+        rows
+    }
+
+    /// Windows keeps a parent's pid after the parent exits, and pids are reused: a child must
+    /// have started after its parent to be its child.
+    pub fn children(pid: u32) -> Vec<u32> {
+        let Some(parent_start) = start_time(pid) else {
+            return Vec::new();
+        };
+        process_table()
+            .into_iter()
+            .filter(|row| row.parent == pid && row.pid != pid)
+            .filter(|row| start_time(row.pid).is_some_and(|start| start >= parent_start))
+            .map(|row| row.pid)
+            .collect()
     }
 
     pub fn group_members(_pgid: u32) -> Vec<u32> {
@@ -289,6 +370,16 @@ mod imp {
         Ok(())
     }
 }
+
+/// Only Windows lists every process with its parent here; elsewhere the callers that need
+/// parent links use `children`.
+#[cfg(not(windows))]
+pub fn process_table() -> Vec<ProcessRow> {
+    Vec::new()
+}
+
+#[cfg(windows)]
+pub use imp::process_table;
 
 #[cfg(unix)]
 fn unix_signal(pid: u32, hard: bool) -> std::io::Result<()> {
@@ -365,4 +456,83 @@ pub fn self_and_ancestors() -> Vec<u32> {
 /// Alive and not a zombie.
 pub fn running(pid: u32) -> bool {
     start_time(pid).is_some() && !is_zombie(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pid: u32, parent: u32) -> ProcessRow {
+        ProcessRow { pid, parent }
+    }
+
+    #[test]
+    fn heirs_are_the_live_descendants_of_a_dead_pid() {
+        // 10 is gone; 11 and 12 were its children, 13 a grandchild; 20 is unrelated.
+        let table = [row(4, 0), row(11, 10), row(12, 10), row(13, 11), row(20, 4)];
+        let mut found = heirs(10, &table);
+        found.sort_unstable();
+        assert_eq!(found, vec![11, 12, 13]);
+        assert!(heirs(30, &table).is_empty(), "nothing was started by 30");
+    }
+
+    #[test]
+    fn a_live_pid_has_no_heirs() {
+        let table = [row(10, 4), row(11, 10)];
+        assert!(heirs(10, &table).is_empty());
+    }
+}
+
+/// Run under Wine by tests-wine/run (`windows_` in the name selects them there).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn windows_an_exited_process_with_an_open_handle_is_not_the_same_process() {
+        let exe = std::env::current_exe().unwrap();
+        // The test binary itself, asked to list nothing: it exits at once.
+        let mut child = std::process::Command::new(exe)
+            .args(["--list", "--exact", "no-such-test"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = start_time(pid).expect("a start time while it runs or just after");
+        child.wait().unwrap();
+        // `child` still holds its process handle: the process can be opened and timed...
+        assert_eq!(
+            start_time(pid),
+            Some(start),
+            "the handle keeps the process object"
+        );
+        // ...but it has exited, so it is not the process devrun recorded any more.
+        assert!(is_zombie(pid));
+        assert!(!is_same(pid, start));
+        assert!(!running(pid));
+        drop(child);
+    }
+
+    #[test]
+    fn windows_children_and_heirs_come_from_the_process_table() {
+        let exe = std::env::current_exe().unwrap();
+        let me = std::process::id();
+        let table = process_table();
+        assert!(
+            table.iter().any(|row| row.pid == me),
+            "the table lists this process"
+        );
+        let mut child = std::process::Command::new(exe)
+            .args(["--list", "--exact", "no-such-test"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let listed = children(me).contains(&child.id());
+        child.wait().unwrap();
+        assert!(listed, "a running child is among children(me)");
+        assert!(
+            heirs(me, &process_table()).is_empty(),
+            "a live pid has no heirs"
+        );
+    }
 }

@@ -34,6 +34,9 @@ const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 /// Runs devrun in watch mode, or `--once`.
 pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
     process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
+    if let Some(note) = process::prepare_console() {
+        ui.emit(&Event::Warning(note));
+    }
     let shutdown = Shutdown::install()?;
     let state_dir = StateDir::new(&config.root);
     let lock = take_project(&state_dir, &config, &ui, args.replace).await?;
@@ -264,15 +267,20 @@ pub(crate) async fn recover_orphan(
              nothing of ours is left, nothing was signalled",
             state_dir.path().display()
         ))),
-        process::Recovery::Stopped { pids, stopped } => ui.emit(&Event::Warning(format!(
-            "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
-            pids.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            stopped.elapsed.as_millis(),
-            if stopped.killed { " (killed)" } else { "" }
-        ))),
+        process::Recovery::Stopped { pids, stopped } => {
+            if let Some(warning) = &stopped.warning {
+                ui.emit(&Event::Warning(warning.clone()));
+            }
+            ui.emit(&Event::Warning(format!(
+                "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stopped.elapsed.as_millis(),
+                if stopped.killed { " (killed)" } else { "" }
+            )));
+        }
     }
     state_dir.clear_if(&recorded);
     Ok(())
@@ -599,6 +607,9 @@ impl Supervisor {
             .stop(signal, self.config.stop.timeout, &mut hurry)
             .await
             .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
+        if let Some(warning) = stopped.warning {
+            self.ui.emit(&Event::Warning(warning));
+        }
         self.ui.emit(&Event::Stopped {
             generation: self.generation,
             elapsed: stopped.elapsed,
@@ -741,19 +752,29 @@ impl Supervisor {
         if port::is_free(&self.config.host, self.config.port) {
             return Ok(());
         }
+        // Refused with nobody listening (a port Windows reserved): waiting would not help.
+        let (host, port) = (&self.config.host, self.config.port);
+        if let Some(refused) = port::bind_error(host, port).and_then(|e| {
+            port::refusal_message(port, e.raw_os_error(), !port::holders(port).is_empty())
+        }) {
+            return Err(Error::Port(refused));
+        }
         if self.kill_port_holder {
             for holder in port::holders(self.config.port) {
                 self.ui.emit(&Event::Warning(format!(
                     "ending pid {} ({}), which holds port {} (--kill-port-holder)",
                     holder.pid, holder.command, self.config.port
                 )));
-                process::stop_foreign(
+                let stopped = process::stop_foreign(
                     holder.pid,
                     self.config.stop.signal,
                     self.config.stop.timeout,
                 )
                 .await
                 .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
+                if let Some(warning) = stopped.and_then(|s| s.warning) {
+                    self.ui.emit(&Event::Warning(warning));
+                }
             }
         }
         self.ui.emit(&Event::Warning(format!(
@@ -871,12 +892,17 @@ impl Shutdown {
             let mut ctrl_c = windows::ctrl_c().map_err(install)?;
             let mut ctrl_break = windows::ctrl_break().map_err(install)?;
             let mut ctrl_close = windows::ctrl_close().map_err(install)?;
+            // Logoff and shutdown reach devrun run as a service or scheduled task.
+            let mut ctrl_logoff = windows::ctrl_logoff().map_err(install)?;
+            let mut ctrl_shutdown = windows::ctrl_shutdown().map_err(install)?;
             tokio::spawn(async move {
                 loop {
                     let reason = tokio::select! {
                         _ = ctrl_c.recv() => "interrupted",
                         _ = ctrl_break.recv() => "Ctrl-Break received",
                         _ = ctrl_close.recv() => "console closed",
+                        _ = ctrl_logoff.recv() => "user logging off",
+                        _ = ctrl_shutdown.recv() => "Windows shutting down",
                     };
                     if tx.send(reason).is_err() {
                         break;

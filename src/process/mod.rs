@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg_attr(not(windows), allow(dead_code))]
+mod console;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -18,6 +20,16 @@ mod windows;
 use windows as platform;
 
 pub use platform::prepare_supervisor;
+
+/// Windows: makes sure the backend can be sent a console control event (a hidden console when
+/// devrun has none) and returns the one line to say when the terminal changes how a stop
+/// works (mintty, no console). Nothing to do elsewhere.
+pub fn prepare_console() -> Option<String> {
+    #[cfg(windows)]
+    return windows::prepare_console();
+    #[cfg(not(windows))]
+    None
+}
 
 /// The descriptor number the inherited listening socket has in the backend (systemd's first).
 pub const INHERITED_FD: i32 = 3;
@@ -94,6 +106,9 @@ pub struct Stopped {
     /// The grace time ran out (or there was none) and the group was killed.
     pub killed: bool,
     pub elapsed: Duration,
+    /// The stop signal could not be delivered (on Windows: no console shared with the
+    /// backend), so the group was killed at once. One line for the user; never an error.
+    pub warning: Option<String>,
 }
 
 /// One running generation: the group leader devrun spawned and its whole group.
@@ -210,12 +225,16 @@ impl Backend {
     ) -> io::Result<Stopped> {
         let start = Instant::now();
         let mut killed = false;
+        let mut warning = None;
         if self.alive() {
             if signal == StopSignal::Kill {
                 self.group.kill()?;
                 killed = true;
-            } else {
-                self.group.signal(signal)?;
+            } else if let Err(e) = self.group.signal(signal) {
+                // A signal that cannot be delivered must not end devrun: escalate at once.
+                warning = Some(undelivered(signal, &format!("pid {}", self.pid), &e));
+                self.group.kill()?;
+                killed = true;
             }
         }
         let mut kill_deadline = start + grace;
@@ -240,6 +259,7 @@ impl Backend {
             status: self.status,
             killed,
             elapsed: start.elapsed(),
+            warning,
         })
     }
 }
@@ -410,8 +430,16 @@ async fn escalate(
     if first.is_empty() {
         return Ok(None);
     }
-    send(&first, signal)?;
     let mut killed = signal == StopSignal::Kill;
+    let mut warning = None;
+    if let Err(e) = send(&first, signal) {
+        if killed {
+            return Err(e);
+        }
+        warning = Some(undelivered(signal, &format!("pids {first:?}"), &e));
+        send(&first, StopSignal::Kill)?;
+        killed = true;
+    }
     let mut kill_at = began + grace;
     loop {
         let left = members();
@@ -436,7 +464,16 @@ async fn escalate(
         status: None,
         killed,
         elapsed: began.elapsed(),
+        warning,
     }))
+}
+
+/// The one line said when a stop signal could not be sent and the kill follows at once.
+fn undelivered(signal: StopSignal, whom: &str, error: &io::Error) -> String {
+    format!(
+        "cannot send {} to {whom} ({error}): killing it instead, without a graceful shutdown",
+        signal.name()
+    )
 }
 
 /// Poll fast while a stop is likely to finish soon, slower when the backend takes its time.
@@ -459,6 +496,46 @@ pub fn describe_status(status: &ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Point 1 of issue 14, on every OS: a stop signal that cannot be sent is one warning and
+    /// an immediate kill, never an error (Windows' CTRL_BREAK without a shared console).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_signal_that_cannot_be_sent_is_one_warning_then_the_kill() {
+        let child = std::cell::RefCell::new(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.borrow().id();
+        let kills = std::cell::Cell::new(0);
+        let stopped = escalate(
+            || match child.borrow_mut().try_wait() {
+                Ok(None) => vec![pid],
+                _ => Vec::new(),
+            },
+            |_, signal| {
+                if signal != StopSignal::Kill {
+                    return Err(io::Error::other("no console shared with the group"));
+                }
+                kills.set(kills.get() + 1);
+                child.borrow_mut().kill()
+            },
+            StopSignal::Terminate,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("a failed signal is not an error")
+        .expect("the process was running");
+        assert!(stopped.killed);
+        assert_eq!(kills.get(), 1, "killed at once, not after the 60 s grace");
+        assert!(stopped.elapsed < Duration::from_secs(60));
+        let warning = stopped.warning.expect("one warning line");
+        assert!(warning.contains("cannot send SIGTERM"), "{warning}");
+        assert!(warning.contains("no console shared"), "{warning}");
+        assert!(child.borrow_mut().try_wait().unwrap().is_some(), "reaped");
+    }
 
     #[test]
     fn parses_signal_names() {
