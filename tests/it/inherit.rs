@@ -1,10 +1,8 @@
 //! `[server] socket = "inherit"`: devrun binds the port once and hands it to every generation,
 //! so a client hammering the port through restarts is never refused, and still never served by
 //! an old generation once a newer one answered. Real uvicorn with `--fd {fd}`.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

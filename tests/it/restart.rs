@@ -1,9 +1,7 @@
 //! A saved change restarts the backend: the old generation is gone (every process of it, and
 //! its socket) before the next one starts, whatever the backend does to resist.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::thread::sleep;
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! The real thing: a FastAPI app under uvicorn (no --reload), with `{port}` in the command.
 //! Needs DEVRUN_TEST_PYTHON with fastapi and uvicorn (scripts/test provides it).
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 const CONFIG: &str = r#"
 command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}"]

@@ -6,9 +6,7 @@
 //! 000 — a real EACCES from inotify_add_watch and opendir, the same as a database volume owned
 //! by another user.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::fs::{self, DirBuilder, File};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,9 +1,7 @@
 //! `--once`: start, wait until ready, tear down, confirm the port is free; the exit code says
 //! how it went (0 ok, 1 backend failed, 3 port held).
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::net::{Ipv4Addr, TcpListener};
 
 /// Runs the project with `--once` and checks that nothing is left afterwards.

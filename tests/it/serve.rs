@@ -1,8 +1,6 @@
 //! devrun starts the backend with the documented environment and serves it on the port.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn serves_the_backend_with_port_generation_and_env() {

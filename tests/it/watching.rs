@@ -1,10 +1,8 @@
 //! What counts as a change, seen from outside: each way an editor (or git, or the app itself)
 //! touches the tree gives exactly one new generation, or none. A restart is counted from the
 //! record file (one start line per backend), never from devrun's own report.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::fs;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
