@@ -46,14 +46,15 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub const QUIET: Duration = Duration::from_secs(1);
 
 /// The config most tests use: one entry script of `fixtures/testapp`, default everything else
-/// except a short debounce.
+/// except a short debounce. Knobs fill in `$DEBOUNCE` ([`Project::debounce_ms`]) and `$WATCH`
+/// ([`Project::watch`]); [`Project::config_also`] adds sections after it.
 const TESTAPP_CONFIG: &str = r#"
 command = ["$PYTHON", "$SCRIPT"]
 port = $PORT
 
 [watch]
-debounce_ms = 50
-"#;
+debounce_ms = $DEBOUNCE
+$WATCH"#;
 
 /// The interpreter for the fixtures: `DEVRUN_TEST_PYTHON` (set by `scripts/test`), else `python3`.
 pub fn python() -> String {
@@ -95,6 +96,8 @@ pub struct Project {
     pub port: u16,
     python: String,
     config: Option<String>,
+    debounce_ms: u64,
+    watch: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     tag: String,
@@ -174,6 +177,8 @@ impl Project {
             port: free_port(),
             python: python(),
             config: None,
+            debounce_ms: 50,
+            watch: String::new(),
             args: Vec::new(),
             env: Vec::new(),
             tag,
@@ -210,6 +215,19 @@ impl Project {
         self
     }
 
+    /// `[watch] debounce_ms` of the testapp config (default 50).
+    pub fn debounce_ms(mut self, ms: u64) -> Project {
+        self.debounce_ms = ms;
+        self
+    }
+
+    /// A `key = value` line for the `[watch]` table of the testapp config.
+    pub fn watch(mut self, line: &str) -> Project {
+        self.watch.push_str(line);
+        self.watch.push('\n');
+        self
+    }
+
     /// `[stop] timeout_ms`: how long devrun waits after the stop signal before it kills the group.
     pub fn stop_timeout_ms(self, ms: u64) -> Project {
         self.config_also(&format!("[stop]\ntimeout_ms = {ms}\n"))
@@ -236,6 +254,8 @@ impl Project {
     fn fill_in(&self, text: &str) -> String {
         text.replace("$PYTHON", &self.python)
             .replace("$PORT", &self.port.to_string())
+            .replace("$DEBOUNCE", &self.debounce_ms.to_string())
+            .replace("$WATCH", &self.watch)
     }
 
     fn command(&self, args: &[String], stdout: File, stderr: File) -> Command {
@@ -256,12 +276,8 @@ impl Project {
     }
 
     /// Writes the config and starts devrun in its own process group.
-    pub fn start(mut self) -> Project {
-        if let Some(config) = &self.config {
-            fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
-        }
-        self.spawn();
-        self
+    pub fn start(self) -> Project {
+        self.start_with(|_| {})
     }
 
     /// Like [`Project::start`], with a last say over devrun's command: run it as another user,
@@ -270,34 +286,21 @@ impl Project {
         if let Some(config) = &self.config {
             fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
         }
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stdout);
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr);
-        let mut command = self.command(&self.args, stdout.unwrap(), stderr.unwrap());
-        customize(&mut command);
-        self.child = Some(command.spawn().expect("cannot start the devrun binary"));
+        self.spawn(customize);
         self
     }
 
-    fn spawn(&mut self) {
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stdout);
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr);
-        let child = self
-            .command(&self.args, stdout.unwrap(), stderr.unwrap())
-            .spawn()
-            .expect("cannot start the devrun binary");
-        self.child = Some(child);
+    fn spawn(&mut self, customize: impl FnOnce(&mut Command)) {
+        let log = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let mut command = self.command(&self.args, log(&self.stdout), log(&self.stderr));
+        customize(&mut command);
+        self.child = Some(command.spawn().expect("cannot start the devrun binary"));
     }
 
     /// SIGKILLs devrun alone (as a crash or a closed terminal would), leaving its backend be.
@@ -309,7 +312,7 @@ impl Project {
     /// Starts devrun again in the same project, with the same arguments.
     pub fn restart_devrun(&mut self) {
         assert!(!self.running(), "devrun is still running");
-        self.spawn();
+        self.spawn(|_| {});
     }
 
     /// Runs a second devrun in the same project to completion: (exit code, its stderr).

@@ -132,16 +132,7 @@ fn unreadable_folder_is_skipped_with_one_warning_at_start_and_later() {
 
 #[test]
 fn the_suggested_glob_silences_the_warning() {
-    let project = Project::testapp("normal.py").config(
-        r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[watch]
-ignore = ["db/**"]
-debounce_ms = 50
-"#,
-    );
+    let project = Project::testapp("normal.py").watch(r#"ignore = ["db/**"]"#);
     fs::create_dir(project.root.join("db")).unwrap();
     chmod(&project.root.join("db"), 0o000);
     let project = start_unprivileged(project);
@@ -155,19 +146,9 @@ debounce_ms = 50
 
 /// A project whose watch root is `app`, holding version.py, serving v1.
 fn serving_app_root() -> Project {
-    let project = Project::new("testapp").config(
-        r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[watch]
-paths = ["app"]
-debounce_ms = 50
-
-[env]
-PYTHONPATH = "app"
-"#,
-    );
+    let project = Project::testapp("normal.py")
+        .watch(r#"paths = ["app"]"#)
+        .config_also("[env]\nPYTHONPATH = \"app\"\n");
     let app = project.root.join("app");
     fs::create_dir(&app).unwrap();
     fs::rename(project.root.join("version.py"), app.join("version.py")).unwrap();

@@ -59,6 +59,27 @@ fn init(p: &Project, args: &[&str]) -> (i32, String) {
     (code, init.stderr())
 }
 
+/// `devrun init` finds `what` in the project and writes a config: returns it.
+fn init_detects(p: &Project, what: &str) -> String {
+    let (code, stderr) = init(p, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(what),
+        "init did not say {what:?}:\n{stderr}"
+    );
+    written_config(p)
+}
+
+/// `devrun --once` accepts the config init wrote. The framework may not be installed here: the
+/// backend may fail (1), the config must not (2).
+fn assert_once_accepts(p: Project, config: &str) {
+    let (_p, code, output) = once(p);
+    assert_ne!(
+        code, 2,
+        "devrun rejected the config:\n{output}\nconfig:\n{config}"
+    );
+}
+
 /// `devrun --once` in the project, to its end: the project (its processes still there to be
 /// checked), the exit code, and devrun's and the backend's output.
 fn once(p: Project) -> (Project, i32, String) {
@@ -101,10 +122,7 @@ fn fastapi_folder_is_detected_and_runs_once() {
     link_test_venv(&p);
     let port = env_port(&p);
 
-    let (code, stderr) = init(&p, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("FastAPI app app.main:app"), "{stderr}");
-    let config = written_config(&p);
+    let config = init_detects(&p, "FastAPI app app.main:app");
     assert!(config.contains("\"app.main:app\""), "{config}");
     assert!(config.contains("\".venv/bin/python\""), "{config}");
     assert!(config.contains("uvicorn"), "{config}");
@@ -129,10 +147,7 @@ fn empty_folder_gets_a_template_that_runs_once() {
     let _serial = AUTO_PORT.lock().unwrap_or_else(|e| e.into_inner());
     let p = Project::empty();
 
-    let (code, stderr) = init(&p, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("no app found (template)"), "{stderr}");
-    let config = written_config(&p);
+    let config = init_detects(&p, "no app found (template)");
     assert!(config.contains("http.server"), "{config}");
     let port = port_of(&config);
     assert!((8000..=8099).contains(&port), "{config}");
@@ -155,10 +170,7 @@ fn flask_folder_is_detected_and_its_config_parses() {
          if __name__ == \"__main__\":\n    server.run(port=5123)\n",
     );
 
-    let (code, stderr) = init(&p, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("Flask app web:server"), "{stderr}");
-    let config = written_config(&p);
+    let config = init_detects(&p, "Flask app web:server");
     assert!(
         config.contains("\"flask\", \"--app\", \"web:server\", \"run\""),
         "{config}"
@@ -170,12 +182,7 @@ fn flask_folder_is_detected_and_its_config_parses() {
         "port=5123 in web.py not used:\n{config}"
     );
 
-    // Flask may not be installed: the backend may fail (1), the config must not (2).
-    let (_p, code, output) = once(p);
-    assert_ne!(
-        code, 2,
-        "devrun rejected the config:\n{output}\nconfig:\n{config}"
-    );
+    assert_once_accepts(p, &config);
 }
 
 #[test]
@@ -193,22 +200,14 @@ fn django_folder_is_detected() {
     p.write_inplace("mysite/settings.py", "DEBUG = True\n");
     let port = env_port(&p);
 
-    let (code, stderr) = init(&p, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("Django project"), "{stderr}");
-    let config = written_config(&p);
+    let config = init_detects(&p, "Django project");
     assert!(config.contains("\"manage.py\", \"runserver\""), "{config}");
     assert!(config.contains("\"127.0.0.1:{port}\""), "{config}");
     assert!(config.contains("\"--noreload\""), "{config}");
     assert!(config.contains("\"**/*.html\""), "{config}");
     assert_eq!(port_of(&config), port, "{config}");
 
-    // Django may not be installed: the backend may fail (1), the config must not (2).
-    let (_p, code, output) = once(p);
-    assert_ne!(
-        code, 2,
-        "devrun rejected the config:\n{output}\nconfig:\n{config}"
-    );
+    assert_once_accepts(p, &config);
 }
 
 #[test]
@@ -219,13 +218,10 @@ fn second_init_refuses_and_force_overwrites() {
         "from starlette.applications import Starlette\napi = Starlette()\n",
     );
     env_port(&p);
-
-    let (code, stderr) = init(&p, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("Starlette app main:api"), "{stderr}");
+    let config = init_detects(&p, "Starlette app main:api");
 
     // Edited by the user: a second init must leave it alone.
-    let edited = format!("{}\n# my edit\n", written_config(&p));
+    let edited = format!("{config}\n# my edit\n");
     fs::write(p.root.join("devrun.toml"), &edited).expect("edit devrun.toml");
     let (code, stderr) = init(&p, &[]);
     assert_eq!(code, 2, "{stderr}");

@@ -106,9 +106,9 @@ fn assert_refused(scenario: &str) {
     assert_refused_with(scenario, "stop");
 }
 
-fn assert_refused_with(scenario: &str, mode: &str) {
-    let e = forged_state_with(scenario, mode);
-    let what = format!("{scenario} (devrun {mode})");
+/// devrun exited 0 and signalled neither victim: the lone sleep the record names, nor the
+/// sleep in devrun's own group.
+fn assert_left_alone(e: &Evidence, what: &str) {
     assert_eq!(e.code, 0, "{what}: devrun said:\n{}", e.stderr);
     assert!(
         e.lone_alive,
@@ -120,6 +120,12 @@ fn assert_refused_with(scenario: &str, mode: &str) {
         "{what}: the sleep in devrun's own group was signalled:\n{}",
         e.stderr
     );
+}
+
+fn assert_refused_with(scenario: &str, mode: &str) {
+    let e = forged_state_with(scenario, mode);
+    let what = format!("{scenario} (devrun {mode})");
+    assert_left_alone(&e, &what);
     assert_eq!(
         e.stderr.matches("nothing was signalled").count(),
         1,
@@ -133,21 +139,13 @@ fn assert_refused_with(scenario: &str, mode: &str) {
 #[test]
 fn a_recorded_leader_with_another_start_time_is_not_signalled() {
     let e = forged_state("wrong_start");
-    assert_eq!(e.code, 0, "devrun stop said:\n{}", e.stderr);
-    assert!(e.lone_alive, "a reused pid was signalled:\n{}", e.stderr);
-    assert!(e.sibling_alive, "{}", e.stderr);
+    assert_left_alone(&e, "a reused pid");
 }
 
 #[test]
 fn a_recorded_devrun_that_is_not_a_devrun_is_not_signalled() {
     let e = forged_state("devrun_is_a_sleep");
-    assert_eq!(e.code, 0, "devrun stop said:\n{}", e.stderr);
-    assert!(
-        e.lone_alive,
-        "a live process the record names as its devrun was signalled:\n{}",
-        e.stderr
-    );
-    assert!(e.sibling_alive, "{}", e.stderr);
+    assert_left_alone(&e, "a live process the record names as its devrun");
 }
 
 #[test]
@@ -188,13 +186,7 @@ fn pid_one_is_never_signalled() {
 #[test]
 fn the_run_marker_proves_a_process_only_with_a_start_time_after_the_run() {
     let older = forged_state("marker_older_than_run");
-    assert_eq!(older.code, 0, "devrun stop said:\n{}", older.stderr);
-    assert!(
-        older.lone_alive,
-        "a marked process older than the run was signalled:\n{}",
-        older.stderr
-    );
-    assert!(older.sibling_alive, "{}", older.stderr);
+    assert_left_alone(&older, "a marked process older than the run");
 
     // The positive control: the same victim with the proof is ended, and only it.
     let proven = forged_state("marker_proven");

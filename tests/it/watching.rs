@@ -64,9 +64,8 @@ fn assert_exactly_one_new_generation(p: &Project, what: &str) -> Record {
     second
 }
 
-/// Nothing restarted for [`QUIET`]; then a control save of version.py restarts exactly once,
-/// which shows the watcher was live all along.
-fn assert_no_new_generation_then_control(p: &Project, what: &str) {
+/// Nothing restarted for [`QUIET`].
+fn assert_no_new_generation(p: &Project, what: &str) {
     sleep(QUIET);
     let starts = p.starts();
     assert_eq!(
@@ -74,6 +73,12 @@ fn assert_no_new_generation_then_control(p: &Project, what: &str) {
         1,
         "{what} restarted the backend (start lines: {starts:#?})"
     );
+}
+
+/// Nothing restarted for [`QUIET`]; then a control save of version.py restarts exactly once,
+/// which shows the watcher was live all along.
+fn assert_no_new_generation_then_control(p: &Project, what: &str) {
+    assert_no_new_generation(p, what);
     p.write_atomic("version.py", &version_py("v2"));
     p.wait_for_version("v2", WAIT);
     assert_exactly_one_new_generation(p, "the control save of version.py after {what}");
@@ -230,7 +235,7 @@ fn boottime_ticks() -> u64 {
 #[test]
 fn a_storm_of_2000_files_in_20_new_folders_gives_one_generation_after_it_ends() {
     let _turn = one_storm_at_a_time();
-    let p = serving(Project::testapp("normal.py").config(STORM_CONFIG_NORMAL));
+    let p = serving(Project::testapp("normal.py").debounce_ms(STORM_DEBOUNCE_MS));
 
     let storm = storm(&p);
 
@@ -241,13 +246,7 @@ fn a_storm_of_2000_files_in_20_new_folders_gives_one_generation_after_it_ends() 
 /// can be descheduled for more than 50 ms, and a pause longer than the debounce *is* the end
 /// of a storm by definition. What these tests check is that a storm coalesces, not how short
 /// a pause can be. (The slow-stop storms below use the same debounce.)
-const STORM_CONFIG_NORMAL: &str = r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 400
-"#;
+const STORM_DEBOUNCE_MS: u64 = 400;
 
 /// The storm tests take turns: three storms at once on a small machine slow each other down
 /// (and a storm slower than devrun's 2 s settle ceiling legitimately restarts mid-storm).
@@ -369,16 +368,8 @@ fn assert_storm_settled(p: &Project, storm: &Storm, name: &str) {
 #[test]
 fn a_storm_while_the_backend_stops_slowly_gives_one_generation_after_it_ends() {
     let _turn = one_storm_at_a_time();
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "slow_shutdown.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 400
-"#,
-        )
+    let p = Project::testapp("slow_shutdown.py")
+        .debounce_ms(STORM_DEBOUNCE_MS)
         .env("FIXTURE_SHUTDOWN_S", "0.5");
     let p = serving(p);
 
@@ -393,16 +384,8 @@ debounce_ms = 400
 #[test]
 fn a_storm_outlasting_a_slow_stop_gives_one_generation_after_it_ends() {
     let _turn = one_storm_at_a_time();
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "slow_shutdown.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 400
-"#,
-        )
+    let p = Project::testapp("slow_shutdown.py")
+        .debounce_ms(STORM_DEBOUNCE_MS)
         .env("FIXTURE_SHUTDOWN_S", "0.3");
     let p = serving(p);
 
@@ -434,13 +417,7 @@ fn gitignored_paths_give_no_generation_and_a_negation_gives_one() {
     p.write_atomic("pkg/schema.gen.py", "X = 4\n");
     p.write_inplace("pkg/schema.gen.py", "X = 5\n");
     p.write_inplace("pkg/sub/models.gen.py", "X = 6\n"); // the nested pattern applies below too
-    sleep(QUIET);
-    let starts = p.starts();
-    assert_eq!(
-        starts.len(),
-        1,
-        "writing gitignored files restarted the backend (start lines: {starts:#?})"
-    );
+    assert_no_new_generation(&p, "writing gitignored files");
 
     p.write_atomic("pkg/keep.gen.py", "X = 7\n");
     assert_exactly_one_new_generation(&p, "writing pkg/keep.gen.py (re-included by `!`)");
@@ -453,13 +430,7 @@ fn a_file_written_later_in_a_folder_made_after_the_start_gives_one_generation() 
     let p = serving(Project::testapp("normal.py"));
 
     fs::create_dir(p.root.join("later")).unwrap();
-    sleep(QUIET);
-    let starts = p.starts();
-    assert_eq!(
-        starts.len(),
-        1,
-        "an empty new folder restarted the backend (start lines: {starts:#?})"
-    );
+    assert_no_new_generation(&p, "an empty new folder");
 
     p.write_atomic("later/routes.py", "ROUTES = []\n");
     assert_exactly_one_new_generation(&p, "a file written in a folder made after the start");
