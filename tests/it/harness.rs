@@ -195,6 +195,13 @@ impl Project {
         Project::new("empty")
     }
 
+    /// `fixtures/fastapi_app` on the interpreter with fastapi and uvicorn, with `toml` as config.
+    pub fn fastapi_app(toml: &str) -> Project {
+        Project::new("fastapi_app")
+            .python(&fastapi_python())
+            .config(toml)
+    }
+
     /// `fixtures/testapp` with the default config running `script`.
     pub fn testapp(script: &str) -> Project {
         Project::new("testapp").config(&TESTAPP_CONFIG.replace("$SCRIPT", script))

@@ -12,14 +12,19 @@ use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// devrun serving `script`, a fixture that starts a child: the project, the backend leader and
+/// its child.
+fn serving_with_a_child(script: &str) -> (Project, Served, Record) {
+    let p = Project::testapp(script).stop_timeout_ms(300).start();
+    let backend = p.wait_for_version("v1", WAIT);
+    let child = p.wait_for_child_of(backend.pid, WAIT);
+    (p, backend, child)
+}
+
 /// Starts devrun on spawns_child.py, then SIGKILLs it: returns the project, the backend leader
 /// and its child (which holds the port and survives the leader).
 fn killed_devrun_leaving_its_group() -> (Project, Served, Record) {
-    let mut p = Project::testapp("spawns_child.py")
-        .stop_timeout_ms(300)
-        .start();
-    let backend = p.wait_for_version("v1", WAIT);
-    let child = p.wait_for_child_of(backend.pid, WAIT);
+    let (mut p, backend, child) = serving_with_a_child("spawns_child.py");
     assert_eq!(p.listeners(), sorted(vec![backend.pid, child.pid]));
     p.kill_devrun();
     (p, backend, child)
@@ -28,11 +33,7 @@ fn killed_devrun_leaving_its_group() -> (Project, Served, Record) {
 /// Starts devrun on double_fork.py, then SIGKILLs it: the leader dies with it, the
 /// double-forked grandchild in its own session keeps the port.
 fn killed_devrun_leaving_an_escapee() -> (Project, Served, Record) {
-    let mut p = Project::testapp("double_fork.py")
-        .stop_timeout_ms(300)
-        .start();
-    let backend = p.wait_for_version("v1", WAIT);
-    let escapee = p.wait_for_child_of(backend.pid, WAIT);
+    let (mut p, backend, escapee) = serving_with_a_child("double_fork.py");
     assert_ne!(
         pgid(escapee.pid),
         pgid(backend.pid),
