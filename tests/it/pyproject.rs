@@ -1,10 +1,8 @@
 //! `[tool.devrun]` in `pyproject.toml`: used when there is no `devrun.toml`, beaten by it when
 //! there is one, and by flags always. Which config won is seen from outside: which port the
 //! backend answers on.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::fs;
 
 /// A TOML basic string (JSON's escapes are valid TOML ones).

@@ -1,9 +1,7 @@
 //! The real thing: a FastAPI app under uvicorn (no --reload), with `{port}` in the command.
 //! Needs DEVRUN_TEST_PYTHON with fastapi and uvicorn (scripts/test provides it).
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 const CONFIG: &str = r#"
 command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}"]
@@ -18,10 +16,7 @@ http = "/health"
 
 #[test]
 fn uvicorn_serves_the_saved_version_from_one_process() {
-    let p = Project::new("fastapi_app")
-        .python(&fastapi_python())
-        .config(CONFIG)
-        .start();
+    let p = Project::fastapi_app(CONFIG).start();
     let v1 = p.wait_for_version("v1", WAIT);
     assert_eq!(p.listeners(), vec![v1.pid]);
 
@@ -36,11 +31,7 @@ fn uvicorn_serves_the_saved_version_from_one_process() {
 
 #[test]
 fn uvicorn_once_exits_0_and_leaves_nothing() {
-    let mut p = Project::new("fastapi_app")
-        .python(&fastapi_python())
-        .config(CONFIG)
-        .args(["--once"])
-        .start();
+    let mut p = Project::fastapi_app(CONFIG).args(["--once"]).start();
     assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());
     assert_eq!(p.starts().len(), 1);
     assert_eq!(p.tagged_processes(), Vec::<i32>::new());

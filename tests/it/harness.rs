@@ -15,10 +15,15 @@
 //! Every process started for a project carries `DEVRUN_TEST_TAG=<unique>` in its environment.
 //! Dropping the `Project` SIGKILLs devrun and then every process with that tag, so nothing leaks
 //! even when a test panics (and a panicking test prints devrun's stderr and the record).
-
-#![allow(dead_code, unused_imports)] // each test binary uses a different part of the harness
+//! Processes a test starts beside it (a second devrun, a foreign server, a driver) are a
+//! [`Guard`]: a tag of their own, killed the same way when the guard drops.
+//!
+//! Knobs for what tests vary: [`Project::testapp`] (which fixture script), [`Project::config`]
+//! (a whole `devrun.toml`), [`Project::stop_timeout_ms`], [`Project::config_also`] (a section
+//! added to the config), [`Project::args`], [`Project::env`], [`Project::python`].
 
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -41,14 +46,15 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub const QUIET: Duration = Duration::from_secs(1);
 
 /// The config most tests use: one entry script of `fixtures/testapp`, default everything else
-/// except a short debounce.
+/// except a short debounce. Knobs fill in `$DEBOUNCE` ([`Project::debounce_ms`]) and `$WATCH`
+/// ([`Project::watch`]); [`Project::config_also`] adds sections after it.
 const TESTAPP_CONFIG: &str = r#"
 command = ["$PYTHON", "$SCRIPT"]
 port = $PORT
 
 [watch]
-debounce_ms = 50
-"#;
+debounce_ms = $DEBOUNCE
+$WATCH"#;
 
 /// The interpreter for the fixtures: `DEVRUN_TEST_PYTHON` (set by `scripts/test`), else `python3`.
 pub fn python() -> String {
@@ -90,6 +96,8 @@ pub struct Project {
     pub port: u16,
     python: String,
     config: Option<String>,
+    debounce_ms: u64,
+    watch: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     tag: String,
@@ -153,7 +161,11 @@ impl Project {
         let source = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(fixture);
-        copy_dir(&source, &root);
+        if fixture == "empty" {
+            fs::create_dir_all(&root).unwrap();
+        } else {
+            copy_dir(&source, &root);
+        }
         let tag = format!(
             "{}-{}-{}",
             std::process::id(),
@@ -165,6 +177,8 @@ impl Project {
             port: free_port(),
             python: python(),
             config: None,
+            debounce_ms: 50,
+            watch: String::new(),
             args: Vec::new(),
             env: Vec::new(),
             tag,
@@ -174,6 +188,18 @@ impl Project {
             child: None,
             tmp,
         }
+    }
+
+    /// An empty project folder (for `devrun init`). No config.
+    pub fn empty() -> Project {
+        Project::new("empty")
+    }
+
+    /// `fixtures/fastapi_app` on the interpreter with fastapi and uvicorn, with `toml` as config.
+    pub fn fastapi_app(toml: &str) -> Project {
+        Project::new("fastapi_app")
+            .python(&fastapi_python())
+            .config(toml)
     }
 
     /// `fixtures/testapp` with the default config running `script`.
@@ -186,6 +212,32 @@ impl Project {
     pub fn config(mut self, toml: &str) -> Project {
         self.config = Some(toml.strip_prefix('\n').unwrap_or(toml).to_string());
         self
+    }
+
+    /// Adds `toml` (a section, say) at the end of the config.
+    pub fn config_also(mut self, toml: &str) -> Project {
+        let config = self.config.get_or_insert_with(String::new);
+        config.push('\n');
+        config.push_str(toml.strip_prefix('\n').unwrap_or(toml));
+        self
+    }
+
+    /// `[watch] debounce_ms` of the testapp config (default 50).
+    pub fn debounce_ms(mut self, ms: u64) -> Project {
+        self.debounce_ms = ms;
+        self
+    }
+
+    /// A `key = value` line for the `[watch]` table of the testapp config.
+    pub fn watch(mut self, line: &str) -> Project {
+        self.watch.push_str(line);
+        self.watch.push('\n');
+        self
+    }
+
+    /// `[stop] timeout_ms`: how long devrun waits after the stop signal before it kills the group.
+    pub fn stop_timeout_ms(self, ms: u64) -> Project {
+        self.config_also(&format!("[stop]\ntimeout_ms = {ms}\n"))
     }
 
     /// The interpreter `$PYTHON` stands for (default: [`python()`]).
@@ -209,6 +261,8 @@ impl Project {
     fn fill_in(&self, text: &str) -> String {
         text.replace("$PYTHON", &self.python)
             .replace("$PORT", &self.port.to_string())
+            .replace("$DEBOUNCE", &self.debounce_ms.to_string())
+            .replace("$WATCH", &self.watch)
     }
 
     fn command(&self, args: &[String], stdout: File, stderr: File) -> Command {
@@ -229,12 +283,8 @@ impl Project {
     }
 
     /// Writes the config and starts devrun in its own process group.
-    pub fn start(mut self) -> Project {
-        if let Some(config) = &self.config {
-            fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
-        }
-        self.spawn();
-        self
+    pub fn start(self) -> Project {
+        self.start_with(|_| {})
     }
 
     /// Like [`Project::start`], with a last say over devrun's command: run it as another user,
@@ -243,34 +293,21 @@ impl Project {
         if let Some(config) = &self.config {
             fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
         }
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stdout);
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr);
-        let mut command = self.command(&self.args, stdout.unwrap(), stderr.unwrap());
-        customize(&mut command);
-        self.child = Some(command.spawn().expect("cannot start the devrun binary"));
+        self.spawn(customize);
         self
     }
 
-    fn spawn(&mut self) {
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stdout);
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr);
-        let child = self
-            .command(&self.args, stdout.unwrap(), stderr.unwrap())
-            .spawn()
-            .expect("cannot start the devrun binary");
-        self.child = Some(child);
+    fn spawn(&mut self, customize: impl FnOnce(&mut Command)) {
+        let log = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let mut command = self.command(&self.args, log(&self.stdout), log(&self.stderr));
+        customize(&mut command);
+        self.child = Some(command.spawn().expect("cannot start the devrun binary"));
     }
 
     /// SIGKILLs devrun alone (as a crash or a closed terminal would), leaving its backend be.
@@ -282,23 +319,40 @@ impl Project {
     /// Starts devrun again in the same project, with the same arguments.
     pub fn restart_devrun(&mut self) {
         assert!(!self.running(), "devrun is still running");
-        self.spawn();
+        self.spawn(|_| {});
     }
 
     /// Runs a second devrun in the same project to completion: (exit code, its stderr).
     pub fn run_another<const N: usize>(&self, args: [&str; N], timeout: Duration) -> (i32, String) {
-        let log = self.tmp.path().join("another.stderr.log");
+        let mut another = self.spawn_devrun(&args, "another");
+        let code = another.wait_exit(timeout);
+        (code, another.stderr())
+    }
+
+    /// Starts another devrun in the project's folder beside the harness's one, with a tag of its
+    /// own; its backends record their starts in this project's record file.
+    pub fn spawn_devrun(&self, args: &[&str], name: &str) -> Guard {
+        self.spawn_devrun_with_env(args, &[], name)
+    }
+
+    /// [`Project::spawn_devrun`] with more environment (`XDG_RUNTIME_DIR`, …).
+    pub fn spawn_devrun_with_env(&self, args: &[&str], env: &[(&str, &Path)], name: &str) -> Guard {
+        let n = SPAWNED.fetch_add(1, Ordering::SeqCst);
+        let stdout = self.tmp.path().join(format!("{name}-{n}.stdout.log"));
+        let stderr = self.tmp.path().join(format!("{name}-{n}.stderr.log"));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut child = self
-            .command(
-                &args,
-                File::create("/dev/null").unwrap(),
-                File::create(&log).unwrap(),
-            )
-            .spawn()
-            .expect("cannot start the devrun binary");
-        let code = wait_child(&mut child, timeout, "the second devrun");
-        (code, fs::read_to_string(&log).unwrap_or_default())
+        let mut command = self.command(
+            &args,
+            File::create(&stdout).unwrap(),
+            File::create(&stderr).unwrap(),
+        );
+        command.envs(env.iter().copied());
+        Guard::spawn(&format!("devrun {}", args.join(" ")), &mut command).with_logs(stdout, stderr)
+    }
+
+    /// The project's temp folder (the root's parent): record file and logs live there.
+    pub fn tmp_dir(&self) -> &Path {
+        self.tmp.path()
     }
 
     fn child(&mut self) -> &mut Child {
@@ -323,6 +377,11 @@ impl Project {
     /// Waits for devrun to exit and returns its exit code. Panics on a timeout or a signal.
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
         wait_child(self.child(), timeout, "devrun")
+    }
+
+    /// The backend's stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     /// devrun's stderr so far.
@@ -467,6 +526,73 @@ impl Project {
         }
     }
 
+    /// Invariant 4: nothing of the project's process tree is left (devrun included) and the
+    /// port is free.
+    pub fn assert_nothing_left(&self) {
+        assert_eq!(
+            self.tagged_processes(),
+            Vec::<i32>::new(),
+            "processes of this project are left running"
+        );
+        assert!(
+            self.port_free(),
+            "port {} is still held (listeners: {:?})",
+            self.port,
+            self.listeners()
+        );
+    }
+
+    /// Whatever was refused (a second devrun, say), devrun still runs and `served` still
+    /// serves, alone, and no other backend was started.
+    pub fn assert_kept_serving_alone(&mut self, served: &Served) {
+        assert!(self.running(), "devrun exited");
+        assert!(
+            served.alive(),
+            "the backend (pid {}) was touched",
+            served.pid
+        );
+        assert_eq!(
+            self.served().map(|s| s.pid),
+            Some(served.pid),
+            "the backend stopped answering"
+        );
+        assert_eq!(self.listeners(), vec![served.pid]);
+        assert_eq!(self.starts().len(), 1, "another backend was started");
+    }
+
+    // ---- .devrun/state.json ----
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join(".devrun").join("state.json")
+    }
+
+    pub fn read_state(&self) -> Value {
+        let text = fs::read_to_string(self.state_path()).expect("no .devrun/state.json");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad state.json ({e}):\n{text}"))
+    }
+
+    /// Writes `.devrun/state.json` (as a devrun that died would have left it, or forged).
+    pub fn write_state(&self, state: &Value) {
+        fs::create_dir_all(self.root.join(".devrun")).unwrap();
+        fs::write(
+            self.state_path(),
+            serde_json::to_string_pretty(state).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The stop signals recorded by backend `pid` (records_signals.py), so a graceful stop is
+    /// told from a kill.
+    pub fn signals_of(&self, pid: i32) -> Vec<String> {
+        fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|r| r["event"] == "signal" && r["pid"] == pid)
+            .map(|r| r["signal"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
     // ---- saving files ----
 
     /// Saves like most editors: write a temp file beside it, then rename it over the file.
@@ -512,7 +638,122 @@ impl Drop for Project {
     }
 }
 
+// ---- processes a test starts beside the project ----
+
+/// A tag of its own for a process a test starts outside a [`Project`].
+pub fn unique_tag(what: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-guard-{}-{what}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+
+/// A process a test started beside the harness's devrun: a second devrun, a foreign server, an
+/// unrelated `sleep`, a driver. Dropping it SIGKILLs it and every process carrying its tag (a
+/// devrun's backends inherit it), so nothing leaks even on a panic.
+pub struct Guard {
+    what: String,
+    child: Child,
+    tag: String,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
+}
+
+impl Guard {
+    /// Starts `command` in a process group of its own, tagged `DEVRUN_TEST_TAG=<unique>`.
+    pub fn spawn(what: &str, command: &mut Command) -> Guard {
+        let tag = unique_tag(&what.replace(' ', "_"));
+        let child = command
+            .env("DEVRUN_TEST_TAG", &tag)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Guard {
+            what: what.to_string(),
+            child,
+            tag,
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    /// Where the command's stdout and stderr go, for [`Guard::stdout`] and [`Guard::stderr`].
+    pub fn with_logs(mut self, stdout: PathBuf, stderr: PathBuf) -> Guard {
+        (self.stdout, self.stderr) = (Some(stdout), Some(stderr));
+        self
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal to the process (only to it, not to its group).
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill failed");
+    }
+
+    /// Waits for the exit code; panics on a timeout or a signal.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        wait_child(&mut self.child, timeout, &self.what)
+    }
+
+    pub fn stdout(&self) -> String {
+        read_log(self.stdout.as_deref())
+    }
+
+    pub fn stderr(&self) -> String {
+        read_log(self.stderr.as_deref())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_tagged(&self.tag);
+        if std::thread::panicking() && self.stderr.is_some() {
+            eprintln!("---- {} stderr ----\n{}", self.what, self.stderr());
+        }
+    }
+}
+
+fn read_log(path: Option<&Path>) -> String {
+    path.map(|p| fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default()
+}
+
 // ---- free helpers ----
+
+/// The parent pid of a process (field 4 of /proc/PID/stat).
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every decimal number in a text, so a message can be checked for a pid or a port without
+/// depending on its wording.
+pub fn numbers_in(text: &str) -> Vec<i64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+pub fn sorted(mut pids: Vec<i32>) -> Vec<i32> {
+    pids.sort();
+    pids
+}
 
 /// Calls `f` every 25 ms until it returns Some, or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -662,7 +903,7 @@ fn tagged(tag: &str) -> Vec<(i32, u64)> {
 }
 
 /// SIGKILLs every tagged process (checking its start time first), until none is left.
-fn kill_tagged(tag: &str) {
+pub fn kill_tagged(tag: &str) {
     for _ in 0..100 {
         let found = tagged(tag);
         if found.is_empty() {

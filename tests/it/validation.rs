@@ -3,9 +3,7 @@
 //! holder, a backend listening on the other loopback, a 3 MB command echoed back, bad `[env]`
 //! names.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 

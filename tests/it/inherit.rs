@@ -1,10 +1,8 @@
 //! `[server] socket = "inherit"`: devrun binds the port once and hands it to every generation,
 //! so a client hammering the port through restarts is never refused, and still never served by
 //! an old generation once a newer one answered. Real uvicorn with `--fd {fd}`.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,10 +50,7 @@ fn get_version(port: u16) -> Result<String, bool> {
 
 #[test]
 fn hammered_port_is_never_refused_across_restarts_and_never_goes_back() {
-    let p = Project::new("fastapi_app")
-        .python(&fastapi_python())
-        .config(CONFIG)
-        .start();
+    let p = Project::fastapi_app(CONFIG).start();
     p.wait_for_version("v1", WAIT);
 
     let port = p.port;
@@ -129,10 +124,7 @@ fn hammered_port_is_never_refused_across_restarts_and_never_goes_back() {
 
 #[test]
 fn inherit_mode_teardown_leaves_the_port_free() {
-    let mut p = Project::new("fastapi_app")
-        .python(&fastapi_python())
-        .config(CONFIG)
-        .start();
+    let mut p = Project::fastapi_app(CONFIG).start();
     let served = p.wait_for_version("v1", WAIT);
     p.signal(SIGINT);
     assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());

@@ -1,9 +1,7 @@
 //! `--events json`: the stable event stream tools read from devrun's stderr (README, "Events
 //! for tools"), checked against what really happened (the record file, the port).
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 /// The JSON events on devrun's stderr so far: the lines that start with `{` (the backend's own

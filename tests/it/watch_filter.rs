@@ -1,9 +1,7 @@
 //! Changes outside `[watch].include`, or inside ignored folders, never restart the backend.
 //! Each test then saves version.py as a control: the watcher was live all along.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 fn assert_change_ignored(watch: &str, rel: &str) {
     let config = format!(

@@ -1,18 +1,17 @@
 //! A saved change restarts the backend: the old generation is gone (every process of it, and
 //! its socket) before the next one starts, whatever the backend does to resist.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::thread::sleep;
 use std::time::Duration;
 
-#[test]
-fn atomic_save_is_served_by_a_new_interpreter() {
+/// Saving version.py (`save`: atomic or in place) is served by a new interpreter, generation 2,
+/// started alone after the old one was gone.
+fn assert_save_is_served_by_a_new_interpreter(save: fn(&Project, &str, &str)) {
     let p = Project::testapp("normal.py").start();
     let v1 = p.wait_for_version("v1", WAIT);
 
-    p.write_atomic("version.py", &version_py("v2"));
+    save(&p, "version.py", &version_py("v2"));
     let v2 = p.wait_for_version("v2", WAIT);
 
     assert_ne!(v2.pid, v1.pid);
@@ -23,17 +22,13 @@ fn atomic_save_is_served_by_a_new_interpreter() {
 }
 
 #[test]
+fn atomic_save_is_served_by_a_new_interpreter() {
+    assert_save_is_served_by_a_new_interpreter(Project::write_atomic);
+}
+
+#[test]
 fn in_place_write_is_served_by_a_new_interpreter() {
-    let p = Project::testapp("normal.py").start();
-    let v1 = p.wait_for_version("v1", WAIT);
-
-    p.write_inplace("version.py", &version_py("v2"));
-    let v2 = p.wait_for_version("v2", WAIT);
-
-    assert_ne!(v2.pid, v1.pid);
-    assert!(!v1.alive(), "the old backend is still alive");
-    assert_eq!(p.listeners(), vec![v2.pid]);
-    p.assert_every_start_was_alone();
+    assert_save_is_served_by_a_new_interpreter(Project::write_inplace);
 }
 
 #[test]
@@ -71,16 +66,7 @@ fn rapid_saves_never_overlap_generations_and_end_on_the_last_save() {
 
 #[test]
 fn saves_during_a_slow_stop_are_coalesced_into_one_more_restart() {
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "slow_shutdown.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-"#,
-        )
+    let p = Project::testapp("slow_shutdown.py")
         .env("FIXTURE_SHUTDOWN_S", "1.5")
         .start();
     let v1 = p.wait_for_version("v1", WAIT);
@@ -106,19 +92,8 @@ debounce_ms = 50
 
 #[test]
 fn a_backend_ignoring_sigterm_is_killed_after_the_stop_timeout() {
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "ignore_sigterm.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[stop]
-timeout_ms = 300
-"#,
-        )
+    let p = Project::testapp("ignore_sigterm.py")
+        .stop_timeout_ms(300)
         .start();
     let v1 = p.wait_for_version("v1", WAIT);
 
@@ -132,19 +107,8 @@ timeout_ms = 300
 
 #[test]
 fn a_child_holding_the_socket_dies_with_its_generation() {
-    let mut p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "spawns_child.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[stop]
-timeout_ms = 300
-"#,
-        )
+    let mut p = Project::testapp("spawns_child.py")
+        .stop_timeout_ms(300)
         .start();
     let v1 = p.wait_for_version("v1", WAIT);
     let child1 = p.wait_for_child_of(v1.pid, WAIT);
@@ -177,19 +141,8 @@ timeout_ms = 300
 
 #[test]
 fn a_slow_shutdown_is_waited_for_before_the_next_generation() {
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "slow_shutdown.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[stop]
-timeout_ms = 5000
-"#,
-        )
+    let p = Project::testapp("slow_shutdown.py")
+        .stop_timeout_ms(5000)
         .env("FIXTURE_SHUTDOWN_S", "1.0")
         .start();
     let v1 = p.wait_for_version("v1", WAIT);

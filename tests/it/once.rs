@@ -1,9 +1,7 @@
 //! `--once`: start, wait until ready, tear down, confirm the port is free; the exit code says
 //! how it went (0 ok, 1 backend failed, 3 port held).
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::net::{Ipv4Addr, TcpListener};
 
 /// Runs the project with `--once` and checks that nothing is left afterwards.
@@ -18,6 +16,14 @@ fn run_once(p: Project) -> (i32, Project) {
     (code, p)
 }
 
+/// A `[ready]` section: an HTTP health path (else: the port accepts), and how long to wait.
+fn ready(http: Option<&str>, timeout_ms: u64) -> String {
+    let http = http
+        .map(|path| format!("http = {path:?}\n"))
+        .unwrap_or_default();
+    format!("[ready]\n{http}timeout_ms = {timeout_ms}\n")
+}
+
 #[test]
 fn once_with_a_healthy_backend_exits_0_and_leaves_nothing() {
     let (code, p) = run_once(Project::testapp("normal.py"));
@@ -28,16 +34,7 @@ fn once_with_a_healthy_backend_exits_0_and_leaves_nothing() {
 
 #[test]
 fn once_with_a_passing_health_check_exits_0() {
-    let project = Project::new("testapp").config(
-        r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[ready]
-http = "/health"
-timeout_ms = 10000
-"#,
-    );
+    let project = Project::testapp("normal.py").config_also(&ready(Some("/health"), 10000));
     let (code, p) = run_once(project);
     assert_eq!(code, 0, "{}", p.stderr());
     assert!(p.port_free());
@@ -51,15 +48,7 @@ fn once_with_a_crashing_backend_exits_1() {
 
 #[test]
 fn once_with_a_backend_that_never_listens_exits_1() {
-    let project = Project::new("testapp").config(
-        r#"
-command = ["$PYTHON", "never_ready.py"]
-port = $PORT
-
-[ready]
-timeout_ms = 1000
-"#,
-    );
+    let project = Project::testapp("never_ready.py").config_also(&ready(None, 1000));
     let (code, p) = run_once(project);
     assert_eq!(code, 1, "{}", p.stderr());
     assert_eq!(p.starts().len(), 1);
@@ -67,17 +56,8 @@ timeout_ms = 1000
 
 #[test]
 fn once_with_a_failing_health_check_exits_1() {
-    let project = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[ready]
-http = "/health"
-timeout_ms = 2000
-"#,
-        )
+    let project = Project::testapp("normal.py")
+        .config_also(&ready(Some("/health"), 2000))
         .env("FIXTURE_HEALTH_STATUS", "500");
     let (code, p) = run_once(project);
     assert_eq!(code, 1, "{}", p.stderr());

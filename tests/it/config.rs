@@ -1,8 +1,6 @@
 //! A bad configuration exits 2 before anything starts, pointing at `devrun.toml:LINE:COL`.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 /// Runs devrun on `toml`, expects exit code 2 and no backend; returns stderr.
 fn config_error(toml: &str) -> String {

@@ -6,102 +6,18 @@
 //!   group or session, pid 1) gets nothing signalled. These run `fixtures/evidence/driver.py`,
 //!   which gives the devrun under test a session of its own, inside a new pid namespace when
 //!   `unshare` can make one, so a regression cannot reach the test runner or the machine.
-//! - A grandchild that setsid's and double-forks keeping the listening socket outlives a
-//!   SIGKILLed devrun; the next `devrun`, and `devrun stop`, find it by the run marker and end it.
+//! - (#9.2, a double-forked escapee of a SIGKILLed devrun, is in `orphan.rs`.)
 //! - Deleting and recreating `.devrun/` under a running devrun does not let a second one in.
 //! - `devrun status` polled in a loop never makes a starting devrun exit 4.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 use serde_json::Value;
 use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::sleep;
-use std::time::Duration;
-
-const DOUBLE_FORK: &str = r#"
-command = ["$PYTHON", "double_fork.py"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[stop]
-timeout_ms = 300
-"#;
-
-// ---- helpers ----
-
-fn unique_tag(what: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{}-reliability-{}-{what}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// SIGKILLs every live process whose environment holds `DEVRUN_TEST_TAG=tag` (start time
-/// checked first), until none is left.
-fn kill_tagged_with(tag: &str) {
-    let needle = format!("DEVRUN_TEST_TAG={tag}");
-    for _ in 0..100 {
-        let found: Vec<(i32, u64)> = fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter_map(|pid| {
-                let start = starttime(pid)?;
-                let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
-                environ
-                    .split(|&b| b == 0)
-                    .any(|var| var == needle.as_bytes())
-                    .then_some((pid, start))
-            })
-            .collect();
-        if found.is_empty() {
-            return;
-        }
-        for (pid, start) in found {
-            if alive(pid, start) {
-                unsafe { libc::kill(pid, SIGKILL) };
-            }
-        }
-        sleep(Duration::from_millis(20));
-    }
-    eprintln!("warning: processes tagged {tag} survived SIGKILL");
-}
-
-/// A process started here outside the harness, with a tag of its own: dropping it SIGKILLs it
-/// and everything carrying the tag, even on a panic.
-struct Guard {
-    child: Child,
-    tag: String,
-}
-
-impl Guard {
-    fn wait_exit(&mut self, timeout: Duration, what: &str) -> i32 {
-        let status = poll(timeout, || self.child.try_wait().unwrap())
-            .unwrap_or_else(|| panic!("{what} did not exit within {timeout:?}"));
-        status
-            .code()
-            .unwrap_or_else(|| panic!("{what} was ended by a signal: {status}"))
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_tagged_with(&self.tag);
-    }
-}
 
 /// Whether this machine lets us make a pid namespace (root, or user namespaces allowed).
 fn pid_namespace_available() -> bool {
@@ -158,19 +74,16 @@ fn forged_state_with(scenario: &str, mode: &str) -> Evidence {
     };
     let out = tmp.path().join("driver.out");
     let err = tmp.path().join("driver.err");
-    let tag = unique_tag(scenario);
-    let child = command
-        .args(args)
-        .env("DEVRUN_TEST_TAG", &tag)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(File::create(&err).unwrap())
-        .process_group(0)
-        .spawn()
-        .expect("cannot start the evidence driver");
-    let mut driver = Guard { child, tag };
-    let code = driver.wait_exit(WAIT * 3, &format!("the {scenario} driver"));
+    let mut driver = Guard::spawn(
+        &format!("the {scenario} driver"),
+        command
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap()),
+    );
+    let code = driver.wait_exit(WAIT * 3);
     let stdout = fs::read_to_string(&out).unwrap_or_default();
     let stderr = fs::read_to_string(&err).unwrap_or_default();
     assert_eq!(code, 0, "the {scenario} driver failed:\n{stdout}\n{stderr}");
@@ -193,9 +106,9 @@ fn assert_refused(scenario: &str) {
     assert_refused_with(scenario, "stop");
 }
 
-fn assert_refused_with(scenario: &str, mode: &str) {
-    let e = forged_state_with(scenario, mode);
-    let what = format!("{scenario} (devrun {mode})");
+/// devrun exited 0 and signalled neither victim: the lone sleep the record names, nor the
+/// sleep in devrun's own group.
+fn assert_left_alone(e: &Evidence, what: &str) {
     assert_eq!(e.code, 0, "{what}: devrun said:\n{}", e.stderr);
     assert!(
         e.lone_alive,
@@ -207,6 +120,12 @@ fn assert_refused_with(scenario: &str, mode: &str) {
         "{what}: the sleep in devrun's own group was signalled:\n{}",
         e.stderr
     );
+}
+
+fn assert_refused_with(scenario: &str, mode: &str) {
+    let e = forged_state_with(scenario, mode);
+    let what = format!("{scenario} (devrun {mode})");
+    assert_left_alone(&e, &what);
     assert_eq!(
         e.stderr.matches("nothing was signalled").count(),
         1,
@@ -220,21 +139,13 @@ fn assert_refused_with(scenario: &str, mode: &str) {
 #[test]
 fn a_recorded_leader_with_another_start_time_is_not_signalled() {
     let e = forged_state("wrong_start");
-    assert_eq!(e.code, 0, "devrun stop said:\n{}", e.stderr);
-    assert!(e.lone_alive, "a reused pid was signalled:\n{}", e.stderr);
-    assert!(e.sibling_alive, "{}", e.stderr);
+    assert_left_alone(&e, "a reused pid");
 }
 
 #[test]
 fn a_recorded_devrun_that_is_not_a_devrun_is_not_signalled() {
     let e = forged_state("devrun_is_a_sleep");
-    assert_eq!(e.code, 0, "devrun stop said:\n{}", e.stderr);
-    assert!(
-        e.lone_alive,
-        "a live process the record names as its devrun was signalled:\n{}",
-        e.stderr
-    );
-    assert!(e.sibling_alive, "{}", e.stderr);
+    assert_left_alone(&e, "a live process the record names as its devrun");
 }
 
 #[test]
@@ -275,13 +186,7 @@ fn pid_one_is_never_signalled() {
 #[test]
 fn the_run_marker_proves_a_process_only_with_a_start_time_after_the_run() {
     let older = forged_state("marker_older_than_run");
-    assert_eq!(older.code, 0, "devrun stop said:\n{}", older.stderr);
-    assert!(
-        older.lone_alive,
-        "a marked process older than the run was signalled:\n{}",
-        older.stderr
-    );
-    assert!(older.sibling_alive, "{}", older.stderr);
+    assert_left_alone(&older, "a marked process older than the run");
 
     // The positive control: the same victim with the proof is ended, and only it.
     let proven = forged_state("marker_proven");
@@ -294,88 +199,7 @@ fn the_run_marker_proves_a_process_only_with_a_start_time_after_the_run() {
     assert!(proven.sibling_alive, "{}", proven.stderr);
 }
 
-// ---- #9.2: escapees of a SIGKILLed devrun ----
-
-/// Starts devrun with double_fork.py, then SIGKILLs devrun: the leader dies with it (parent-death
-/// signal), the double-forked grandchild in its own session keeps the port.
-fn escapee_after_kill9() -> (Project, Served, Record) {
-    let mut p = Project::new("testapp").config(DOUBLE_FORK).start();
-    let backend = p.wait_for_version("v1", WAIT);
-    let escapee = p.wait_for_child_of(backend.pid, WAIT);
-    assert_ne!(
-        pgid(escapee.pid),
-        pgid(backend.pid),
-        "the escapee is in the backend's group"
-    );
-    assert_ne!(
-        unsafe { libc::getsid(escapee.pid) },
-        unsafe { libc::getsid(backend.pid) },
-        "the escapee is still in the backend's session"
-    );
-    p.kill_devrun();
-    p.wait_until("the backend leader to die with devrun", WAIT, || {
-        !backend.alive()
-    });
-    assert!(
-        escapee.alive(),
-        "the escapee died with devrun: nothing to test"
-    );
-    assert_eq!(p.listeners(), vec![escapee.pid]);
-    (p, backend, escapee)
-}
-
-#[test]
-fn the_next_devrun_ends_a_double_forked_escapee_of_a_killed_devrun_and_serves() {
-    let (mut p, old, escapee) = escapee_after_kill9();
-
-    p.restart_devrun();
-    let served = poll(WAIT, || p.served().filter(|s| s.pid != old.pid))
-        .expect("the next devrun's backend never answered GET /");
-
-    assert!(!escapee.alive(), "the escapee survived the next devrun");
-    assert!(p.running(), "the next devrun exited");
-    let next_escapee = p.wait_for_child_of(served.pid, WAIT);
-    let mut holders = vec![served.pid, next_escapee.pid];
-    holders.sort();
-    assert_eq!(p.listeners(), holders);
-    assert!(p.stderr().contains("left running by a devrun that died"));
-}
-
-#[test]
-fn devrun_stop_ends_a_double_forked_escapee_of_a_killed_devrun() {
-    let (p, _old, escapee) = escapee_after_kill9();
-
-    let (code, stderr) = p.run_another(["stop"], WAIT);
-
-    assert_eq!(code, 0, "devrun stop said:\n{stderr}");
-    assert!(!escapee.alive(), "devrun stop left the escapee running");
-    assert_eq!(p.tagged_processes(), Vec::<i32>::new());
-    assert!(p.port_free());
-}
-
 // ---- #9.3: one lock per project, not per inode ----
-
-/// Starts another devrun in the project with extra environment, outside the harness.
-fn spawn_devrun(p: &Project, args: &[&str], env: &[(&str, &Path)], name: &str) -> (Guard, PathBuf) {
-    let dir = p.root.parent().unwrap();
-    let stderr = dir.join(format!("{name}.stderr.log"));
-    let tag = unique_tag(name);
-    let child = Command::new(env!("CARGO_BIN_EXE_devrun"))
-        .args(args)
-        .current_dir(&p.root)
-        .env_remove("PORT")
-        .env("NO_COLOR", "1")
-        .env("DEVRUN_TEST_TAG", &tag)
-        .env("DEVRUN_TEST_RECORD", dir.join("record.jsonl"))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&stderr).unwrap())
-        .process_group(0)
-        .spawn()
-        .expect("cannot start the devrun binary");
-    (Guard { child, tag }, stderr)
-}
 
 #[test]
 fn a_recreated_state_folder_does_not_let_a_second_devrun_in() {
@@ -387,11 +211,7 @@ fn a_recreated_state_folder_does_not_let_a_second_devrun_in() {
     let (code, stderr) = p.run_another([], WAIT);
 
     assert_eq!(code, 4, "the second devrun said:\n{stderr}");
-    assert!(p.running(), "the first devrun exited");
-    assert!(served.alive(), "the first devrun's backend was touched");
-    assert_eq!(p.served().map(|s| s.pid), Some(served.pid));
-    assert_eq!(p.listeners(), vec![served.pid]);
-    assert_eq!(p.starts().len(), 1, "the second devrun started a backend");
+    p.assert_kept_serving_alone(&served);
 }
 
 #[test]
@@ -409,15 +229,14 @@ fn a_state_file_naming_a_live_devrun_refuses_even_with_another_lock_folder() {
 
     // Another lock folder (XDG_RUNTIME_DIR differs between shells): both locks are free.
     let other_runtime = tempfile::tempdir().unwrap();
-    let (mut second, stderr) = spawn_devrun(
-        &p,
+    let mut second = p.spawn_devrun_with_env(
         &[],
         &[("XDG_RUNTIME_DIR", other_runtime.path())],
         "other-runtime",
     );
-    let code = second.wait_exit(WAIT, "the second devrun");
+    let code = second.wait_exit(WAIT);
 
-    let stderr = fs::read_to_string(stderr).unwrap_or_default();
+    let stderr = second.stderr();
     assert_eq!(code, 4, "the second devrun said:\n{stderr}");
     assert!(
         stderr.contains(&p.pid().to_string()),
@@ -485,7 +304,7 @@ fn status_polled_in_a_loop_never_refuses_a_starting_devrun() {
                         .status();
                     asked += 1;
                 }
-                kill_tagged_with(&tag);
+                kill_tagged(&tag);
                 asked
             })
         })

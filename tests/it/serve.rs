@@ -1,21 +1,11 @@
 //! devrun starts the backend with the documented environment and serves it on the port.
-#![cfg(target_os = "linux")] // the harness observes processes through /proc
 
-mod common;
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn serves_the_backend_with_port_generation_and_env() {
-    let p = Project::new("testapp")
-        .config(
-            r#"
-command = ["$PYTHON", "normal.py"]
-port = $PORT
-
-[env]
-APP_ENV = "test"
-"#,
-        )
+    let p = Project::testapp("normal.py")
+        .config_also("[env]\nAPP_ENV = \"test\"\n")
         .start();
 
     let served = p.wait_for_version("v1", WAIT);

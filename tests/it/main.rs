@@ -1,0 +1,27 @@
+//! The integration tests: one binary (one link on a 2-core machine), a module per topic, all on
+//! one harness ([`harness::Project`]). They drive the real `devrun` binary against real Python
+//! processes from `fixtures/` and observe them through `/proc`, hence Linux only.
+//!
+//! Run one topic with `scripts/test --test it restart::`, one test by its name.
+#![cfg(target_os = "linux")]
+
+mod harness;
+
+mod config;
+mod control;
+mod events;
+mod fastapi;
+mod hostile_tree;
+mod inherit;
+mod init;
+mod once;
+mod orphan;
+mod pyproject;
+mod reliability;
+mod restart;
+mod serve;
+mod shutdown;
+mod single_instance;
+mod validation;
+mod watch_filter;
+mod watching;
