@@ -3,29 +3,27 @@
 //! takes the project lock: asking must never keep a devrun from starting.
 
 use crate::cli::ProjectArgs;
-use crate::config::{Config, CONFIG_FILE, DEFAULT_HOST};
+use crate::config::{ProjectConfig, DEFAULT_HOST};
 use crate::control::{self, Verb};
 use crate::error::{Error, ExitCode};
 use crate::port;
 use crate::procs;
+use crate::project::{recover_orphan, stop_running_devrun};
 use crate::state::{self, State, StateDir};
-use crate::supervisor;
 use crate::ui::{Event, Ui};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
-/// The project's folder, and its config if it has one that loads.
+/// The project's folder, and its config if it has a config file.
 struct Project {
     root: PathBuf,
-    config: Option<Config>,
+    config: Option<ProjectConfig>,
 }
 
 fn project(args: &ProjectArgs) -> Result<Project, Error> {
     let cwd =
         std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
-    let file = args.config.as_ref().map(|p| cwd.join(p));
-    if let Some(file) = &file {
+    if let Some(file) = args.config.as_ref().map(|p| cwd.join(p)) {
         if !file.is_file() {
             return Err(Error::Usage(format!(
                 "no config file at {}",
@@ -33,22 +31,9 @@ fn project(args: &ProjectArgs) -> Result<Project, Error> {
             )));
         }
     }
-    let root = file
-        .as_ref()
-        .and_then(|f| f.parent().map(PathBuf::from))
-        .unwrap_or_else(|| cwd.clone());
-    // status and stop need only the port and timeouts: a config that lacks a command is fine.
-    let has_config = file.is_some() || cwd.join(CONFIG_FILE).is_file();
-    let config = if has_config {
-        let run = crate::cli::RunArgs {
-            config: args.config.clone(),
-            command: vec!["-".into()],
-            ..Default::default()
-        };
-        Some(Config::load(&run)?)
-    } else {
-        None
-    };
+    // status, stop and restart need only the project layer: a config without a command is fine.
+    let config = ProjectConfig::load(args)?;
+    let root = config.as_ref().map_or(cwd, |c| c.root.clone());
     Ok(Project { root, config })
 }
 
@@ -90,8 +75,47 @@ struct StatusReport {
     host: String,
     port: Option<u16>,
     listeners: Vec<Listener>,
-    /// "ok", "none" (nothing listens) or "foreign" (a process devrun did not start listens).
-    verdict: &'static str,
+    verdict: Verdict,
+}
+
+/// Who serves the project's port, as `status` judges it (its JSON name, text and exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Exactly this project's backend listens.
+    Ok,
+    /// Nothing listens.
+    None,
+    /// A process devrun did not start listens.
+    Foreign,
+}
+
+impl Verdict {
+    fn judge(listeners: &[Listener], backend_listens: bool) -> Verdict {
+        if listeners.iter().any(|l| !l.ours) {
+            Verdict::Foreign
+        } else if !backend_listens {
+            Verdict::None
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Verdict::Ok => ExitCode::Ok,
+            Verdict::None => ExitCode::BackendFailed,
+            Verdict::Foreign => ExitCode::Port,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok: exactly this project's backend serves the port",
+            Verdict::None => "nothing listens on the port",
+            Verdict::Foreign => "a process devrun did not start listens on the port",
+        }
+    }
 }
 
 /// Exit 0: exactly our backend listens; 1: nothing listens; 3: something else listens.
@@ -165,13 +189,7 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
             .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
             || (!l.owner_known && backend_alive)
     });
-    let verdict = if listeners.iter().any(|l| !l.ours) {
-        "foreign"
-    } else if !backend_listens {
-        "none"
-    } else {
-        "ok"
-    };
+    let verdict = Verdict::judge(&listeners, backend_listens);
     let report = StatusReport {
         project: project.root.clone(),
         devrun_pid: state.as_ref().filter(|_| running).map(|s| s.devrun_pid),
@@ -193,11 +211,7 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
     } else {
         print_status(&report);
     }
-    Ok(match verdict {
-        "ok" => ExitCode::Ok,
-        "none" => ExitCode::BackendFailed,
-        _ => ExitCode::Port,
-    })
+    Ok(verdict.exit_code())
 }
 
 fn print_status(report: &StatusReport) {
@@ -245,14 +259,7 @@ fn print_status(report: &StatusReport) {
         }
         None => println!("port:    unknown (no devrun.toml and no running devrun)"),
     }
-    println!(
-        "verdict: {}",
-        match report.verdict {
-            "ok" => "ok: exactly this project's backend serves the port",
-            "none" => "nothing listens on the port",
-            _ => "a process devrun did not start listens on the port",
-        }
-    );
+    println!("verdict: {}", report.verdict.describe());
 }
 
 fn duration(seconds: u64) -> String {
@@ -279,34 +286,26 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
                 ));
                 return Ok(());
             };
-            let run = crate::cli::RunArgs {
-                command: vec!["-".into()],
-                port: Some(state.port),
-                host: Some(state.host.clone()),
-                ..Default::default()
-            };
-            let mut config = Config::load(&run)?;
-            config.root = project.root.clone();
-            config
+            ProjectConfig::recorded(&project.root, &state.host, state.port)
         }
     };
-    let timeout = config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5);
+    let timeout = config.devrun_exit_timeout();
     if let Some(running) = state_dir.running_devrun() {
         ui.emit(&Event::Warning(format!(
             "stopping devrun (pid {}) and its backend",
             running.devrun_pid
         )));
-        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
     }
-    supervisor::recover_orphan(&state_dir, &config, ui).await?;
+    recover_orphan(&state_dir, &config, ui).await?;
     // A devrun that started meanwhile is running, not left over: it is stopped too.
     if let Some(running) = state_dir.running_devrun() {
         ui.emit(&Event::Warning(format!(
             "devrun (pid {}) started meanwhile: stopping it too",
             running.devrun_pid
         )));
-        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
-        supervisor::recover_orphan(&state_dir, &config, ui).await?;
+        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        recover_orphan(&state_dir, &config, ui).await?;
     }
     match port::wait_free(&config.host, config.port, config.stop.port_timeout).await {
         Ok(_) => {
