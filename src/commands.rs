@@ -9,7 +9,7 @@ use crate::error::{Error, ExitCode};
 use crate::port;
 use crate::procs;
 use crate::project::{recover_orphan, stop_running_devrun};
-use crate::state::{self, State, StateDir};
+use crate::state::{self, BackendRecord, State, StateDir};
 use crate::ui::{Event, Ui};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -120,90 +120,7 @@ impl Verdict {
 
 /// Exit 0: exactly our backend listens; 1: nothing listens; 3: something else listens.
 pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
-    let project = project(args)?;
-    let state_dir = StateDir::new(&project.root);
-    // A dead devrun's record still names its backend, which may be an orphan now.
-    let state = state_dir.read();
-    let running = state.as_ref().is_some_and(State::devrun_alive);
-    let port = project
-        .config
-        .as_ref()
-        .map(|c| c.port)
-        .or(state.as_ref().map(|s| s.port));
-    let host = project
-        .config
-        .as_ref()
-        .map(|c| c.host.clone())
-        .or(state.as_ref().map(|s| s.host.clone()))
-        .unwrap_or_else(|| DEFAULT_HOST.to_string());
-    let now = state::unix_now();
-
-    let backend = state.as_ref().and_then(|s| s.backend.as_ref()).map(|b| {
-        let alive = procs::is_same(b.pid, b.start);
-        let mut tree = Vec::new();
-        if alive {
-            tree.push(b.pid);
-            tree.extend(procs::descendants(b.pid));
-            tree.extend(procs::group_members(b.pgid));
-            tree.sort_unstable();
-            tree.dedup();
-            tree.retain(|p| !procs::is_zombie(*p));
-        }
-        BackendStatus {
-            pid: b.pid,
-            generation: b.generation,
-            alive,
-            uptime_s: now.saturating_sub(b.started_at),
-            command: b.command.clone(),
-            tree: tree
-                .into_iter()
-                .map(|pid| TreeProcess {
-                    pid,
-                    command: procs::command_line(pid),
-                })
-                .collect(),
-        }
-    });
-    // An owner the OS does not name (pid 0) is not counted against a live backend: it cannot be
-    // told from it. Without a live backend, anything listening is not this project's.
-    let backend_alive = backend.as_ref().is_some_and(|b| b.alive);
-    let listeners: Vec<Listener> = port
-        .map(port::holders)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| Listener {
-            // devrun itself listens when it holds the socket for its backends (inherit mode).
-            ours: backend
-                .as_ref()
-                .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
-                || (running && state.as_ref().is_some_and(|s| s.devrun_pid == h.pid))
-                || (h.pid == port::UNKNOWN_OWNER && backend_alive),
-            owner_known: h.pid != port::UNKNOWN_OWNER,
-            pid: h.pid,
-            command: h.command,
-        })
-        .collect();
-    let backend_listens = listeners.iter().any(|l| {
-        backend
-            .as_ref()
-            .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
-            || (!l.owner_known && backend_alive)
-    });
-    let verdict = Verdict::judge(&listeners, backend_listens);
-    let report = StatusReport {
-        project: project.root.clone(),
-        devrun_pid: state.as_ref().filter(|_| running).map(|s| s.devrun_pid),
-        devrun_uptime_s: state
-            .as_ref()
-            .filter(|_| running)
-            .map(|s| now.saturating_sub(s.started_at)),
-        devrun_running: running,
-        backend,
-        host,
-        port,
-        listeners,
-        verdict,
-    };
+    let report = StatusReport::gather(&project(args)?);
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode the status: {e}")))?;
@@ -211,7 +128,99 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
     } else {
         print_status(&report);
     }
-    Ok(verdict.exit_code())
+    Ok(report.verdict.exit_code())
+}
+
+impl StatusReport {
+    fn gather(project: &Project) -> StatusReport {
+        // A dead devrun's record still names its backend, which may be an orphan now.
+        let state = StateDir::new(&project.root).read();
+        let running = state.as_ref().filter(|s| s.devrun_alive());
+        let config = project.config.as_ref();
+        let port = config.map(|c| c.port).or(state.as_ref().map(|s| s.port));
+        let host = config
+            .map(|c| c.host.clone())
+            .or(state.as_ref().map(|s| s.host.clone()))
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let now = state::unix_now();
+        let backend = state
+            .as_ref()
+            .and_then(|s| s.backend.as_ref())
+            .map(|b| backend_status(b, now));
+        let devrun_pid = running.map(|s| s.devrun_pid);
+        let listeners = listeners(port, backend.as_ref(), devrun_pid);
+        // An owner the OS does not name (pid 0) is not counted against a live backend: it
+        // cannot be told from it.
+        let backend_alive = backend.as_ref().is_some_and(|b| b.alive);
+        let backend_listens = listeners.iter().any(|l| {
+            backend
+                .as_ref()
+                .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
+                || (!l.owner_known && backend_alive)
+        });
+        StatusReport {
+            project: project.root.clone(),
+            devrun_pid,
+            devrun_uptime_s: running.map(|s| now.saturating_sub(s.started_at)),
+            devrun_running: running.is_some(),
+            verdict: Verdict::judge(&listeners, backend_listens),
+            backend,
+            host,
+            port,
+            listeners,
+        }
+    }
+}
+
+/// The recorded generation, and its live process tree if its leader is still that process.
+fn backend_status(b: &BackendRecord, now: u64) -> BackendStatus {
+    let alive = procs::is_same(b.pid, b.start);
+    let mut tree = Vec::new();
+    if alive {
+        tree.push(b.pid);
+        tree.extend(procs::descendants(b.pid));
+        tree.extend(procs::group_members(b.pgid));
+        tree.sort_unstable();
+        tree.dedup();
+        tree.retain(|p| !procs::is_zombie(*p));
+    }
+    BackendStatus {
+        pid: b.pid,
+        generation: b.generation,
+        alive,
+        uptime_s: now.saturating_sub(b.started_at),
+        command: b.command.clone(),
+        tree: tree
+            .into_iter()
+            .map(|pid| TreeProcess {
+                pid,
+                command: procs::command_line(pid),
+            })
+            .collect(),
+    }
+}
+
+/// Every listener on the port, each marked as this project's or not. Without a live backend,
+/// anything listening is not this project's (an unnamed owner included).
+fn listeners(
+    port: Option<u16>,
+    backend: Option<&BackendStatus>,
+    devrun_pid: Option<u32>,
+) -> Vec<Listener> {
+    let backend_alive = backend.is_some_and(|b| b.alive);
+    port.map(port::holders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| Listener {
+            // devrun itself listens when it holds the socket for its backends (inherit mode).
+            ours: backend.is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
+                || devrun_pid == Some(h.pid)
+                || (h.pid == port::UNKNOWN_OWNER && backend_alive),
+            owner_known: h.pid != port::UNKNOWN_OWNER,
+            pid: h.pid,
+            command: h.command,
+        })
+        .collect()
 }
 
 fn print_status(report: &StatusReport) {
@@ -359,5 +368,40 @@ pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
             ));
             Ok(ExitCode::BackendFailed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(pid: u32, ours: bool) -> Listener {
+        Listener {
+            pid,
+            command: String::new(),
+            ours,
+            owner_known: true,
+        }
+    }
+
+    #[test]
+    fn the_verdict_and_its_exit_code() {
+        let judge = Verdict::judge;
+        assert_eq!(judge(&[], false), Verdict::None);
+        assert_eq!(judge(&[listener(1, true)], true), Verdict::Ok);
+        assert_eq!(
+            judge(&[listener(1, true), listener(2, false)], true),
+            Verdict::Foreign
+        );
+        // devrun's own held socket is ours, but without the backend listening nothing serves.
+        assert_eq!(judge(&[listener(1, true)], false), Verdict::None);
+        let codes: Vec<u8> = [Verdict::Ok, Verdict::None, Verdict::Foreign]
+            .map(|v| v.exit_code().code())
+            .to_vec();
+        assert_eq!(codes, [0, 1, 3]);
+        assert_eq!(
+            serde_json::to_string(&Verdict::Foreign).unwrap(),
+            "\"foreign\""
+        );
     }
 }

@@ -951,6 +951,56 @@ mod tests {
     }
 
     #[test]
+    fn the_project_layer_loads_without_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(CONFIG_FILE);
+        let args = ProjectArgs {
+            config: Some(file.clone()),
+            ..ProjectArgs::default()
+        };
+        std::fs::write(&file, "port = 7\n[stop]\ntimeout_ms = 100\n").unwrap();
+        let p = ProjectConfig::load(&args).unwrap().expect("a config file");
+        assert_eq!((p.port, p.root.as_path()), (7, dir.path()));
+        assert_eq!(p.stop.timeout, Duration::from_millis(100));
+        assert_eq!(
+            p.devrun_exit_timeout(),
+            Duration::from_millis(100) + p.stop.port_timeout + DEVRUN_EXIT_MARGIN
+        );
+        // The port said only in the file's command counts; a command that does not parse is
+        // the run's error, not the project's.
+        std::fs::write(&file, "command = \"x --port 9002\"\n").unwrap();
+        assert_eq!(
+            ProjectConfig::load(&args).unwrap().map(|p| p.port),
+            Some(9002)
+        );
+        std::fs::write(&file, "command = 5\nport = 8\n").unwrap();
+        assert_eq!(ProjectConfig::load(&args).unwrap().map(|p| p.port), Some(8));
+        std::fs::write(&file, "command = \"x\"\n").unwrap();
+        assert!(ProjectConfig::load(&args).is_err());
+    }
+
+    #[test]
+    fn run_options_come_from_the_flags_and_the_project_from_the_run() {
+        let args = RunArgs {
+            once: true,
+            kill_port_holder: true,
+            stop_timeout: Some(Duration::from_millis(10)),
+            ..RunArgs::default()
+        };
+        let c = load("command = \"x\"\nport = 8001\n", &args).unwrap();
+        assert_eq!(
+            c.options,
+            RunOptions {
+                once: true,
+                replace: false,
+                kill_port_holder: true,
+            }
+        );
+        assert_eq!(c.project.stop.timeout, Duration::from_millis(10));
+        assert_eq!((c.port, c.host.as_str()), (8001, DEFAULT_HOST));
+    }
+
+    #[test]
     fn missing_command_or_port_is_an_error() {
         assert!(load("port = 1\n", &RunArgs::default()).is_err());
         assert!(load("command = \"x\"\n", &RunArgs::default()).is_err());
