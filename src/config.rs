@@ -977,6 +977,18 @@ mod tests {
         assert_eq!(ProjectConfig::load(&args).unwrap().map(|p| p.port), Some(8));
         std::fs::write(&file, "command = \"x\"\n").unwrap();
         assert!(ProjectConfig::load(&args).is_err());
+        // The same places as a run: `[tool.devrun]` of a pyproject.toml too.
+        let pyproject = dir.path().join(PYPROJECT_FILE);
+        std::fs::write(&pyproject, "[tool.devrun]\nport = 9\n").unwrap();
+        let args = ProjectArgs {
+            config: Some(pyproject),
+            ..ProjectArgs::default()
+        };
+        let p = ProjectConfig::load(&args).unwrap().expect("a config file");
+        assert_eq!(
+            (p.port, p.source_name().as_str()),
+            (9, "pyproject.toml [tool.devrun]")
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         ui.emit(&Event::Warning(note));
     }
     let shutdown = Shutdown::install()?;
-    let state_dir = StateDir::new(&config.root);
+    let state_dir = config.state_dir();
     let lock = take_project(&state_dir, &config, &ui, config.options.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
     let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
