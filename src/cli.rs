@@ -9,8 +9,7 @@ use std::time::Duration;
     name = "devrun",
     version,
     about = "Run a Python web backend and restart it, with a confirmed teardown, on every change",
-    after_help = "Exit codes: 0 ok, 1 backend failed, 2 usage or configuration error, \
-                  3 port held or not released, 4 another devrun runs this project",
+    after_help = crate::error::ExitCode::help(),
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {

@@ -3,29 +3,27 @@
 //! takes the project lock: asking must never keep a devrun from starting.
 
 use crate::cli::ProjectArgs;
-use crate::config::{Config, CONFIG_FILE, DEFAULT_HOST};
+use crate::config::{ProjectConfig, DEFAULT_HOST};
 use crate::control::{self, Verb};
 use crate::error::{Error, ExitCode};
 use crate::port;
 use crate::procs;
-use crate::state::{self, State, StateDir};
-use crate::supervisor;
+use crate::project::{recover_orphan, stop_running_devrun};
+use crate::state::{self, BackendRecord, State, StateDir};
 use crate::ui::{Event, Ui};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
-/// The project's folder, and its config if it has one that loads.
+/// The project's folder, and its config if it has a config file.
 struct Project {
     root: PathBuf,
-    config: Option<Config>,
+    config: Option<ProjectConfig>,
 }
 
 fn project(args: &ProjectArgs) -> Result<Project, Error> {
     let cwd =
         std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
-    let file = args.config.as_ref().map(|p| cwd.join(p));
-    if let Some(file) = &file {
+    if let Some(file) = args.config.as_ref().map(|p| cwd.join(p)) {
         if !file.is_file() {
             return Err(Error::Usage(format!(
                 "no config file at {}",
@@ -33,22 +31,9 @@ fn project(args: &ProjectArgs) -> Result<Project, Error> {
             )));
         }
     }
-    let root = file
-        .as_ref()
-        .and_then(|f| f.parent().map(PathBuf::from))
-        .unwrap_or_else(|| cwd.clone());
-    // status and stop need only the port and timeouts: a config that lacks a command is fine.
-    let has_config = file.is_some() || cwd.join(CONFIG_FILE).is_file();
-    let config = if has_config {
-        let run = crate::cli::RunArgs {
-            config: args.config.clone(),
-            command: vec!["-".into()],
-            ..Default::default()
-        };
-        Some(Config::load(&run)?)
-    } else {
-        None
-    };
+    // status, stop and restart need only the project layer: a config without a command is fine.
+    let config = ProjectConfig::load(args)?;
+    let root = config.as_ref().map_or(cwd, |c| c.root.clone());
     Ok(Project { root, config })
 }
 
@@ -90,102 +75,52 @@ struct StatusReport {
     host: String,
     port: Option<u16>,
     listeners: Vec<Listener>,
-    /// "ok", "none" (nothing listens) or "foreign" (a process devrun did not start listens).
-    verdict: &'static str,
+    verdict: Verdict,
+}
+
+/// Who serves the project's port, as `status` judges it (its JSON name, text and exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Exactly this project's backend listens.
+    Ok,
+    /// Nothing listens.
+    None,
+    /// A process devrun did not start listens.
+    Foreign,
+}
+
+impl Verdict {
+    fn judge(listeners: &[Listener], backend_listens: bool) -> Verdict {
+        if listeners.iter().any(|l| !l.ours) {
+            Verdict::Foreign
+        } else if !backend_listens {
+            Verdict::None
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Verdict::Ok => ExitCode::Ok,
+            Verdict::None => ExitCode::BackendFailed,
+            Verdict::Foreign => ExitCode::Port,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok: exactly this project's backend serves the port",
+            Verdict::None => "nothing listens on the port",
+            Verdict::Foreign => "a process devrun did not start listens on the port",
+        }
+    }
 }
 
 /// Exit 0: exactly our backend listens; 1: nothing listens; 3: something else listens.
 pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
-    let project = project(args)?;
-    let state_dir = StateDir::new(&project.root);
-    // A dead devrun's record still names its backend, which may be an orphan now.
-    let state = state_dir.read();
-    let running = state.as_ref().is_some_and(State::devrun_alive);
-    let port = project
-        .config
-        .as_ref()
-        .map(|c| c.port)
-        .or(state.as_ref().map(|s| s.port));
-    let host = project
-        .config
-        .as_ref()
-        .map(|c| c.host.clone())
-        .or(state.as_ref().map(|s| s.host.clone()))
-        .unwrap_or_else(|| DEFAULT_HOST.to_string());
-    let now = state::unix_now();
-
-    let backend = state.as_ref().and_then(|s| s.backend.as_ref()).map(|b| {
-        let alive = procs::is_same(b.pid, b.start);
-        let mut tree = Vec::new();
-        if alive {
-            tree.push(b.pid);
-            tree.extend(procs::descendants(b.pid));
-            tree.extend(procs::group_members(b.pgid));
-            tree.sort_unstable();
-            tree.dedup();
-            tree.retain(|p| !procs::is_zombie(*p));
-        }
-        BackendStatus {
-            pid: b.pid,
-            generation: b.generation,
-            alive,
-            uptime_s: now.saturating_sub(b.started_at),
-            command: b.command.clone(),
-            tree: tree
-                .into_iter()
-                .map(|pid| TreeProcess {
-                    pid,
-                    command: procs::command_line(pid),
-                })
-                .collect(),
-        }
-    });
-    // An owner the OS does not name (pid 0) is not counted against a live backend: it cannot be
-    // told from it. Without a live backend, anything listening is not this project's.
-    let backend_alive = backend.as_ref().is_some_and(|b| b.alive);
-    let listeners: Vec<Listener> = port
-        .map(port::holders)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| Listener {
-            // devrun itself listens when it holds the socket for its backends (inherit mode).
-            ours: backend
-                .as_ref()
-                .is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
-                || (running && state.as_ref().is_some_and(|s| s.devrun_pid == h.pid))
-                || (h.pid == port::UNKNOWN_OWNER && backend_alive),
-            owner_known: h.pid != port::UNKNOWN_OWNER,
-            pid: h.pid,
-            command: h.command,
-        })
-        .collect();
-    let backend_listens = listeners.iter().any(|l| {
-        backend
-            .as_ref()
-            .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
-            || (!l.owner_known && backend_alive)
-    });
-    let verdict = if listeners.iter().any(|l| !l.ours) {
-        "foreign"
-    } else if !backend_listens {
-        "none"
-    } else {
-        "ok"
-    };
-    let report = StatusReport {
-        project: project.root.clone(),
-        devrun_pid: state.as_ref().filter(|_| running).map(|s| s.devrun_pid),
-        devrun_uptime_s: state
-            .as_ref()
-            .filter(|_| running)
-            .map(|s| now.saturating_sub(s.started_at)),
-        devrun_running: running,
-        backend,
-        host,
-        port,
-        listeners,
-        verdict,
-    };
+    let report = StatusReport::gather(&project(args)?);
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode the status: {e}")))?;
@@ -193,11 +128,99 @@ pub fn status(args: &ProjectArgs, json: bool) -> Result<ExitCode, Error> {
     } else {
         print_status(&report);
     }
-    Ok(match verdict {
-        "ok" => ExitCode::Ok,
-        "none" => ExitCode::BackendFailed,
-        _ => ExitCode::Port,
-    })
+    Ok(report.verdict.exit_code())
+}
+
+impl StatusReport {
+    fn gather(project: &Project) -> StatusReport {
+        // A dead devrun's record still names its backend, which may be an orphan now.
+        let state = StateDir::new(&project.root).read();
+        let running = state.as_ref().filter(|s| s.devrun_alive());
+        let config = project.config.as_ref();
+        let port = config.map(|c| c.port).or(state.as_ref().map(|s| s.port));
+        let host = config
+            .map(|c| c.host.clone())
+            .or(state.as_ref().map(|s| s.host.clone()))
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let now = state::unix_now();
+        let backend = state
+            .as_ref()
+            .and_then(|s| s.backend.as_ref())
+            .map(|b| backend_status(b, now));
+        let devrun_pid = running.map(|s| s.devrun_pid);
+        let listeners = listeners(port, backend.as_ref(), devrun_pid);
+        // An owner the OS does not name (pid 0) is not counted against a live backend: it
+        // cannot be told from it.
+        let backend_alive = backend.as_ref().is_some_and(|b| b.alive);
+        let backend_listens = listeners.iter().any(|l| {
+            backend
+                .as_ref()
+                .is_some_and(|b| b.tree.iter().any(|t| t.pid == l.pid))
+                || (!l.owner_known && backend_alive)
+        });
+        StatusReport {
+            project: project.root.clone(),
+            devrun_pid,
+            devrun_uptime_s: running.map(|s| now.saturating_sub(s.started_at)),
+            devrun_running: running.is_some(),
+            verdict: Verdict::judge(&listeners, backend_listens),
+            backend,
+            host,
+            port,
+            listeners,
+        }
+    }
+}
+
+/// The recorded generation, and its live process tree if its leader is still that process.
+fn backend_status(b: &BackendRecord, now: u64) -> BackendStatus {
+    let alive = procs::is_same(b.pid, b.start);
+    let mut tree = Vec::new();
+    if alive {
+        tree.push(b.pid);
+        tree.extend(procs::descendants(b.pid));
+        tree.extend(procs::group_members(b.pgid));
+        tree.sort_unstable();
+        tree.dedup();
+        tree.retain(|p| !procs::is_zombie(*p));
+    }
+    BackendStatus {
+        pid: b.pid,
+        generation: b.generation,
+        alive,
+        uptime_s: now.saturating_sub(b.started_at),
+        command: b.command.clone(),
+        tree: tree
+            .into_iter()
+            .map(|pid| TreeProcess {
+                pid,
+                command: procs::command_line(pid),
+            })
+            .collect(),
+    }
+}
+
+/// Every listener on the port, each marked as this project's or not. Without a live backend,
+/// anything listening is not this project's (an unnamed owner included).
+fn listeners(
+    port: Option<u16>,
+    backend: Option<&BackendStatus>,
+    devrun_pid: Option<u32>,
+) -> Vec<Listener> {
+    let backend_alive = backend.is_some_and(|b| b.alive);
+    port.map(port::holders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| Listener {
+            // devrun itself listens when it holds the socket for its backends (inherit mode).
+            ours: backend.is_some_and(|b| b.tree.iter().any(|t| t.pid == h.pid))
+                || devrun_pid == Some(h.pid)
+                || (h.pid == port::UNKNOWN_OWNER && backend_alive),
+            owner_known: h.pid != port::UNKNOWN_OWNER,
+            pid: h.pid,
+            command: h.command,
+        })
+        .collect()
 }
 
 fn print_status(report: &StatusReport) {
@@ -245,14 +268,7 @@ fn print_status(report: &StatusReport) {
         }
         None => println!("port:    unknown (no devrun.toml and no running devrun)"),
     }
-    println!(
-        "verdict: {}",
-        match report.verdict {
-            "ok" => "ok: exactly this project's backend serves the port",
-            "none" => "nothing listens on the port",
-            _ => "a process devrun did not start listens on the port",
-        }
-    );
+    println!("verdict: {}", report.verdict.describe());
 }
 
 fn duration(seconds: u64) -> String {
@@ -279,34 +295,26 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
                 ));
                 return Ok(());
             };
-            let run = crate::cli::RunArgs {
-                command: vec!["-".into()],
-                port: Some(state.port),
-                host: Some(state.host.clone()),
-                ..Default::default()
-            };
-            let mut config = Config::load(&run)?;
-            config.root = project.root.clone();
-            config
+            ProjectConfig::recorded(&project.root, &state.host, state.port)
         }
     };
-    let timeout = config.stop.timeout + config.stop.port_timeout + Duration::from_secs(5);
+    let timeout = config.devrun_exit_timeout();
     if let Some(running) = state_dir.running_devrun() {
         ui.emit(&Event::Warning(format!(
             "stopping devrun (pid {}) and its backend",
             running.devrun_pid
         )));
-        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
     }
-    supervisor::recover_orphan(&state_dir, &config, ui).await?;
+    recover_orphan(&state_dir, &config, ui).await?;
     // A devrun that started meanwhile is running, not left over: it is stopped too.
     if let Some(running) = state_dir.running_devrun() {
         ui.emit(&Event::Warning(format!(
             "devrun (pid {}) started meanwhile: stopping it too",
             running.devrun_pid
         )));
-        supervisor::stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
-        supervisor::recover_orphan(&state_dir, &config, ui).await?;
+        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        recover_orphan(&state_dir, &config, ui).await?;
     }
     match port::wait_free(&config.host, config.port, config.stop.port_timeout).await {
         Ok(_) => {
@@ -360,5 +368,40 @@ pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
             ));
             Ok(ExitCode::BackendFailed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(pid: u32, ours: bool) -> Listener {
+        Listener {
+            pid,
+            command: String::new(),
+            ours,
+            owner_known: true,
+        }
+    }
+
+    #[test]
+    fn the_verdict_and_its_exit_code() {
+        let judge = Verdict::judge;
+        assert_eq!(judge(&[], false), Verdict::None);
+        assert_eq!(judge(&[listener(1, true)], true), Verdict::Ok);
+        assert_eq!(
+            judge(&[listener(1, true), listener(2, false)], true),
+            Verdict::Foreign
+        );
+        // devrun's own held socket is ours, but without the backend listening nothing serves.
+        assert_eq!(judge(&[listener(1, true)], false), Verdict::None);
+        let codes: Vec<u8> = [Verdict::Ok, Verdict::None, Verdict::Foreign]
+            .map(|v| v.exit_code().code())
+            .to_vec();
+        assert_eq!(codes, [0, 1, 3]);
+        assert_eq!(
+            serde_json::to_string(&Verdict::Foreign).unwrap(),
+            "\"foreign\""
+        );
     }
 }

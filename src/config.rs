@@ -1,10 +1,19 @@
-//! `devrun.toml` + command-line flags → one validated [`Config`].
+//! `devrun.toml` + command-line flags → one validated configuration, in two layers:
 //!
-//! Errors point at the file, line and column of the offending text (toml's spans).
+//! - [`ProjectConfig`]: which project (root, state folder), where it serves (host, port) and how
+//!   long stopping may take. It loads without a command, so `devrun status`, `stop` and `restart`
+//!   use it alone.
+//! - [`Config`]: the run on top of it (command, watch, readiness, env, socket, run options), what
+//!   the supervisor runs with. It derefs to its project config.
+//!
+//! Each setting is derived in its own function from the flags and the file (flags win), the way
+//! ripgrep turns its low-level flags into high-level settings. Errors point at the file, line
+//! and column of the offending text (toml's spans).
 
-use crate::cli::{describe_limit, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
+use crate::cli::{describe_limit, ProjectArgs, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::process::StopSignal;
+use crate::state::StateDir;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,25 +24,51 @@ pub const CONFIG_FILE: &str = "devrun.toml";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_INCLUDE: &str = "**/*.py";
+const DEFAULT_DEBOUNCE_MS: u64 = 50;
+const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_PORT_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_READY_TIMEOUT_MS: u64 = 30000;
+/// Beyond its stop and port timeouts, how long a devrun asked to stop may take to exit.
+const DEVRUN_EXIT_MARGIN: Duration = Duration::from_secs(5);
 
-/// The validated configuration the supervisor runs with. Paths are absolute.
+/// The project layer: enough to find, ask, stop or report on the devrun of a project.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct ProjectConfig {
     /// The file it came from, if any (for status lines and errors).
     pub source: Option<PathBuf>,
-    /// The config file's folder (or the current folder): the backend's cwd and the base of relative paths.
+    /// The config file's folder (or the current folder): the backend's cwd, the base of
+    /// relative paths, and where `.devrun/` lives.
     pub root: PathBuf,
-    pub command: Vec<String>,
-    pub port: u16,
     pub host: String,
-    pub watch: WatchConfig,
+    pub port: u16,
     pub stop: StopConfig,
+}
+
+/// The validated configuration the supervisor runs with: the project plus the run. Paths are
+/// absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: ProjectConfig,
+    pub command: Vec<String>,
+    pub watch: WatchConfig,
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
     pub env: BTreeMap<String, String>,
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
     /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
     pub inherit_socket: bool,
+    pub options: RunOptions,
+}
+
+/// What this run may do beyond supervising (flags only: they have no key in the file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `--once`: start, wait until ready, health check, tear down, confirm the port is free.
+    pub once: bool,
+    /// `--replace`: stop the devrun already running this project and take over.
+    pub replace: bool,
+    /// `--kill-port-holder`: end a process devrun did not start that holds the port.
+    pub kill_port_holder: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -45,11 +80,21 @@ pub struct WatchConfig {
     pub debounce: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopConfig {
     pub signal: StopSignal,
     pub timeout: Duration,
     pub port_timeout: Duration,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            signal: StopSignal::default(),
+            timeout: Duration::from_millis(DEFAULT_STOP_TIMEOUT_MS),
+            port_timeout: Duration::from_millis(DEFAULT_PORT_TIMEOUT_MS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +104,41 @@ pub struct ReadyConfig {
     pub timeout: Duration,
 }
 
-// ---- the file's shape: every key of DESIGN.md, nothing else ----
+/// The flags that bear on the project layer. `status`, `stop` and `restart` only name the file;
+/// a run may set them all.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectFlags {
+    pub config: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<Duration>,
+    pub port_timeout: Option<Duration>,
+}
+
+impl From<&RunArgs> for ProjectFlags {
+    fn from(args: &RunArgs) -> Self {
+        ProjectFlags {
+            config: args.config.clone(),
+            host: args.host.clone(),
+            port: args.port,
+            stop_signal: args.stop_signal.clone(),
+            stop_timeout: args.stop_timeout,
+            port_timeout: args.port_timeout,
+        }
+    }
+}
+
+impl From<&ProjectArgs> for ProjectFlags {
+    fn from(args: &ProjectArgs) -> Self {
+        ProjectFlags {
+            config: args.config.clone(),
+            ..ProjectFlags::default()
+        }
+    }
+}
+
+// ---- the file's shape: every key the README documents, nothing else ----
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,18 +215,26 @@ impl Source {
     }
 }
 
-impl Config {
-    /// Reads the config file (`--config`, else `devrun.toml` in the current folder, else
-    /// `[tool.devrun]` of `pyproject.toml` there) and applies the flags on top.
-    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+/// What the derive functions read: the file's values (all unset without a file), where its
+/// errors point, and the folder relative flags start from.
+struct Inputs {
+    source: Option<Source>,
+    file: FileConfig,
+    cwd: PathBuf,
+}
+
+impl Inputs {
+    /// Finds and parses the config file: `flags.config`, else `devrun.toml` in the current folder,
+    /// else `[tool.devrun]` of `pyproject.toml` there. Without one, every key is unset.
+    fn read(explicit: Option<&Path>) -> Result<Inputs, ConfigError> {
         let cwd = std::env::current_dir()
             .map_err(|e| ConfigError::plain(format!("cannot read the current folder: {e}")))?;
-        let candidates = match &args.config {
+        let candidates = match explicit {
             Some(path) => vec![cwd.join(path)],
             None => vec![cwd.join(CONFIG_FILE), cwd.join(PYPROJECT_FILE)],
         };
         for path in candidates {
-            if args.config.is_none() && !path.is_file() {
+            if explicit.is_none() && !path.is_file() {
                 continue;
             }
             let text = std::fs::read_to_string(&path)
@@ -157,286 +244,142 @@ impl Config {
                 path,
                 text,
             };
-            let locate = |e: toml::de::Error| {
-                source.error(
-                    e.span().map(|s| s.start),
-                    e.message().trim_end().to_string(),
-                )
+            let Some(file) = source.parse(explicit.is_some())? else {
+                continue;
             };
-            let file = if source.path.file_name().is_some_and(|n| n == PYPROJECT_FILE) {
-                let pyproject: PyProject = toml::from_str(&source.text).map_err(locate)?;
-                match pyproject.tool.devrun {
-                    Some(file) => file,
-                    // A pyproject.toml without [tool.devrun] is not devrun's config.
-                    None if args.config.is_none() => continue,
-                    None => return Err(source.error(None, "no [tool.devrun] table")),
-                }
-            } else {
-                toml::from_str(&source.text).map_err(locate)?
-            };
-            return Self::build(Some(source), file, args, &cwd);
-        }
-        Self::build(None, FileConfig::default(), args, &cwd)
-    }
-
-    fn build(
-        source: Option<Source>,
-        file: FileConfig,
-        args: &RunArgs,
-        cwd: &Path,
-    ) -> Result<Config, ConfigError> {
-        let err = |offset: Option<usize>, message: String| match &source {
-            Some(s) => s.error(offset, message),
-            None => ConfigError::plain(message),
-        };
-        let root = match &source {
-            Some(s) => s.path.parent().unwrap_or(cwd).to_path_buf(),
-            None => cwd.to_path_buf(),
-        };
-
-        let inherit_socket = match &file.server.socket {
-            None => false,
-            Some(socket) => match socket.get_ref().as_str() {
-                "none" => false,
-                "inherit" if cfg!(windows) => {
-                    return Err(err(
-                        Some(socket.span().start),
-                        "[server] socket = \"inherit\" is not supported on Windows; use \"none\""
-                            .into(),
-                    ))
-                }
-                "inherit" => true,
-                other => {
-                    return Err(err(
-                        Some(socket.span().start),
-                        format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
-                    ))
-                }
-            },
-        };
-
-        let host = match (&args.host, &file.host) {
-            (Some(host), _) => host.clone(),
-            (None, Some(host)) => host.get_ref().clone(),
-            (None, None) => DEFAULT_HOST.to_string(),
-        };
-
-        // The command: flags win; a string is split shell-style, an array is used as is.
-        let mut command = if !args.command.is_empty() {
-            args.command.clone()
-        } else {
-            match &file.command {
-                None => Vec::new(),
-                Some(value) => {
-                    let at = Some(value.span().start);
-                    command_from_value(value.get_ref()).map_err(|m| err(at, m))?
-                }
-            }
-        };
-        if command.is_empty() {
-            return Err(err(
-                None,
-                "no command to run: set `command` in devrun.toml or pass it after `--`".into(),
-            ));
-        }
-
-        let port =
-            match args
-                .port
-                .or(file.port)
-                .or_else(|| port_in_command(&command))
-            {
-                Some(port) if port > 0 => port,
-                _ => return Err(err(
-                    None,
-                    "no port: set `port` in devrun.toml or pass --port (devrun must know which \
-                     port the backend serves to confirm it is released)"
-                        .into(),
-                )),
-            };
-        // A host that does not resolve is a typo to fix, not a port someone holds.
-        if let Err(e) = crate::port::resolve(&host, port) {
-            let why = format!("host {host:?} does not resolve ({e})");
-            return Err(match (&args.host, &file.host) {
-                (Some(_), _) => ConfigError::plain(format!("--host: {why}")),
-                (None, Some(spanned)) => err(Some(spanned.span().start), format!("`host`: {why}")),
-                (None, None) => ConfigError::plain(why),
+            return Ok(Inputs {
+                source: Some(source),
+                file,
+                cwd,
             });
         }
-        for arg in &mut command {
-            *arg = arg
-                .replace("{port}", &port.to_string())
-                .replace("{host}", &host)
-                .replace("{fd}", &crate::process::INHERITED_FD.to_string());
-        }
-
-        // Watch paths: flags are relative to the current folder, the file's to its folder.
-        let paths: Vec<PathBuf> = if !args.watch.is_empty() {
-            args.watch.iter().map(|p| cwd.join(p)).collect()
-        } else {
-            match &file.watch.paths {
-                Some(paths) => paths.iter().map(|p| root.join(p)).collect(),
-                None => vec![root.clone()],
-            }
-        };
-        for path in &paths {
-            if !path.exists() {
-                return Err(err(
-                    None,
-                    format!("watch path {} does not exist", path.display()),
-                ));
-            }
-        }
-
-        let include: Vec<String> = if !args.ext.is_empty() {
-            let mut globs = Vec::new();
-            for ext in &args.ext {
-                let ext = ext.trim().trim_start_matches('.');
-                if ext.is_empty() {
-                    return Err(ConfigError::plain("--ext: empty extension"));
-                }
-                globs.push(format!("**/*.{ext}"));
-            }
-            globs
-        } else {
-            match &file.watch.include {
-                Some(globs) => {
-                    check_globs(globs, &err)?;
-                    globs.iter().map(|g| g.get_ref().clone()).collect()
-                }
-                None => vec![DEFAULT_INCLUDE.to_string()],
-            }
-        };
-        let mut ignore: Vec<String> = Vec::new();
-        if let Some(globs) = &file.watch.ignore {
-            check_globs(globs, &err)?;
-            ignore.extend(globs.iter().map(|g| g.get_ref().clone()));
-        }
-        for glob in &args.ignore {
-            globset::Glob::new(glob)
-                .map_err(|e| ConfigError::plain(format!("--ignore {glob:?}: {}", e.kind())))?;
-            ignore.push(glob.clone());
-        }
-
-        let signal = match (&args.stop_signal, &file.stop.signal) {
-            (Some(name), _) => StopSignal::parse(name)
-                .map_err(|m| ConfigError::plain(format!("--stop-signal: {m}")))?,
-            (None, Some(name)) => StopSignal::parse(name.get_ref())
-                .map_err(|m| err(Some(name.span().start), format!("[stop] signal: {m}")))?,
-            (None, None) => StopSignal::default(),
-        };
-
-        let ready_http = match (&args.ready_http, &file.ready.http) {
-            (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
-            (None, Some(path)) => Some(
-                check_http_path(path.get_ref())
-                    .map_err(|m| err(Some(path.span().start), format!("[ready] http: {m}")))?,
-            ),
-            (None, None) => None,
-        };
-
-        // Flags were checked against their limits as they were parsed; the file's keys here.
-        let ms = |key: &str, value: &Option<Spanned<u64>>, default: u64, max: Duration| {
-            let Some(value) = value else {
-                return Ok(Duration::from_millis(default));
-            };
-            let duration = Duration::from_millis(*value.get_ref());
-            if duration > max {
-                return Err(err(
-                    Some(value.span().start),
-                    format!(
-                        "{key} = {} is above the limit of {}",
-                        value.get_ref(),
-                        describe_limit(max)
-                    ),
-                ));
-            }
-            Ok(duration)
-        };
-        let debounce = match args.debounce {
-            Some(debounce) => debounce,
-            None => ms(
-                "[watch] debounce_ms",
-                &file.watch.debounce_ms,
-                50,
-                MAX_DEBOUNCE,
-            )?,
-        };
-        let stop_timeout = match args.stop_timeout {
-            Some(timeout) => timeout,
-            None => ms(
-                "[stop] timeout_ms",
-                &file.stop.timeout_ms,
-                5000,
-                MAX_TIMEOUT,
-            )?,
-        };
-        let port_timeout = match args.port_timeout {
-            Some(timeout) => timeout,
-            None => ms(
-                "[stop] port_timeout_ms",
-                &file.stop.port_timeout_ms,
-                5000,
-                MAX_TIMEOUT,
-            )?,
-        };
-        let ready_timeout = match args.ready_timeout {
-            Some(timeout) => timeout,
-            None => ms(
-                "[ready] timeout_ms",
-                &file.ready.timeout_ms,
-                30000,
-                MAX_TIMEOUT,
-            )?,
-        };
-
-        let mut env = BTreeMap::new();
-        for (key, value) in file.env {
-            let at = Some(key.span().start);
-            let name = key.into_inner();
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(err(
-                    at,
-                    format!(
-                        "[env] {name:?} is not a valid variable name (it must not be empty or \
-                         contain `=` or a NUL byte)"
-                    ),
-                ));
-            }
-            if value.contains('\0') {
-                return Err(err(
-                    at,
-                    format!("[env] {name}: the value must not contain a NUL byte"),
-                ));
-            }
-            env.insert(name, value);
-        }
-
-        Ok(Config {
-            source: source.map(|s| s.path),
-            root,
-            command,
-            port,
-            host,
-            watch: WatchConfig {
-                paths,
-                include,
-                ignore,
-                gitignore: file.watch.gitignore.unwrap_or(true),
-                debounce,
-            },
-            stop: StopConfig {
-                signal,
-                timeout: stop_timeout,
-                port_timeout,
-            },
-            ready: ReadyConfig {
-                http: ready_http,
-                timeout: ready_timeout,
-            },
-            env,
-            inherit_socket,
+        Ok(Inputs {
+            source: None,
+            file: FileConfig::default(),
+            cwd,
         })
+    }
+
+    /// An error at `offset` of the file, or a plain one without a file.
+    fn err(&self, offset: Option<usize>, message: impl Into<String>) -> ConfigError {
+        match &self.source {
+            Some(s) => s.error(offset, message),
+            None => ConfigError::plain(message),
+        }
+    }
+
+    /// The config file's folder, or the current folder without one.
+    fn root(&self) -> PathBuf {
+        match &self.source {
+            Some(s) => s.path.parent().unwrap_or(&self.cwd).to_path_buf(),
+            None => self.cwd.clone(),
+        }
+    }
+
+    /// A `*_ms` key, checked against its limit (flags were checked as they were parsed).
+    fn millis(
+        &self,
+        key: &str,
+        value: &Option<Spanned<u64>>,
+        default: u64,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Duration::from_millis(default));
+        };
+        let duration = Duration::from_millis(*value.get_ref());
+        if duration > max {
+            return Err(self.err(
+                Some(value.span().start),
+                format!(
+                    "{key} = {} is above the limit of {}",
+                    value.get_ref(),
+                    describe_limit(max)
+                ),
+            ));
+        }
+        Ok(duration)
+    }
+}
+
+impl Source {
+    /// The devrun table of this file: None for a `pyproject.toml` without `[tool.devrun]` that
+    /// was only looked at, not named.
+    fn parse(&self, named: bool) -> Result<Option<FileConfig>, ConfigError> {
+        let locate = |e: toml::de::Error| {
+            self.error(
+                e.span().map(|s| s.start),
+                e.message().trim_end().to_string(),
+            )
+        };
+        if self.path.file_name().is_some_and(|n| n == PYPROJECT_FILE) {
+            let pyproject: PyProject = toml::from_str(&self.text).map_err(locate)?;
+            return match pyproject.tool.devrun {
+                Some(file) => Ok(Some(file)),
+                None if !named => Ok(None),
+                None => Err(self.error(None, "no [tool.devrun] table")),
+            };
+        }
+        toml::from_str(&self.text).map_err(locate).map(Some)
+    }
+}
+
+impl ProjectConfig {
+    /// The project's config file with no command needed (`status`, `stop`, `restart`):
+    /// Ok(None) when there is no config file.
+    pub fn load(args: &ProjectArgs) -> Result<Option<ProjectConfig>, ConfigError> {
+        let inputs = Inputs::read(args.config.as_deref())?;
+        if inputs.source.is_none() {
+            return Ok(None);
+        }
+        // The port may be said only in the file's command; a command that does not parse is
+        // the run's error to report, not this one's.
+        let command = match &inputs.file.command {
+            Some(value) => command_from_value(value.get_ref()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Self::derive(&inputs, &ProjectFlags::from(args), &command).map(Some)
+    }
+
+    /// What a devrun recorded in `.devrun/state.json`, with default timeouts: a project
+    /// without a config file that a devrun ran in (given by flags).
+    pub fn recorded(root: &Path, host: &str, port: u16) -> ProjectConfig {
+        ProjectConfig {
+            source: None,
+            root: root.to_path_buf(),
+            host: host.to_string(),
+            port,
+            stop: StopConfig::default(),
+        }
+    }
+
+    /// `command` is the backend's command before placeholders: `--port N` in it names the port.
+    fn derive(
+        inputs: &Inputs,
+        flags: &ProjectFlags,
+        command: &[String],
+    ) -> Result<ProjectConfig, ConfigError> {
+        let host = derive_host(inputs, flags);
+        let port = derive_port(inputs, flags, command)?;
+        check_host_resolves(inputs, flags, &host, port)?;
+        Ok(ProjectConfig {
+            source: inputs.source.as_ref().map(|s| s.path.clone()),
+            root: inputs.root(),
+            host,
+            port,
+            stop: derive_stop(inputs, flags)?,
+        })
+    }
+
+    /// The project's `.devrun/` folder.
+    pub fn state_dir(&self) -> StateDir {
+        StateDir::new(&self.root)
+    }
+
+    /// How long a devrun asked to stop (`devrun stop`, `--replace`) may take to finish its
+    /// teardown and exit before it is killed.
+    pub fn devrun_exit_timeout(&self) -> Duration {
+        self.stop.timeout + self.stop.port_timeout + DEVRUN_EXIT_MARGIN
     }
 
     /// The config file's name as the user would write it, for status lines.
@@ -456,6 +399,304 @@ impl Config {
             None => "command line".to_string(),
         }
     }
+}
+
+impl Config {
+    /// Reads the config file (`--config`, else `devrun.toml` in the current folder, else
+    /// `[tool.devrun]` of `pyproject.toml` there) and applies the flags on top.
+    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+        Self::derive(&Inputs::read(args.config.as_deref())?, args)
+    }
+
+    fn derive(inputs: &Inputs, args: &RunArgs) -> Result<Config, ConfigError> {
+        let inherit_socket = derive_inherit_socket(inputs)?;
+        let mut command = derive_command(inputs, args)?;
+        let project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
+        substitute_placeholders(&mut command, &project);
+        let watch = derive_watch(inputs, args, &project.root)?;
+        Ok(Config {
+            command,
+            watch,
+            ready: derive_ready(inputs, args)?,
+            env: derive_env(inputs)?,
+            inherit_socket,
+            options: RunOptions {
+                once: args.once,
+                replace: args.replace,
+                kill_port_holder: args.kill_port_holder,
+            },
+            project,
+        })
+    }
+}
+
+/// A run config is read as its project config too (`config.port`, `config.root`, ...).
+impl std::ops::Deref for Config {
+    type Target = ProjectConfig;
+
+    fn deref(&self) -> &ProjectConfig {
+        &self.project
+    }
+}
+
+// ---- the project layer's settings ----
+
+fn derive_host(inputs: &Inputs, flags: &ProjectFlags) -> String {
+    match (&flags.host, &inputs.file.host) {
+        (Some(host), _) => host.clone(),
+        (None, Some(host)) => host.get_ref().clone(),
+        (None, None) => DEFAULT_HOST.to_string(),
+    }
+}
+
+/// Flag, else `port`, else `--port N` in the command: devrun must know it.
+fn derive_port(
+    inputs: &Inputs,
+    flags: &ProjectFlags,
+    command: &[String],
+) -> Result<u16, ConfigError> {
+    match flags
+        .port
+        .or(inputs.file.port)
+        .or_else(|| port_in_command(command))
+    {
+        Some(port) if port > 0 => Ok(port),
+        _ => Err(inputs.err(
+            None,
+            "no port: set `port` in devrun.toml or pass --port (devrun must know which port the \
+             backend serves to confirm it is released)",
+        )),
+    }
+}
+
+/// A host that does not resolve is a typo to fix, not a port someone holds.
+fn check_host_resolves(
+    inputs: &Inputs,
+    flags: &ProjectFlags,
+    host: &str,
+    port: u16,
+) -> Result<(), ConfigError> {
+    let Err(e) = crate::port::resolve(host, port) else {
+        return Ok(());
+    };
+    let why = format!("host {host:?} does not resolve ({e})");
+    Err(match (&flags.host, &inputs.file.host) {
+        (Some(_), _) => ConfigError::plain(format!("--host: {why}")),
+        (None, Some(spanned)) => inputs.err(Some(spanned.span().start), format!("`host`: {why}")),
+        (None, None) => ConfigError::plain(why),
+    })
+}
+
+fn derive_stop(inputs: &Inputs, flags: &ProjectFlags) -> Result<StopConfig, ConfigError> {
+    let stop = &inputs.file.stop;
+    let signal = match (&flags.stop_signal, &stop.signal) {
+        (Some(name), _) => StopSignal::parse(name)
+            .map_err(|m| ConfigError::plain(format!("--stop-signal: {m}")))?,
+        (None, Some(name)) => StopSignal::parse(name.get_ref())
+            .map_err(|m| inputs.err(Some(name.span().start), format!("[stop] signal: {m}")))?,
+        (None, None) => StopSignal::default(),
+    };
+    let timeout = match flags.stop_timeout {
+        Some(timeout) => timeout,
+        None => inputs.millis(
+            "[stop] timeout_ms",
+            &stop.timeout_ms,
+            DEFAULT_STOP_TIMEOUT_MS,
+            MAX_TIMEOUT,
+        )?,
+    };
+    let port_timeout = match flags.port_timeout {
+        Some(timeout) => timeout,
+        None => inputs.millis(
+            "[stop] port_timeout_ms",
+            &stop.port_timeout_ms,
+            DEFAULT_PORT_TIMEOUT_MS,
+            MAX_TIMEOUT,
+        )?,
+    };
+    Ok(StopConfig {
+        signal,
+        timeout,
+        port_timeout,
+    })
+}
+
+// ---- the run layer's settings ----
+
+/// `[server] socket`: "none" (the default) or "inherit" (not on Windows).
+fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
+    let Some(socket) = &inputs.file.server.socket else {
+        return Ok(false);
+    };
+    let at = Some(socket.span().start);
+    match socket.get_ref().as_str() {
+        "none" => Ok(false),
+        "inherit" if cfg!(windows) => Err(inputs.err(
+            at,
+            "[server] socket = \"inherit\" is not supported on Windows; use \"none\"",
+        )),
+        "inherit" => Ok(true),
+        other => Err(inputs.err(
+            at,
+            format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
+        )),
+    }
+}
+
+/// The command: flags win; a string is split shell-style, an array is used as is.
+fn derive_command(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    let command = if !args.command.is_empty() {
+        args.command.clone()
+    } else {
+        match &inputs.file.command {
+            None => Vec::new(),
+            Some(value) => command_from_value(value.get_ref())
+                .map_err(|m| inputs.err(Some(value.span().start), m))?,
+        }
+    };
+    if command.is_empty() {
+        return Err(inputs.err(
+            None,
+            "no command to run: set `command` in devrun.toml or pass it after `--`",
+        ));
+    }
+    Ok(command)
+}
+
+/// `{port}`, `{host}` and `{fd}` in the command's arguments.
+fn substitute_placeholders(command: &mut [String], project: &ProjectConfig) {
+    for arg in command {
+        *arg = arg
+            .replace("{port}", &project.port.to_string())
+            .replace("{host}", &project.host)
+            .replace("{fd}", &crate::process::INHERITED_FD.to_string());
+    }
+}
+
+fn derive_watch(inputs: &Inputs, args: &RunArgs, root: &Path) -> Result<WatchConfig, ConfigError> {
+    let debounce = match args.debounce {
+        Some(debounce) => debounce,
+        None => inputs.millis(
+            "[watch] debounce_ms",
+            &inputs.file.watch.debounce_ms,
+            DEFAULT_DEBOUNCE_MS,
+            MAX_DEBOUNCE,
+        )?,
+    };
+    Ok(WatchConfig {
+        paths: derive_watch_paths(inputs, args, root)?,
+        include: derive_include(inputs, args)?,
+        ignore: derive_ignore(inputs, args)?,
+        gitignore: inputs.file.watch.gitignore.unwrap_or(true),
+        debounce,
+    })
+}
+
+/// Flags are relative to the current folder, the file's paths to its folder; all must exist.
+fn derive_watch_paths(
+    inputs: &Inputs,
+    args: &RunArgs,
+    root: &Path,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths: Vec<PathBuf> = if !args.watch.is_empty() {
+        args.watch.iter().map(|p| inputs.cwd.join(p)).collect()
+    } else {
+        match &inputs.file.watch.paths {
+            Some(paths) => paths.iter().map(|p| root.join(p)).collect(),
+            None => vec![root.to_path_buf()],
+        }
+    };
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        return Err(inputs.err(
+            None,
+            format!("watch path {} does not exist", missing.display()),
+        ));
+    }
+    Ok(paths)
+}
+
+/// `--ext py,html` replaces `[watch] include`.
+fn derive_include(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    if !args.ext.is_empty() {
+        return args
+            .ext
+            .iter()
+            .map(|ext| match ext.trim().trim_start_matches('.') {
+                "" => Err(ConfigError::plain("--ext: empty extension")),
+                ext => Ok(format!("**/*.{ext}")),
+            })
+            .collect();
+    }
+    match &inputs.file.watch.include {
+        Some(globs) => {
+            check_globs(inputs, globs)?;
+            Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
+        }
+        None => Ok(vec![DEFAULT_INCLUDE.to_string()]),
+    }
+}
+
+/// `--ignore` adds to `[watch] ignore`.
+fn derive_ignore(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    let mut ignore: Vec<String> = Vec::new();
+    if let Some(globs) = &inputs.file.watch.ignore {
+        check_globs(inputs, globs)?;
+        ignore.extend(globs.iter().map(|g| g.get_ref().clone()));
+    }
+    for glob in &args.ignore {
+        globset::Glob::new(glob)
+            .map_err(|e| ConfigError::plain(format!("--ignore {glob:?}: {}", e.kind())))?;
+        ignore.push(glob.clone());
+    }
+    Ok(ignore)
+}
+
+fn derive_ready(inputs: &Inputs, args: &RunArgs) -> Result<ReadyConfig, ConfigError> {
+    let ready = &inputs.file.ready;
+    let http = match (&args.ready_http, &ready.http) {
+        (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
+        (None, Some(path)) => Some(
+            check_http_path(path.get_ref())
+                .map_err(|m| inputs.err(Some(path.span().start), format!("[ready] http: {m}")))?,
+        ),
+        (None, None) => None,
+    };
+    let timeout = match args.ready_timeout {
+        Some(timeout) => timeout,
+        None => inputs.millis(
+            "[ready] timeout_ms",
+            &ready.timeout_ms,
+            DEFAULT_READY_TIMEOUT_MS,
+            MAX_TIMEOUT,
+        )?,
+    };
+    Ok(ReadyConfig { http, timeout })
+}
+
+/// `[env]`: names must be valid variable names, values free of NUL bytes.
+fn derive_env(inputs: &Inputs) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut env = BTreeMap::new();
+    for (key, value) in &inputs.file.env {
+        let at = Some(key.span().start);
+        let name = key.get_ref();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(inputs.err(
+                at,
+                format!(
+                    "[env] {name:?} is not a valid variable name (it must not be empty or \
+                     contain `=` or a NUL byte)"
+                ),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(inputs.err(
+                at,
+                format!("[env] {name}: the value must not contain a NUL byte"),
+            ));
+        }
+        env.insert(name.clone(), value.clone());
+    }
+    Ok(env)
 }
 
 fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {
@@ -490,13 +731,10 @@ fn port_in_command(command: &[String]) -> Option<u16> {
     })
 }
 
-fn check_globs(
-    globs: &[Spanned<String>],
-    err: &dyn Fn(Option<usize>, String) -> ConfigError,
-) -> Result<(), ConfigError> {
+fn check_globs(inputs: &Inputs, globs: &[Spanned<String>]) -> Result<(), ConfigError> {
     for glob in globs {
         globset::Glob::new(glob.get_ref()).map_err(|e| {
-            err(
+            inputs.err(
                 Some(glob.span().start),
                 format!("invalid glob {:?}: {}", glob.get_ref(), e.kind()),
             )
@@ -534,7 +772,12 @@ mod tests {
         if args.watch.is_empty() {
             args.watch = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
         }
-        Config::build(Some(source), file, &args, Path::new("/"))
+        let inputs = Inputs {
+            source: Some(source),
+            file,
+            cwd: PathBuf::from("/"),
+        };
+        Config::derive(&inputs, &args)
     }
 
     #[test]
@@ -705,6 +948,68 @@ mod tests {
             e.starts_with("--host: host \"no-such-host.invalid\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_project_layer_loads_without_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(CONFIG_FILE);
+        let args = ProjectArgs {
+            config: Some(file.clone()),
+            ..ProjectArgs::default()
+        };
+        std::fs::write(&file, "port = 7\n[stop]\ntimeout_ms = 100\n").unwrap();
+        let p = ProjectConfig::load(&args).unwrap().expect("a config file");
+        assert_eq!((p.port, p.root.as_path()), (7, dir.path()));
+        assert_eq!(p.stop.timeout, Duration::from_millis(100));
+        assert_eq!(
+            p.devrun_exit_timeout(),
+            Duration::from_millis(100) + p.stop.port_timeout + DEVRUN_EXIT_MARGIN
+        );
+        // The port said only in the file's command counts; a command that does not parse is
+        // the run's error, not the project's.
+        std::fs::write(&file, "command = \"x --port 9002\"\n").unwrap();
+        assert_eq!(
+            ProjectConfig::load(&args).unwrap().map(|p| p.port),
+            Some(9002)
+        );
+        std::fs::write(&file, "command = 5\nport = 8\n").unwrap();
+        assert_eq!(ProjectConfig::load(&args).unwrap().map(|p| p.port), Some(8));
+        std::fs::write(&file, "command = \"x\"\n").unwrap();
+        assert!(ProjectConfig::load(&args).is_err());
+        // The same places as a run: `[tool.devrun]` of a pyproject.toml too.
+        let pyproject = dir.path().join(PYPROJECT_FILE);
+        std::fs::write(&pyproject, "[tool.devrun]\nport = 9\n").unwrap();
+        let args = ProjectArgs {
+            config: Some(pyproject),
+            ..ProjectArgs::default()
+        };
+        let p = ProjectConfig::load(&args).unwrap().expect("a config file");
+        assert_eq!(
+            (p.port, p.source_name().as_str()),
+            (9, "pyproject.toml [tool.devrun]")
+        );
+    }
+
+    #[test]
+    fn run_options_come_from_the_flags_and_the_project_from_the_run() {
+        let args = RunArgs {
+            once: true,
+            kill_port_holder: true,
+            stop_timeout: Some(Duration::from_millis(10)),
+            ..RunArgs::default()
+        };
+        let c = load("command = \"x\"\nport = 8001\n", &args).unwrap();
+        assert_eq!(
+            c.options,
+            RunOptions {
+                once: true,
+                replace: false,
+                kill_port_holder: true,
+            }
+        );
+        assert_eq!(c.project.stop.timeout, Duration::from_millis(10));
+        assert_eq!((c.port, c.host.as_str()), (8001, DEFAULT_HOST));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// The process exit codes documented in the README.
+/// The process exit codes: the one list the code and `--help` use (the README's table says the
+/// same for people, at more length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     Ok = 0,
@@ -10,6 +11,46 @@ pub enum ExitCode {
     Usage = 2,
     Port = 3,
     AlreadyRunning = 4,
+}
+
+impl ExitCode {
+    pub const ALL: [ExitCode; 5] = [
+        ExitCode::Ok,
+        ExitCode::BackendFailed,
+        ExitCode::Usage,
+        ExitCode::Port,
+        ExitCode::AlreadyRunning,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// In a few words, for `--help`.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Ok => "ok",
+            ExitCode::BackendFailed => "backend failed",
+            ExitCode::Usage => "usage or configuration error",
+            ExitCode::Port => "port held or not released",
+            ExitCode::AlreadyRunning => "another devrun runs this project",
+        }
+    }
+
+    /// "Exit codes: 0 ok, 1 backend failed, ...": the end of `devrun --help`.
+    pub fn help() -> String {
+        let codes: Vec<String> = ExitCode::ALL
+            .iter()
+            .map(|c| format!("{} {}", c.code(), c.meaning()))
+            .collect();
+        format!("Exit codes: {}", codes.join(", "))
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code.code())
+    }
 }
 
 /// A configuration problem, located in its file where possible.
@@ -137,5 +178,26 @@ mod tests {
         assert_eq!(line_col(text, 9), (2, 4, "bb = 2".into()));
         let e = ConfigError::at("devrun.toml", text, Some(6), "unknown key");
         assert!(e.to_string().starts_with("devrun.toml:2:1: unknown key"));
+    }
+
+    #[test]
+    fn help_lists_every_exit_code_and_the_readme_documents_each() {
+        assert_eq!(
+            ExitCode::help(),
+            "Exit codes: 0 ok, 1 backend failed, 2 usage or configuration error, \
+             3 port held or not released, 4 another devrun runs this project"
+        );
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n#").next())
+            .expect("README has an exit-code table");
+        for code in ExitCode::ALL {
+            assert!(
+                table.contains(&format!("\n| {} | ", code.code())),
+                "README's exit-code table lacks {code:?}"
+            );
+        }
     }
 }

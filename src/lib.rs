@@ -11,6 +11,7 @@ pub mod init;
 pub mod port;
 pub mod process;
 pub mod procs;
+pub mod project;
 pub mod state;
 pub mod supervisor;
 pub mod ui;

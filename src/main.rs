@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
     };
     // Status lines are written by a thread: let the last ones out before exiting.
     devrun::ui::flush();
-    std::process::ExitCode::from(code as u8)
+    code.into()
 }
 
 fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
@@ -65,7 +65,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
         (Some(Command::Restart { project }), _) => {
             return runtime.block_on(commands::restart(project, ui))
         }
-        (_, Some(config)) => runtime.block_on(supervisor::run(config, ui.clone(), &cli.run))?,
+        (_, Some(config)) => runtime.block_on(supervisor::run(config, ui.clone()))?,
         _ => {}
     }
     Ok(ExitCode::Ok)

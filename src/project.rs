@@ -1,0 +1,209 @@
+//! Who runs a project: the one-devrun-per-project lock, `--replace` and `devrun stop` asking the
+//! running devrun to stop, and ending what a devrun that died left behind. The supervisor calls
+//! these before its first generation; `devrun stop` calls them from outside.
+
+use crate::config::ProjectConfig;
+use crate::control::{self, Verb};
+use crate::error::Error;
+use crate::process;
+use crate::procs;
+use crate::state::{ProjectLock, State, StateDir};
+use crate::ui::{Event, Ui};
+use std::time::{Duration, Instant};
+
+/// One devrun per project: takes the project lock, or says who holds it (exit 4). The lock
+/// alone is not the whole answer: a state file naming a live devrun that is not us (another
+/// lock folder, or an older devrun whose `.devrun/` was recreated) also refuses. With
+/// `replace`, asks the holder to stop (confirmed teardown) and takes over.
+pub async fn take_project(
+    state_dir: &StateDir,
+    project: &ProjectConfig,
+    ui: &Ui,
+    replace: bool,
+) -> Result<ProjectLock, Error> {
+    let lock_error = |e| Error::io(format!("cannot lock {}", state_dir.path().display()), e);
+    let mut replaced = false;
+    loop {
+        let mut holder = match (
+            state_dir.try_lock().map_err(lock_error)?,
+            state_dir.running_devrun(),
+        ) {
+            (Some(lock), None) => return Ok(lock),
+            // Released at once: the project is not ours to take.
+            (_, holder) => holder,
+        };
+        if replace && holder.is_none() {
+            // A devrun that has just taken the lock writes its state file a moment later.
+            holder = wait_for_holder(state_dir).await;
+        }
+        let who = match &holder {
+            Some(s) => format!(
+                "devrun (pid {}) already runs this project on port {}",
+                s.devrun_pid, s.port
+            ),
+            None => "another devrun already runs this project".to_string(),
+        };
+        let holder = match holder {
+            // --replace stops one devrun; if yet another took the project meanwhile, it stays.
+            Some(holder) if replace && !replaced => holder,
+            _ => {
+                let hint = if replaced {
+                    "it took the project over while the previous one stopped"
+                } else if replace {
+                    "no live devrun is named in state.json, so there is none to ask to stop"
+                } else {
+                    "use `devrun stop` or `devrun --replace`"
+                };
+                return Err(Error::AlreadyRunning(format!(
+                    "{who} ({}); {hint}",
+                    state_dir.path().display()
+                )));
+            }
+        };
+        ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
+        stop_running_devrun(&holder, ui, project.devrun_exit_timeout(), Verb::Replace).await?;
+        replaced = true;
+    }
+}
+
+/// The devrun holding the lock, once its state file names it (up to a second).
+async fn wait_for_holder(state_dir: &StateDir) -> Option<State> {
+    let began = Instant::now();
+    loop {
+        if let Some(holder) = state_dir.running_devrun() {
+            return Some(holder);
+        }
+        if began.elapsed() > Duration::from_secs(1) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks a running devrun (verified by pid and start time) to stop through its control channel;
+/// it tears its backend down itself. Only if the channel cannot be reached is it sent the OS
+/// stop (SIGTERM; TerminateProcess on Windows), with a warning. Waits until that process is
+/// gone, and kills it if it does not exit in time (its backend is then an orphan, which
+/// `recover_orphan` ends). Never takes the project lock.
+pub async fn stop_running_devrun(
+    holder: &State,
+    ui: &Ui,
+    timeout: Duration,
+    verb: Verb,
+) -> Result<(), Error> {
+    let pid = holder.devrun_pid;
+    let os_stop = if cfg!(windows) {
+        "terminating it"
+    } else {
+        "sending it SIGTERM"
+    };
+    let asked = match &holder.control {
+        Some(channel) => match control::send(channel, verb).await {
+            Ok(()) => true,
+            Err(control::SendError::Refused(why)) => {
+                return Err(Error::AlreadyRunning(format!(
+                    "devrun (pid {pid}) refused the request on its control channel: {why}"
+                )))
+            }
+            Err(e) => {
+                ui.emit(&Event::Warning(format!(
+                    "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{} ({e}); \
+                     {os_stop} instead",
+                    channel.port
+                )));
+                false
+            }
+        },
+        None => {
+            ui.emit(&Event::Warning(format!(
+                "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} instead"
+            )));
+            false
+        }
+    };
+    let gone = || !procs::is_same(pid, holder.devrun_start);
+    if !asked && !gone() {
+        procs::terminate(pid, false)
+            .map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
+    }
+    let began = Instant::now();
+    let mut killed = false;
+    while !gone() {
+        if !killed && began.elapsed() > timeout {
+            ui.emit(&Event::Warning(format!(
+                "devrun (pid {pid}) did not exit within {} ms: killing it",
+                timeout.as_millis()
+            )));
+            let _ = procs::terminate(pid, true);
+            killed = true;
+        }
+        if killed && began.elapsed() > timeout + Duration::from_secs(10) {
+            return Err(Error::AlreadyRunning(format!(
+                "devrun (pid {pid}) survived a kill for 10 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A devrun that died (SIGKILL, crash, closed terminal) leaves its record behind: end what is
+/// proven to be left of its run (see `process::stop_orphan`). A record whose devrun is alive
+/// is a running devrun, not an orphan, and is left alone.
+pub async fn recover_orphan(
+    state_dir: &StateDir,
+    project: &ProjectConfig,
+    ui: &Ui,
+) -> Result<(), Error> {
+    let Some(recorded) = state_dir.read() else {
+        return Ok(());
+    };
+    if recorded.devrun_alive() {
+        return Ok(());
+    }
+    let leader = recorded.backend.as_ref().map(|b| process::LeaderRecord {
+        pid: b.pid,
+        pgid: b.pgid,
+        start: b.start,
+    });
+    let run = process::RunRecord {
+        id: recorded.run.clone(),
+        start: recorded.devrun_start,
+    };
+    let what = match &recorded.backend {
+        Some(b) => format!("generation {} (pid {})", b.generation, b.pid),
+        None => "processes".to_string(),
+    };
+    let recovery = process::stop_orphan(
+        leader,
+        Some(&run),
+        project.stop.signal,
+        project.stop.timeout,
+    )
+    .await
+    .map_err(|e| Error::io(format!("cannot stop what a dead devrun left ({what})"), e))?;
+    match recovery {
+        process::Recovery::NothingLeft => {}
+        process::Recovery::Refused(why) => ui.emit(&Event::Warning(format!(
+            "{}/state.json names {what} as the backend of a devrun that died, but {why}: \
+             nothing of ours is left, nothing was signalled",
+            state_dir.path().display()
+        ))),
+        process::Recovery::Stopped { pids, stopped } => {
+            if let Some(warning) = &stopped.warning {
+                ui.emit(&Event::Warning(warning.clone()));
+            }
+            ui.emit(&Event::Warning(format!(
+                "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stopped.elapsed.as_millis(),
+                if stopped.killed { " (killed)" } else { "" }
+            )));
+        }
+    }
+    state_dir.clear_if(&recorded);
+    Ok(())
+}
