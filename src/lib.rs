@@ -13,6 +13,7 @@ pub mod process;
 pub mod procs;
 pub mod state;
 pub mod supervisor;
+mod sys;
 pub mod ui;
 pub mod watch;
 
