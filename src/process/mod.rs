@@ -50,7 +50,9 @@ impl StopSignal {
             "USR1" => StopSignal::User1,
             "USR2" => StopSignal::User2,
             "KILL" => StopSignal::Kill,
-            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" if cfg!(windows) => StopSignal::Terminate,
+            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" if platform::CONSOLE_EVENTS => {
+                StopSignal::Terminate
+            }
             "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" => {
                 return Err(format!(
                     "{name} is a Windows console event; on this system use SIGTERM (the default) or SIGINT"
@@ -62,7 +64,7 @@ impl StopSignal {
                 ))
             }
         };
-        if cfg!(windows) && !matches!(signal, StopSignal::Terminate | StopSignal::Kill) {
+        if platform::CONSOLE_EVENTS && !matches!(signal, StopSignal::Terminate | StopSignal::Kill) {
             return Err(format!(
                 "{name} cannot be sent to a process group on Windows; use CTRL_BREAK (the default) or SIGKILL"
             ));
@@ -73,7 +75,7 @@ impl StopSignal {
     /// The name as this platform delivers it.
     pub fn name(self) -> &'static str {
         match self {
-            StopSignal::Terminate if cfg!(windows) => "CTRL_BREAK",
+            StopSignal::Terminate if platform::CONSOLE_EVENTS => "CTRL_BREAK",
             StopSignal::Terminate => "SIGTERM",
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Hangup => "SIGHUP",

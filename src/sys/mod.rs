@@ -4,8 +4,8 @@
 //! has) and `windows` each export the same names, so the rest of the crate calls `sys::X`
 //! without a `cfg`:
 //!
-//! - the backend's group: `Group` (`spawn`, `signal`, `kill`, `alive`), `prepare_supervisor`,
-//!   `prepare_console`, `describe_signal_exit`;
+//! - the backend's group: `Group` (`spawn_group`, `signal`, `kill`, `alive`),
+//!   `prepare_supervisor`, `prepare_console`, `describe_signal_exit`, `CONSOLE_EVENTS`;
 //! - processes devrun did not spawn this run: `start_time`, `is_zombie`, `process_group`,
 //!   `parent`, `children`, `group_members`, `command_line`, `program_path`, `process_table`,
 //!   `marked`, `terminate`, `signal_pids`, `orphan_members`, `group_refusal`;

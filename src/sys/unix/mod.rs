@@ -32,6 +32,8 @@ pub use os::{
     process_group, program_path, start_time,
 };
 
+/// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.
+pub const CONSOLE_EVENTS: bool = false;
 /// A wildcard bind conflicts with a listener on any address of its family, so a free port
 /// must also be bindable on `0.0.0.0` and `::`.
 pub const WILDCARD_BIND_CONFLICTS: bool = true;

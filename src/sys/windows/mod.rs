@@ -17,6 +17,9 @@ pub use job::{
 pub use procs::{children, command_line, is_zombie, process_table, start_time, terminate};
 pub use tcp::listener_pids;
 
+/// A graceful stop is the console event CTRL_BREAK to the backend's console process group;
+/// there is no other signal to send it.
+pub const CONSOLE_EVENTS: bool = true;
 /// The wildcard probes follow Unix's bind semantics; here the bind of host:port itself answers.
 pub const WILDCARD_BIND_CONFLICTS: bool = false;
 /// SO_REUSEADDR would let a bind succeed over a live listener here: left off.
