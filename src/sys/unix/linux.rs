@@ -138,3 +138,20 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .filter(|pid| process_group(*pid) == Some(pgid))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process_from_proc() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(program_path(me), exe.to_string_lossy());
+        assert!(command_line(me).contains(&*exe.file_name().unwrap().to_string_lossy()));
+        assert!(parent(me).is_some_and(|p| p > 0));
+        assert!(!is_zombie(me));
+        let group = process_group(me).unwrap();
+        assert!(group_members(group).contains(&me));
+    }
+}

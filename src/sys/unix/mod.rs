@@ -223,3 +223,40 @@ pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {
         Err(_) => format!("signal {number}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_fresh_group_leader_may_be_signalled_as_a_group_but_devruns_own_group_never() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(process_group(pid), Some(pid));
+        assert!(start_time(pid).is_some() && !is_zombie(pid));
+        assert!(children(std::process::id()).contains(&pid));
+        assert_eq!(group_refusal(pid, pid), None);
+        let own = getpgrp().as_raw() as u32;
+        let why = group_refusal(std::process::id(), own).expect("devrun's own group is refused");
+        assert!(why.contains("process group"), "{why}");
+        terminate(pid, true).unwrap();
+        child.wait().unwrap();
+        assert_eq!(start_time(pid), None, "reaped: no such process");
+        terminate(pid, true).expect("a process that is gone is not an error");
+    }
+
+    #[test]
+    fn names_the_signal_a_backend_died_of() {
+        let status = ExitStatus::from_raw(9);
+        assert_eq!(
+            describe_signal_exit(&status).as_deref(),
+            Some("signal 9 (SIGKILL)")
+        );
+        assert_eq!(describe_signal_exit(&ExitStatus::from_raw(1 << 8)), None);
+    }
+}
