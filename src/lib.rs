@@ -14,6 +14,7 @@ pub mod procs;
 pub mod project;
 pub mod state;
 pub mod supervisor;
+mod sys;
 pub mod ui;
 pub mod watch;
 

@@ -1,5 +1,6 @@
 //! The port: is it free, who holds it, is the backend ready on it.
 
+use crate::sys;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -44,8 +45,7 @@ pub fn is_free(host: &str, port: u16) -> bool {
     }
     // A wildcard bind conflicts with a listener on any address of its family (Unix semantics;
     // sockets in TIME_WAIT don't conflict under SO_REUSEADDR).
-    #[cfg(unix)]
-    {
+    if sys::WILDCARD_BIND_CONFLICTS {
         let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
         let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
         if !can_bind(v4) || (ipv6_available() && !can_bind(v6)) {
@@ -60,9 +60,7 @@ fn can_bind(addr: SocketAddr) -> bool {
     let Ok(socket) = socket2::Socket::new(domain, socket2::Type::STREAM, None) else {
         return false;
     };
-    // On Windows SO_REUSEADDR would let us bind over a live listener: leave it off there.
-    #[cfg(unix)]
-    if socket.set_reuse_address(true).is_err() {
+    if sys::REUSE_ADDRESS && socket.set_reuse_address(true).is_err() {
         return false;
     }
     if addr.is_ipv6() {
@@ -73,7 +71,6 @@ fn can_bind(addr: SocketAddr) -> bool {
 
 /// Whether this machine can make IPv6 sockets at all (containers often can't). Asked once:
 /// `is_free` runs in the poll loops of every restart.
-#[cfg(unix)]
 fn ipv6_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
@@ -92,8 +89,9 @@ pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
         socket2::Type::STREAM,
         None,
     )?;
-    #[cfg(unix)]
-    socket.set_reuse_address(true)?;
+    if sys::REUSE_ADDRESS {
+        socket.set_reuse_address(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(2048)?;
     Ok(socket)
@@ -126,7 +124,7 @@ pub const UNKNOWN_OWNER: u32 = 0;
 
 /// Every process with a listening socket on `port`, any address (empty where the OS won't say).
 pub fn holders(port: u16) -> Vec<Holder> {
-    let mut pids = listener_pids(port);
+    let mut pids = sys::listener_pids(port);
     pids.sort_unstable();
     pids.dedup();
     pids.into_iter()
@@ -142,8 +140,8 @@ fn holder_command(pid: u32) -> String {
     if pid == UNKNOWN_OWNER {
         return "owner unknown: the OS reports no pid".to_string();
     }
-    // Only Windows keeps listing a socket under a pid that is gone (and gives parent links).
-    if !cfg!(windows) || crate::procs::running(pid) {
+    // Only where a socket is listed under a pid that is gone is there an heir to look for.
+    if !sys::SOCKETS_OUTLIVE_OWNER || crate::procs::running(pid) {
         return crate::procs::command_line(pid);
     }
     let heirs: Vec<(u32, String)> = crate::procs::heirs(pid, &crate::procs::process_table())
@@ -203,46 +201,11 @@ pub fn bind_error(host: &str, port: u16) -> Option<io::Error> {
     socket.bind(&addr.into()).err()
 }
 
-#[cfg(target_os = "linux")]
-fn listener_pids(port: u16) -> Vec<u32> {
-    linux::listener_pids(port)
-}
-
-/// macOS: `lsof`, which every macOS has, asked for listeners on the port only.
-#[cfg(target_os = "macos")]
-fn listener_pids(port: u16) -> Vec<u32> {
-    let output = std::process::Command::new("lsof")
-        .args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-Fp"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(output) = output else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix('p')?.parse().ok())
-        .collect()
-}
-
-#[cfg(windows)]
-fn listener_pids(port: u16) -> Vec<u32> {
-    windows::listener_pids(port)
-}
-
 /// Why the port cannot be bound when no process listens on it: connections the kernel is still
 /// closing (FIN_WAIT2, TIME_WAIT, …) that no process owns any more, e.g. "1 closing connection
 /// (FIN_WAIT2)". None when a process holds a socket on it, or where the OS won't say.
 pub fn closing_only(port: u16) -> Option<String> {
-    #[cfg(target_os = "linux")]
-    {
-        linux::closing_only(port)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = port;
-        None
-    }
+    sys::closing_only(port)
 }
 
 /// What keeps the port busy, for status lines: its holders, or the kernel's closing connections.
@@ -318,13 +281,10 @@ fn explain_no_listener(host: &str, port: u16) -> NotReady {
     let Ok(tried) = connect_addr(host, port) else {
         return NotReady::NoListener;
     };
-    #[cfg(target_os = "linux")]
-    let found: Vec<SocketAddr> = linux::listen_addresses(port)
+    let found: Vec<SocketAddr> = sys::listen_addresses(port)
         .into_iter()
         .filter(|addr| addr.ip() != tried.ip())
         .collect();
-    #[cfg(not(target_os = "linux"))]
-    let found: Vec<SocketAddr> = Vec::new();
     if found.is_empty() {
         NotReady::NoListener
     } else {
@@ -435,232 +395,6 @@ pub async fn wait_ready(
     }
 }
 
-#[cfg(target_os = "linux")]
-mod linux {
-    //! Listening sockets from /proc/net/tcp{,6}, their owners from /proc/PID/fd.
-
-    use std::collections::{BTreeMap, HashSet};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-    const TCP_LISTEN: &str = "0A";
-
-    /// One socket of /proc/net/tcp{,6} whose local port is the port asked about.
-    struct Row {
-        local: Option<IpAddr>,
-        state: String,
-        /// 0 when no process owns the socket any more (the kernel is closing it).
-        inode: u64,
-    }
-
-    /// Sockets with local port `port`, any address, IPv4 or IPv6.
-    fn rows(port: u16) -> Vec<Row> {
-        let mut rows = Vec::new();
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let Ok(text) = std::fs::read_to_string(table) else {
-                continue;
-            };
-            for line in text.lines().skip(1) {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (Some(local), Some(state), Some(inode)) =
-                    (fields.get(1), fields.get(3), fields.get(9))
-                else {
-                    continue;
-                };
-                let Some((address, hex_port)) = local.rsplit_once(':') else {
-                    continue;
-                };
-                if u16::from_str_radix(hex_port, 16).ok() != Some(port) {
-                    continue;
-                }
-                rows.push(Row {
-                    local: parse_address(address),
-                    state: state.to_string(),
-                    inode: inode.parse().unwrap_or(0),
-                });
-            }
-        }
-        rows
-    }
-
-    /// The kernel's hex address: 4 or 16 bytes, each 32-bit word in host byte order.
-    pub(super) fn parse_address(hex: &str) -> Option<IpAddr> {
-        let words: Vec<u32> = (0..hex.len() / 8)
-            .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
-            .collect::<Option<_>>()?;
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        match bytes.len() {
-            4 => Some(IpAddr::V4(Ipv4Addr::new(
-                bytes[0], bytes[1], bytes[2], bytes[3],
-            ))),
-            16 => {
-                let octets: [u8; 16] = bytes.try_into().ok()?;
-                let v6 = Ipv6Addr::from(octets);
-                Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
-            }
-            _ => None,
-        }
-    }
-
-    /// Socket inodes in LISTEN state on `port`, any address, IPv4 or IPv6.
-    fn listen_inodes(port: u16) -> HashSet<u64> {
-        rows(port)
-            .into_iter()
-            .filter(|r| r.state == TCP_LISTEN)
-            .map(|r| r.inode)
-            .collect()
-    }
-
-    /// The addresses something listens on at `port`.
-    pub fn listen_addresses(port: u16) -> Vec<SocketAddr> {
-        let mut found: Vec<SocketAddr> = rows(port)
-            .into_iter()
-            .filter(|r| r.state == TCP_LISTEN)
-            .filter_map(|r| Some(SocketAddr::new(r.local?, port)))
-            .collect();
-        found.sort();
-        found.dedup();
-        found
-    }
-
-    fn state_name(state: &str) -> &'static str {
-        match state {
-            "01" => "ESTABLISHED",
-            "04" => "FIN_WAIT1",
-            "05" => "FIN_WAIT2",
-            "06" => "TIME_WAIT",
-            "08" => "CLOSE_WAIT",
-            "09" => "LAST_ACK",
-            "0B" => "CLOSING",
-            _ => "closing",
-        }
-    }
-
-    /// "2 closing connections (FIN_WAIT2 ×1, TIME_WAIT ×1)" when every socket on the port is
-    /// one no process owns; None if any is a listener or owned by a process.
-    pub fn closing_only(port: u16) -> Option<String> {
-        let rows = rows(port);
-        if rows.is_empty() || rows.iter().any(|r| r.inode != 0 || r.state == TCP_LISTEN) {
-            return None;
-        }
-        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
-        for row in &rows {
-            *states.entry(state_name(&row.state)).or_default() += 1;
-        }
-        let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} ×{n}")).collect();
-        Some(format!(
-            "{} closing connection{} ({})",
-            rows.len(),
-            if rows.len() == 1 { "" } else { "s" },
-            states.join(", ")
-        ))
-    }
-
-    /// Owners of those sockets, from the /proc/PID/fd links (a scan of /proc: slow, so only
-    /// used to name holders, never on the restart path).
-    pub fn listener_pids(port: u16) -> Vec<u32> {
-        let inodes = listen_inodes(port);
-        if inodes.is_empty() {
-            return Vec::new();
-        }
-        let targets: HashSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        procs
-            .flatten()
-            .filter_map(|entry| {
-                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-                let holds = fds.flatten().any(|fd| {
-                    std::fs::read_link(fd.path())
-                        .is_ok_and(|link| targets.contains(link.to_string_lossy().as_ref()))
-                });
-                holds.then_some(pid)
-            })
-            .collect()
-    }
-}
-
-#[cfg(windows)]
-mod windows {
-    //! The TCP tables with owning pids (GetExtendedTcpTable), IPv4 and IPv6 listeners.
-
-    use windows_sys::Win32::NetworkManagement::IpHelper::{
-        GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
-        TCP_TABLE_OWNER_PID_LISTENER,
-    };
-    use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6};
-
-    /// The raw table for one address family: a u32 count followed by rows.
-    fn table(family: u32) -> Vec<u8> {
-        let mut size: u32 = 0;
-        // SAFETY: first call with a null buffer only asks for the size.
-        unsafe {
-            GetExtendedTcpTable(
-                std::ptr::null_mut(),
-                &mut size,
-                0,
-                family,
-                TCP_TABLE_OWNER_PID_LISTENER,
-                0,
-            );
-        }
-        for _ in 0..3 {
-            let mut buf = vec![0u8; size as usize + 4096];
-            let mut len = buf.len() as u32;
-            // SAFETY: the buffer and its length match.
-            let rc = unsafe {
-                GetExtendedTcpTable(
-                    buf.as_mut_ptr().cast(),
-                    &mut len,
-                    0,
-                    family,
-                    TCP_TABLE_OWNER_PID_LISTENER,
-                    0,
-                )
-            };
-            if rc == 0 {
-                return buf;
-            }
-            size = len;
-        }
-        Vec::new()
-    }
-
-    /// Rows of type `R` in a table buffer.
-    fn rows<R: Copy>(buf: &[u8]) -> Vec<R> {
-        if buf.len() < 4 {
-            return Vec::new();
-        }
-        let count = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let offset = std::mem::align_of::<R>().max(4);
-        (0..count)
-            .filter_map(|i| {
-                let start = offset + i * std::mem::size_of::<R>();
-                let bytes = buf.get(start..start + std::mem::size_of::<R>())?;
-                // SAFETY: `bytes` holds exactly one R; read_unaligned copes with alignment.
-                Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<R>()) })
-            })
-            .collect()
-    }
-
-    fn local_port(raw: u32) -> u16 {
-        u16::from_be((raw & 0xffff) as u16)
-    }
-
-    pub fn listener_pids(port: u16) -> Vec<u32> {
-        let v4 = rows::<MIB_TCPROW_OWNER_PID>(&table(AF_INET as u32))
-            .into_iter()
-            .filter(|r| local_port(r.dwLocalPort) == port)
-            .map(|r| r.dwOwningPid);
-        let v6 = rows::<MIB_TCP6ROW_OWNER_PID>(&table(AF_INET6 as u32))
-            .into_iter()
-            .filter(|r| local_port(r.dwLocalPort) == port)
-            .map(|r| r.dwOwningPid);
-        v4.chain(v6).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,18 +441,6 @@ mod tests {
             probe("127.0.0.1", port, ReadyCheck::Connect).await,
             Err(NotReady::NoListener)
         );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn reads_the_kernels_addresses() {
-        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-        let v4 = linux::parse_address("0100007F");
-        assert_eq!(v4, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let v6 = linux::parse_address("00000000000000000000000001000000");
-        assert_eq!(v6, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
-        let mapped = linux::parse_address("0000000000000000FFFF00000100007F");
-        assert_eq!(mapped, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[cfg(target_os = "linux")]

@@ -1,35 +1,22 @@
 //! The backend as one unit: spawn it as a new process group (a job object on Windows), signal the
 //! whole group, kill it, and confirm that every process of it is gone.
 //!
-//! The platform halves (`unix.rs`, `windows.rs`) each provide `Group` with the same few calls.
+//! What differs between operating systems (`Group`, signals, job objects) is in `crate::sys`.
 
+use crate::sys as platform;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-#[cfg_attr(not(windows), allow(dead_code))]
-mod console;
-#[cfg(unix)]
-mod unix;
-#[cfg(unix)]
-use unix as platform;
-#[cfg(windows)]
-mod windows;
-#[cfg(windows)]
-use windows as platform;
-
+/// Linux: become a child subreaper, so descendants the backend orphans come back to devrun.
+/// Nothing to do elsewhere.
 pub use platform::prepare_supervisor;
 
 /// Windows: makes sure the backend can be sent a console control event (a hidden console when
 /// devrun has none) and returns the one line to say when the terminal changes how a stop
 /// works (mintty, no console). Nothing to do elsewhere.
-pub fn prepare_console() -> Option<String> {
-    #[cfg(windows)]
-    return windows::prepare_console();
-    #[cfg(not(windows))]
-    None
-}
+pub use platform::prepare_console;
 
 /// The descriptor number the inherited listening socket has in the backend (systemd's first).
 pub const INHERITED_FD: i32 = 3;
@@ -63,7 +50,9 @@ impl StopSignal {
             "USR1" => StopSignal::User1,
             "USR2" => StopSignal::User2,
             "KILL" => StopSignal::Kill,
-            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" if cfg!(windows) => StopSignal::Terminate,
+            "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" if platform::CONSOLE_EVENTS => {
+                StopSignal::Terminate
+            }
             "CTRL_BREAK" | "CTRL-BREAK" | "CTRL_BREAK_EVENT" => {
                 return Err(format!(
                     "{name} is a Windows console event; on this system use SIGTERM (the default) or SIGINT"
@@ -75,7 +64,7 @@ impl StopSignal {
                 ))
             }
         };
-        if cfg!(windows) && !matches!(signal, StopSignal::Terminate | StopSignal::Kill) {
+        if platform::CONSOLE_EVENTS && !matches!(signal, StopSignal::Terminate | StopSignal::Kill) {
             return Err(format!(
                 "{name} cannot be sent to a process group on Windows; use CTRL_BREAK (the default) or SIGKILL"
             ));
@@ -86,7 +75,7 @@ impl StopSignal {
     /// The name as this platform delivers it.
     pub fn name(self) -> &'static str {
         match self {
-            StopSignal::Terminate if cfg!(windows) => "CTRL_BREAK",
+            StopSignal::Terminate if platform::CONSOLE_EVENTS => "CTRL_BREAK",
             StopSignal::Terminate => "SIGTERM",
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Hangup => "SIGHUP",
@@ -314,24 +303,10 @@ fn check_leader(leader: &LeaderRecord) -> LeaderCheck {
     if !crate::procs::is_same(pid, start) {
         return LeaderCheck::Gone;
     }
-    #[cfg(unix)]
-    {
-        let current = crate::procs::process_group(pid);
-        if current != Some(pid) {
-            return LeaderCheck::NotOurs(format!(
-                "pid {pid} is now in process group {}, not leading its own",
-                current.map_or_else(|| "?".to_string(), |g| g.to_string())
-            ));
-        }
-        // SAFETY: getpgrp and getsid(0) have no preconditions.
-        let (own_group, own_session) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
-        if [own_group, own_session].contains(&(pgid as libc::pid_t)) {
-            return LeaderCheck::NotOurs(format!(
-                "process group {pgid} is devrun's own process group or session"
-            ));
-        }
+    match platform::group_refusal(pid, pgid) {
+        Some(why) => LeaderCheck::NotOurs(why),
+        None => LeaderCheck::Ours,
     }
-    LeaderCheck::Ours
 }
 
 /// Ends what a devrun that is gone (killed, crashed) left running, with the usual escalation.

@@ -1,19 +1,18 @@
-//! Windows: the backend runs in a job object (so every process it starts is tracked, and the
-//! whole tree dies with devrun's handle), in its own console process group so CTRL_BREAK can be
-//! sent to it without reaching devrun.
+//! The backend runs in a job object (so every process it starts is tracked, and the whole tree
+//! dies with devrun's handle), in its own console process group so CTRL_BREAK can be sent to it
+//! without reaching devrun.
+//!
+//! Kept rather than `process-wrap`'s JobObject: that one learns the job is empty from the
+//! completion port's ACTIVE_PROCESS_ZERO message, which Windows does not guarantee to deliver,
+//! and only in a blocking wait; devrun asks the job's ActiveProcesses count on every poll of
+//! its escalation, so "every process is gone" is confirmed, not inferred.
 
-use super::{console, StopSignal};
+use super::check;
+use crate::process::StopSignal;
 use std::io;
 use std::process::ExitStatus;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
-use windows_sys::Win32::Storage::FileSystem::{
-    FileNameInfo, GetFileInformationByHandleEx, GetFileType, FILE_TYPE_PIPE,
-};
-use windows_sys::Win32::System::Console::{
-    AllocConsole, FreeConsole, GenerateConsoleCtrlEvent, GetConsoleProcessList, GetConsoleWindow,
-    GetStdHandle, SetStdHandle, CTRL_BREAK_EVENT, STD_ERROR_HANDLE, STD_HANDLE, STD_INPUT_HANDLE,
-    STD_OUTPUT_HANDLE,
-};
+use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
@@ -26,81 +25,10 @@ use windows_sys::Win32::System::JobObjects::{
 use windows_sys::Win32::System::Threading::{
     OpenThread, ResumeThread, CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, THREAD_SUSPEND_RESUME,
 };
-use windows_sys::Win32::UI::WindowsAndMessaging::{ShowWindow, SW_HIDE};
 
 /// Nothing to prepare: the job object's kill-on-close limit ends the backend with devrun.
 pub fn prepare_supervisor() -> io::Result<()> {
     Ok(())
-}
-
-/// CTRL_BREAK reaches only processes that share devrun's console. Without one (an IDE, a task
-/// runner, a service), devrun makes a hidden console that its backends inherit, and keeps its
-/// own standard handles, so its output still goes where it went (the IDE's pipes).
-pub fn prepare_console() -> Option<String> {
-    let mintty = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE]
-        .into_iter()
-        .filter_map(|which| pipe_name(which))
-        .any(|name| console::is_mintty_pipe(&name));
-    let console = if has_console() {
-        console::Console::Inherited
-    } else {
-        match make_hidden_console() {
-            Ok(()) => console::Console::Made,
-            Err(e) => console::Console::Missing(e.to_string()),
-        }
-    };
-    console::note(&console, mintty)
-}
-
-fn has_console() -> bool {
-    let mut pids = [0u32; 4];
-    // SAFETY: the buffer and its length match; 0 means "no console attached".
-    unsafe { GetConsoleProcessList(pids.as_mut_ptr(), pids.len() as u32) != 0 }
-}
-
-fn make_hidden_console() -> io::Result<()> {
-    // SAFETY: plain calls on handles of this process; the window handle is checked.
-    unsafe {
-        let saved = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE]
-            .map(|which| (which, GetStdHandle(which)));
-        // A process can be attached to a console it cannot use (GetConsoleProcessList fails),
-        // and AllocConsole refuses while it is: let go of it first.
-        FreeConsole();
-        check(AllocConsole())?;
-        let window = GetConsoleWindow();
-        if !window.is_null() {
-            ShowWindow(window, SW_HIDE);
-        }
-        // AllocConsole pointed the standard handles at the new console: point them back.
-        for (which, handle) in saved {
-            SetStdHandle(which, handle);
-        }
-    }
-    Ok(())
-}
-
-/// The name of the pipe behind a standard handle, if it is one.
-fn pipe_name(which: STD_HANDLE) -> Option<String> {
-    // SAFETY: the handle is only queried; the buffer is u32-aligned (FILE_NAME_INFO's
-    // alignment) and its byte length is passed.
-    unsafe {
-        let handle = GetStdHandle(which);
-        if handle.is_null()
-            || handle == INVALID_HANDLE_VALUE
-            || GetFileType(handle) != FILE_TYPE_PIPE
-        {
-            return None;
-        }
-        let mut buf = vec![0u32; 256];
-        let size = (buf.len() * 4) as u32;
-        if GetFileInformationByHandleEx(handle, FileNameInfo, buf.as_mut_ptr().cast(), size) == 0 {
-            return None;
-        }
-        let bytes = buf[0] as usize;
-        let chars =
-            std::slice::from_raw_parts(buf.as_ptr().add(1).cast::<u16>(), (bytes / 2).min(510));
-        Some(String::from_utf16_lossy(chars))
-    }
 }
 
 /// An owned job object handle. Closing it kills whatever is left in the job.
@@ -113,14 +41,6 @@ impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: `job` is a handle this struct owns and closes once.
         unsafe { CloseHandle(self.job) };
-    }
-}
-
-fn check(ok: i32) -> io::Result<()> {
-    if ok == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
@@ -264,7 +184,7 @@ pub fn orphan_members(pid: u32, _pgid: u32, start: u64) -> Vec<u32> {
 /// Windows has no signal for another console's process: every such stop is a kill.
 pub fn signal_pids(_pgid: Option<u32>, members: &[u32], _signal: StopSignal) -> io::Result<()> {
     for pid in members {
-        crate::procs::terminate(*pid, true)?;
+        super::terminate(*pid, true)?;
     }
     Ok(())
 }

@@ -1,0 +1,157 @@
+//! Linux: processes from /proc, and devrun as a child subreaper whose backends die with it.
+
+use nix::sys::prctl;
+use nix::sys::signal::Signal;
+use std::io;
+
+/// Become a child subreaper, so descendants orphaned by the backend are re-parented to devrun
+/// (and reaped by it) instead of to init, which in a container may never reap them.
+pub fn prepare_supervisor() -> io::Result<()> {
+    prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// If devrun dies without a teardown (SIGKILL, crash), the backend's leader dies with it.
+pub fn die_with_supervisor(cmd: &mut tokio::process::Command) {
+    let supervisor = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // devrun may have died between fork and prctl: then nobody would end us.
+            if nix::unistd::getppid().as_raw() as u32 != supervisor {
+                return Err(io::Error::other("devrun exited while starting the backend"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// devrun's descendants outside the backend's group `pgid`. devrun starts nothing but
+/// backends, and as a subreaper it inherits whatever they orphan, so these are escapees.
+pub fn escapees(pgid: u32) -> Vec<u32> {
+    crate::procs::descendants(std::process::id())
+        .into_iter()
+        .filter(|pid| process_group(*pid) != Some(pgid) && !is_zombie(*pid))
+        .collect()
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+pub fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z" || s == "X"))
+}
+
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+pub fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Live processes of this user whose environment holds `var=value` and that started at or
+/// after `since`: (pid, start time). A scan of /proc reading each candidate's environ.
+pub fn marked(var: &str, value: &str, since: u64) -> Vec<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let needle = format!("{var}={value}");
+    let uid = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            if e.metadata().ok()?.uid() != uid {
+                return None;
+            }
+            let start = start_time(pid).filter(|s| *s >= since)?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let marked = environ
+                .split(|b| *b == 0)
+                .any(|entry| entry == needle.as_bytes());
+            (marked && !is_zombie(pid)).then_some((pid, start))
+        })
+        .collect()
+}
+
+pub fn command_line(pid: u32) -> String {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(raw) if !raw.is_empty() => raw
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|comm| format!("[{}]", comm.trim()))
+            .unwrap_or_else(|_| "?".to_string()),
+    }
+}
+
+/// The executable itself (argv[0] is whatever the caller chose); a rebuilt binary reads
+/// "<path> (deleted)".
+pub fn program_path(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// From /proc/PID/task/*/children: one small read per thread, no scan of /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Every process whose process group is `pgid` (a scan of /proc).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_group(*pid) == Some(pgid))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process_from_proc() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(program_path(me), exe.to_string_lossy());
+        assert!(command_line(me).contains(&*exe.file_name().unwrap().to_string_lossy()));
+        assert!(parent(me).is_some_and(|p| p > 0));
+        assert!(!is_zombie(me));
+        let group = process_group(me).unwrap();
+        assert!(group_members(group).contains(&me));
+    }
+}

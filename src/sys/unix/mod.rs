@@ -1,0 +1,262 @@
+//! Unix (Linux and macOS): the backend leads a new process group (pgid = its pid) and signals
+//! go to the whole group. What only one of the two has is in `linux.rs` / `macos.rs`.
+
+use crate::process::{StopSignal, INHERITED_FD};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{dup2, getpgrp, getsid, Pid};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod linux_tcp;
+#[cfg(target_os = "linux")]
+use linux as os;
+#[cfg(target_os = "linux")]
+pub use linux_tcp::{closing_only, listen_addresses, listener_pids};
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
+#[cfg(target_os = "macos")]
+pub use macos::{closing_only, listen_addresses, listener_pids};
+
+pub use os::{
+    children, command_line, group_members, is_zombie, marked, parent, prepare_supervisor,
+    process_group, program_path, start_time,
+};
+
+/// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.
+pub const CONSOLE_EVENTS: bool = false;
+/// A wildcard bind conflicts with a listener on any address of its family, so a free port
+/// must also be bindable on `0.0.0.0` and `::`.
+pub const WILDCARD_BIND_CONFLICTS: bool = true;
+/// SO_REUSEADDR only lets a bind pass sockets in TIME_WAIT, never a live listener.
+pub const REUSE_ADDRESS: bool = true;
+/// A listening socket is listed under a live process (the kernel drops it with its last owner).
+pub const SOCKETS_OUTLIVE_OWNER: bool = false;
+
+/// Nothing to prepare: a process group gets signals without a console.
+pub fn prepare_console() -> Option<String> {
+    None
+}
+
+/// Only Windows lists every process with its parent in one call; here callers use `children`.
+pub fn process_table() -> Vec<crate::procs::ProcessRow> {
+    Vec::new()
+}
+
+/// The signal a `StopSignal` is on Unix.
+fn native(signal: StopSignal) -> Signal {
+    match signal {
+        StopSignal::Terminate => Signal::SIGTERM,
+        StopSignal::Interrupt => Signal::SIGINT,
+        StopSignal::Hangup => Signal::SIGHUP,
+        StopSignal::Quit => Signal::SIGQUIT,
+        StopSignal::User1 => Signal::SIGUSR1,
+        StopSignal::User2 => Signal::SIGUSR2,
+        StopSignal::Kill => Signal::SIGKILL,
+    }
+}
+
+fn pid_of(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .map(Pid::from_raw)
+        .map_err(|_| io::Error::other(format!("pid {pid} out of range")))
+}
+
+/// The backend's process group.
+pub struct Group {
+    pgid: Pid,
+}
+
+pub fn spawn_group(
+    mut cmd: tokio::process::Command,
+    socket: Option<&socket2::Socket>,
+) -> io::Result<(tokio::process::Child, Group)> {
+    cmd.process_group(0);
+    if let Some(socket) = socket {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in devrun.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == INHERITED_FD {
+                    // Already fd 3: only clear close-on-exec.
+                    fcntl(INHERITED_FD, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                } else {
+                    dup2(fd, INHERITED_FD)?;
+                }
+                Ok(())
+            });
+        }
+    }
+    os::die_with_supervisor(&mut cmd);
+    let child = cmd.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;
+    Ok((child, Group { pgid: pid_of(pid)? }))
+}
+
+impl Group {
+    pub fn signal(&self, signal: StopSignal) -> io::Result<()> {
+        self.send_all(native(signal))
+    }
+
+    pub fn kill(&self) -> io::Result<()> {
+        self.send_all(Signal::SIGKILL)
+    }
+
+    /// The group, and every descendant that left it (setsid, daemonizing): teardown is
+    /// "every process devrun started, directly or not", not just "the group".
+    fn send_all(&self, signal: Signal) -> io::Result<()> {
+        send(self.pgid, signal)?;
+        for pid in os::escapees(self.pgid.as_raw() as u32) {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+        Ok(())
+    }
+
+    /// Whether any process is still in the group, or any descendant of devrun outside it.
+    /// Once the leader is reaped (by tokio), devrun's remaining zombie children (descendants
+    /// re-parented to the subreaper) are reaped here; a zombie counts as alive for `kill`.
+    pub fn alive(&self, leader_reaped: bool) -> bool {
+        if leader_reaped {
+            // Never before: waitpid(-1) could take the leader's status from tokio.
+            while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                if status == WaitStatus::StillAlive {
+                    break;
+                }
+            }
+        }
+        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH))
+            || !os::escapees(self.pgid.as_raw() as u32).is_empty()
+    }
+}
+
+/// Why group `pgid`, led by `pid`, must not be signalled as a group: `pid` no longer leads
+/// it, or it is devrun's own process group or session. None when it may be.
+pub fn group_refusal(pid: u32, pgid: u32) -> Option<String> {
+    let current = process_group(pid);
+    if current != Some(pid) {
+        return Some(format!(
+            "pid {pid} is now in process group {}, not leading its own",
+            current.map_or_else(|| "?".to_string(), |g| g.to_string())
+        ));
+    }
+    let own_session = getsid(None).ok();
+    if [Some(getpgrp()), own_session].contains(&Some(Pid::from_raw(pgid as i32))) {
+        return Some(format!(
+            "process group {pgid} is devrun's own process group or session"
+        ));
+    }
+    None
+}
+
+/// The live processes of a backend recorded by a devrun that is gone, once `stop_orphan` has
+/// proven that the leader is the recorded process and leads its own group: the leader, its
+/// descendants, and the members of its group that started after it.
+pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
+    use crate::procs;
+    if !procs::is_same(pid, start) {
+        return Vec::new();
+    }
+    let mut members = vec![pid];
+    members.extend(procs::descendants(pid));
+    members.extend(
+        group_members(pgid)
+            .into_iter()
+            .filter(|p| start_time(*p).is_some_and(|t| t >= start)),
+    );
+    members.sort_unstable();
+    members.dedup();
+    members.retain(|p| !is_zombie(*p));
+    members
+}
+
+/// Signals verified processes, and their group if given and they are still in it.
+pub fn signal_pids(pgid: Option<u32>, members: &[u32], signal: StopSignal) -> io::Result<()> {
+    let signal = native(signal);
+    if let Some(pgid) = pgid.filter(|g| *g > 1) {
+        if members.iter().any(|p| process_group(*p) == Some(pgid)) {
+            send(pid_of(pgid)?, signal)?;
+        }
+    }
+    for pid in members {
+        let _ = kill(pid_of(*pid)?, signal);
+    }
+    Ok(())
+}
+
+/// SIGKILL (`hard`) or SIGTERM to one process; one that is already gone is not an error.
+pub fn terminate(pid: u32, hard: bool) -> io::Result<()> {
+    let signal = if hard {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    match kill(pid_of(pid)?, signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn send(pgid: Pid, signal: Signal) -> io::Result<()> {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// "signal 9 (SIGKILL)".
+pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {
+    let number = status.signal()?;
+    Some(match Signal::try_from(number) {
+        Ok(signal) => format!("signal {number} ({})", signal.as_str()),
+        Err(_) => format!("signal {number}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_fresh_group_leader_may_be_signalled_as_a_group_but_devruns_own_group_never() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(process_group(pid), Some(pid));
+        assert!(start_time(pid).is_some() && !is_zombie(pid));
+        assert!(children(std::process::id()).contains(&pid));
+        assert_eq!(group_refusal(pid, pid), None);
+        let own = getpgrp().as_raw() as u32;
+        let why = group_refusal(std::process::id(), own).expect("devrun's own group is refused");
+        assert!(why.contains("process group"), "{why}");
+        terminate(pid, true).unwrap();
+        child.wait().unwrap();
+        assert_eq!(start_time(pid), None, "reaped: no such process");
+        terminate(pid, true).expect("a process that is gone is not an error");
+    }
+
+    #[test]
+    fn names_the_signal_a_backend_died_of() {
+        let status = ExitStatus::from_raw(9);
+        assert_eq!(
+            describe_signal_exit(&status).as_deref(),
+            Some("signal 9 (SIGKILL)")
+        );
+        assert_eq!(describe_signal_exit(&ExitStatus::from_raw(1 << 8)), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! Windows: the backend in a job object (`job.rs`), the console it shares with devrun for
+//! CTRL_BREAK (`console.rs`), other processes from Toolhelp and process handles (`procs.rs`),
+//! port owners from the TCP tables (`tcp.rs`).
+
+use std::io;
+use std::net::SocketAddr;
+
+mod console;
+mod job;
+mod procs;
+mod tcp;
+
+pub use console::prepare_console;
+pub use job::{
+    describe_signal_exit, orphan_members, prepare_supervisor, signal_pids, spawn_group, Group,
+};
+pub use procs::{children, command_line, is_zombie, process_table, start_time, terminate};
+pub use tcp::listener_pids;
+
+/// A graceful stop is the console event CTRL_BREAK to the backend's console process group;
+/// there is no other signal to send it.
+pub const CONSOLE_EVENTS: bool = true;
+/// The wildcard probes follow Unix's bind semantics; here the bind of host:port itself answers.
+pub const WILDCARD_BIND_CONFLICTS: bool = false;
+/// SO_REUSEADDR would let a bind succeed over a live listener here: left off.
+pub const REUSE_ADDRESS: bool = false;
+/// A socket stays LISTENING under the pid of a process that is gone when a child inherited
+/// its handle.
+pub const SOCKETS_OUTLIVE_OWNER: bool = true;
+
+fn check(ok: i32) -> io::Result<()> {
+    if ok == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// No process groups in the Unix sense: the job object is the group.
+pub fn process_group(_pid: u32) -> Option<u32> {
+    None
+}
+
+/// Not answered here (Windows keeps a parent's pid after it exits, and reuses pids): the
+/// ancestors devrun never signals are devrun alone.
+pub fn parent(_pid: u32) -> Option<u32> {
+    None
+}
+
+pub fn group_members(_pgid: u32) -> Vec<u32> {
+    Vec::new()
+}
+
+/// The job object is the group devrun signals: nothing to refuse.
+pub fn group_refusal(_pid: u32, _pgid: u32) -> Option<String> {
+    None
+}
+
+/// Another process's environment is not read here: the job object answers for orphans.
+pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
+    Vec::new()
+}
+
+/// `command_line` is the executable's path here.
+pub fn program_path(pid: u32) -> String {
+    command_line(pid)
+}
+
+/// The TCP table has listeners only in this query: closing connections are not reported.
+pub fn closing_only(_port: u16) -> Option<String> {
+    None
+}
+
+pub fn listen_addresses(_port: u16) -> Vec<SocketAddr> {
+    Vec::new()
+}
