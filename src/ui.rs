@@ -188,6 +188,28 @@ fn named_warning<S: Serializer>(warn: &Warn, s: S) -> Result<S::Ok, S::Error> {
     .serialize(s)
 }
 
+const INOTIFY_LIMIT: &str = "the OS refused more file watches (inotify limit): polling the kept \
+     folders every 500 ms instead. Raise the limit with \
+     `sudo sysctl fs.inotify.max_user_watches=524288` (add it to /etc/sysctl.conf to keep it), \
+     or ignore more folders";
+
+fn control_unreachable(pid: u32, control_port: Option<u16>, error: Option<&str>) -> String {
+    let os_stop = if cfg!(windows) {
+        "terminating it"
+    } else {
+        "sending it SIGTERM"
+    };
+    match (control_port, error) {
+        (Some(port), Some(error)) => format!(
+            "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{port} ({error}); \
+             {os_stop} instead"
+        ),
+        _ => format!(
+            "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} instead"
+        ),
+    }
+}
+
 impl fmt::Display for Warn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -200,11 +222,7 @@ impl fmt::Display for Warn {
                 f,
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
-            Warn::InotifyLimit => f.write_str(
-                "the OS refused more file watches (inotify limit): polling the kept folders every \
-                 500 ms instead. Raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` \
-                 (add it to /etc/sysctl.conf to keep it), or ignore more folders",
-            ),
+            Warn::InotifyLimit => f.write_str(INOTIFY_LIMIT),
             Warn::ControlUnavailable { error } => write!(
                 f,
                 "cannot open the control channel on 127.0.0.1 ({error}): `devrun stop` and \
@@ -216,31 +234,15 @@ impl fmt::Display for Warn {
                     "devrun (pid {pid}) already runs this project on port {port}: stopping it \
                      (--replace)"
                 ),
-                _ => f.write_str("another devrun already runs this project: stopping it (--replace)"),
+                _ => {
+                    f.write_str("another devrun already runs this project: stopping it (--replace)")
+                }
             },
             Warn::ControlUnreachable {
                 pid,
                 control_port,
                 error,
-            } => {
-                let os_stop = if cfg!(windows) {
-                    "terminating it"
-                } else {
-                    "sending it SIGTERM"
-                };
-                match (control_port, error) {
-                    (Some(port), Some(error)) => write!(
-                        f,
-                        "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{port} \
-                         ({error}); {os_stop} instead"
-                    ),
-                    _ => write!(
-                        f,
-                        "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} \
-                         instead"
-                    ),
-                }
-            }
+            } => f.write_str(&control_unreachable(*pid, *control_port, error.as_deref())),
             Warn::DevrunKilled { pid, timeout } => write!(
                 f,
                 "devrun (pid {pid}) did not exit within {} ms: killing it",
@@ -635,6 +637,16 @@ mod tests {
                 },
                 json!({"event": "port_released", "port": 8001, "wait_ms": 3}),
             ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(event.to_json(), expected, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn more_events_keep_their_documented_json() {
+        let ms = Duration::from_millis;
+        let cases = [
             (
                 Event::PortHeld {
                     port: 8001,
