@@ -711,7 +711,9 @@ impl Supervisor {
             .await
             .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
         if let Some(text) = stopped.warning {
-            self.ui.emit(&Warn::SignalUndelivered { text }.into());
+            let signal = signal.name();
+            self.ui
+                .emit(&Warn::SignalUndelivered { signal, text }.into());
         }
         self.ui.emit(&Event::Stopped {
             generation: self.generation,
@@ -882,7 +884,9 @@ impl Supervisor {
             .await
             .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
             if let Some(text) = stopped.and_then(|s| s.warning) {
-                self.ui.emit(&Warn::SignalUndelivered { text }.into());
+                let signal = self.config.stop.signal.name();
+                self.ui
+                    .emit(&Warn::SignalUndelivered { signal, text }.into());
             }
         }
         Ok(())

@@ -138,6 +138,7 @@ pub enum Warn {
     },
     /// The stop signal could not be delivered: the group was killed at once.
     SignalUndelivered {
+        signal: &'static str,
         #[serde(skip)]
         text: String,
     },
@@ -272,7 +273,7 @@ impl fmt::Display for Warn {
                 "{state_dir}/state.json names {what} as the backend of a devrun that died, but \
                  {why}: nothing of ours is left, nothing was signalled"
             ),
-            Warn::SignalUndelivered { text } | Warn::Console { text } => f.write_str(text),
+            Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
             Warn::StateNotWritten { path, error } => {
@@ -728,11 +729,12 @@ mod tests {
         assert_eq!(dropped["dropped"], json!(3));
         assert_eq!(dropped["kind"], json!("lines_dropped"));
         let text = Warn::SignalUndelivered {
+            signal: "SIGTERM",
             text: "cannot send SIGTERM".into(),
         };
         assert_eq!(
             Event::from(text).to_json(),
-            json!({"event": "warning", "message": "cannot send SIGTERM", "kind": "signal_undelivered"})
+            json!({"event": "warning", "message": "cannot send SIGTERM", "kind": "signal_undelivered", "signal": "SIGTERM"})
         );
     }
 }
