@@ -835,7 +835,7 @@ impl Supervisor {
     /// Before the first generation: the port must be free (a process that is just exiting gets
     /// the port timeout to let go of it).
     async fn claim_port(&mut self) -> Result<(), Error> {
-        if port::is_free(&self.config.host, self.config.port) {
+        if port_is_free(&self.config, self.listener.is_some()) {
             return Ok(());
         }
         // Refused with nobody listening (a port Windows reserved): waiting would not help.
