@@ -539,6 +539,53 @@ mod tests {
         assert!(child.borrow_mut().try_wait().unwrap().is_some(), "reaped");
     }
 
+    /// The one escalation also serves the backend's stop: `hurry()` (a second Ctrl-C) turns
+    /// the grace time into a kill at once.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn hurry_kills_before_the_grace_time_is_over() {
+        let child = std::cell::RefCell::new(
+            // SIGTERM is only recorded, never sent: it stays running until the kill.
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.borrow().id();
+        let signals = std::cell::RefCell::new(Vec::new());
+        let mut asked = 0;
+        let stopped = escalate(
+            || match child.borrow_mut().try_wait() {
+                Ok(None) => vec![pid],
+                _ => Vec::new(),
+            },
+            |_, signal| {
+                signals.borrow_mut().push(signal);
+                match signal {
+                    StopSignal::Kill => child.borrow_mut().kill(),
+                    _ => Ok(()),
+                }
+            },
+            StopSignal::Terminate,
+            Duration::from_secs(60),
+            &mut || {
+                asked += 1;
+                asked > 3
+            },
+            Some("pid under test"),
+        )
+        .await
+        .expect("stopped")
+        .expect("the process was running");
+        assert!(stopped.killed);
+        assert!(stopped.warning.is_none());
+        assert_eq!(*signals.borrow(), [StopSignal::Terminate, StopSignal::Kill]);
+        assert!(
+            stopped.elapsed < Duration::from_secs(60),
+            "not after the grace"
+        );
+    }
+
     #[test]
     fn parses_signal_names() {
         assert_eq!(StopSignal::parse("SIGTERM"), Ok(StopSignal::Terminate));
