@@ -69,12 +69,10 @@ pub async fn run(config: Config, ui: Ui, args: &RunArgs) -> Result<(), Error> {
         shutdown,
         config,
         ui,
-        generation: 0,
         state_dir,
         state,
         _lock: lock,
         kill_port_holder: args.kill_port_holder,
-        listener: None,
     };
     supervisor.record(None);
     let result = if args.once {
@@ -394,34 +392,53 @@ struct Supervisor {
     config: Config,
     ui: Ui,
     shutdown: Shutdown,
-    generation: u32,
     state_dir: StateDir,
     /// What `.devrun/state.json` says; rewritten on every generation.
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+}
+
+/// One supervised process: where it is in its cycle, its running generation, how many it has
+/// had, and the socket it inherits. What a process's cycle changes lives here; what every
+/// process shares (requests, the watch, status lines, the state file, the lock) stays in
+/// `Supervisor`. Issue 11's stack is one `Unit` per process driven by the same actions.
+struct Unit {
+    phase: Phase,
+    backend: Option<Backend>,
+    generation: u32,
     /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
     listener: Option<socket2::Socket>,
+}
+
+impl Unit {
+    fn new() -> Unit {
+        Unit {
+            phase: Phase::Starting,
+            backend: None,
+            generation: 0,
+            listener: None,
+        }
+    }
 }
 
 impl Supervisor {
     async fn run_watch(&mut self) -> Result<(), Error> {
         let mut watch = self.start_watch()?;
-        self.claim_port().await?;
-        self.bind_listener()?;
-        let mut backend = None;
-        let mut phase = Phase::Starting;
+        let mut unit = Unit::new();
+        self.claim_port(&unit).await?;
+        self.bind_listener(&mut unit)?;
         loop {
-            let step = match phase {
-                Phase::Starting => self.start(&mut backend)?,
-                Phase::Serving => self.serve(&mut backend, &mut watch).await?,
-                Phase::Stopping(then) => self.stop(&mut backend, then == Then::Exit).await?,
+            let step = match unit.phase {
+                Phase::Starting => self.start(&mut unit)?,
+                Phase::Serving => self.serve(&mut unit, &mut watch).await?,
+                Phase::Stopping(then) => self.stop(&mut unit, then == Then::Exit).await?,
                 Phase::Settling { last, .. } => self.settle(&mut watch, last).await,
                 Phase::Waiting { .. } => self.wait_for_change(&mut watch).await,
-                Phase::PortFree => self.port_free_for_restart(&mut watch).await,
-                Phase::Exiting => return self.finish().await,
+                Phase::PortFree => self.port_free_for_restart(&unit, &mut watch).await,
+                Phase::Exiting => return self.finish(&mut unit).await,
             };
-            phase = next(phase, step);
+            unit.phase = next(unit.phase, step);
         }
     }
 
@@ -442,15 +459,16 @@ impl Supervisor {
     }
 
     async fn run_once(&mut self) -> Result<(), Error> {
-        self.claim_port().await?;
-        self.bind_listener()?;
-        let mut backend = Some(self.spawn()?);
-        let Some(running) = backend.as_mut() else {
+        let mut unit = Unit::new();
+        self.claim_port(&unit).await?;
+        self.bind_listener(&mut unit)?;
+        unit.backend = Some(self.spawn(&mut unit)?);
+        let http = self.config.ready.http.clone();
+        let (generation, check) = (unit.generation, ready_check(&unit, &http));
+        let Some(running) = unit.backend.as_mut() else {
             return Err(Error::BackendFailed("no backend was started".into()));
         };
         let (host, port) = (self.config.host.clone(), self.config.port);
-        let http = self.config.ready.http.clone();
-        let check = self.ready_check(&http);
         let timeout = self.config.ready.timeout;
         let ready = async {
             tokio::select! {
@@ -475,7 +493,7 @@ impl Supervisor {
         let outcome = match self.shutdown.wait(false, ready).await {
             Ok(Ok(elapsed)) => {
                 self.ui.emit(&Event::Ready {
-                    generation: self.generation,
+                    generation,
                     elapsed,
                     address: format!("{host}:{port}"),
                 });
@@ -488,20 +506,20 @@ impl Supervisor {
             ))),
         };
         // Teardown whatever happened; a signal now means "kill at once".
-        self.stop(&mut backend, true).await?;
-        self.finish().await?;
+        self.stop(&mut unit, true).await?;
+        self.finish(&mut unit).await?;
         outcome
     }
 
     /// Starting: the next generation, or (for a later one that cannot be spawned) the error
     /// said and a wait for a change. The first generation failing to spawn ends devrun.
-    fn start(&mut self, backend: &mut Option<Backend>) -> Result<Step, Error> {
-        match self.spawn() {
+    fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
+        match self.spawn(unit) {
             Ok(started) => {
-                *backend = Some(started);
+                unit.backend = Some(started);
                 Ok(Step::Started)
             }
-            Err(e) if self.generation == 1 => Err(e),
+            Err(e) if unit.generation == 1 => Err(e),
             Err(e) => {
                 self.ui.error(&e.to_string());
                 Ok(Step::StartFailed)
@@ -510,8 +528,8 @@ impl Supervisor {
     }
 
     /// Spawns the next generation with devrun's variables in its environment.
-    fn spawn(&mut self) -> Result<Backend, Error> {
-        self.generation += 1;
+    fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
+        unit.generation += 1;
         let config = &self.config;
         let mut env: Vec<(String, String)> = config
             .env
@@ -519,13 +537,13 @@ impl Supervisor {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("PORT".into(), config.port.to_string()));
-        env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
+        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
         env.push((RUN_MARKER.into(), self.state.run.clone()));
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
+        let backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -543,7 +561,7 @@ impl Supervisor {
             }
         })?;
         self.ui.emit(&Event::Started {
-            generation: self.generation,
+            generation: unit.generation,
             pid: backend.pid(),
             command: command_line,
         });
@@ -552,7 +570,7 @@ impl Supervisor {
             pid,
             pgid: backend.pgid(),
             start: procs::start_time(pid).unwrap_or(0),
-            generation: self.generation,
+            generation: unit.generation,
             command: self.config.command.clone(),
             started_at: state::unix_now(),
         }));
@@ -560,22 +578,19 @@ impl Supervisor {
     }
 
     /// Serving: reports readiness, and returns at the first change, exit or request.
-    async fn serve(
-        &mut self,
-        backend: &mut Option<Backend>,
-        watch: &mut Watch,
-    ) -> Result<Step, Error> {
-        let Some(backend) = backend.as_mut() else {
+    async fn serve(&mut self, unit: &mut Unit, watch: &mut Watch) -> Result<Step, Error> {
+        let http = self.config.ready.http.clone();
+        let (generation, check) = (unit.generation, ready_check(unit, &http));
+        let Some(backend) = unit.backend.as_mut() else {
             return Ok(Step::Exited);
         };
         let (host, port) = (self.config.host.clone(), self.config.port);
-        let http = self.config.ready.http.clone();
         let timeout = self.config.ready.timeout;
-        let ready = port::wait_ready(&host, port, self.ready_check(&http), timeout);
+        let ready = port::wait_ready(&host, port, check, timeout);
         tokio::pin!(ready);
         let mut ready_reported = false;
         let spawned_at = backend.spawned_at();
-        let (ui, generation) = (&self.ui, self.generation);
+        let ui = &self.ui;
         loop {
             let seen = self.shutdown.wait(true, async {
                 tokio::select! {
@@ -605,7 +620,7 @@ impl Supervisor {
                 Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     self.ui.emit(&Event::Exited {
-                        generation: self.generation,
+                        generation,
                         status: process::describe_status(&status),
                     });
                     return Ok(Step::Exited);
@@ -621,17 +636,7 @@ impl Supervisor {
         }
     }
 
-    /// With a held socket a TCP connect always succeeds (the kernel queues it), so readiness is
-    /// an HTTP answer: `[ready] http` → 2xx if set, else any answer to GET /.
-    fn ready_check<'a>(&self, http: &'a Option<String>) -> ReadyCheck<'a> {
-        match (http.as_deref(), self.listener.is_some()) {
-            (Some(path), _) => ReadyCheck::Http2xx(path),
-            (None, true) => ReadyCheck::HttpAnswer("/"),
-            (None, false) => ReadyCheck::Connect,
-        }
-    }
-
-    fn bind_listener(&mut self) -> Result<(), Error> {
+    fn bind_listener(&self, unit: &mut Unit) -> Result<(), Error> {
         if self.config.inherit_socket {
             let (host, port) = (&self.config.host, self.config.port);
             let socket = port::bind_listener(host, port).map_err(|e| {
@@ -639,7 +644,7 @@ impl Supervisor {
                     "cannot bind {host}:{port} to hand it to the backend: {e}"
                 ))
             })?;
-            self.listener = Some(socket);
+            unit.listener = Some(socket);
         }
         Ok(())
     }
@@ -671,9 +676,9 @@ impl Supervisor {
 
     /// Stopping: the whole group, escalating to a kill. A shutdown request meanwhile makes this
     /// the last stop; one more (or any, when `exiting` already) kills at once.
-    async fn stop(&mut self, backend: &mut Option<Backend>, exiting: bool) -> Result<Step, Error> {
-        let mut shutdown = false;
-        let Some(mut backend) = backend.take() else {
+    async fn stop(&mut self, unit: &mut Unit, exiting: bool) -> Result<Step, Error> {
+        let (mut shutdown, generation) = (false, unit.generation);
+        let Some(mut backend) = unit.backend.take() else {
             return Ok(Step::Stopped { shutdown });
         };
         if !backend.alive() {
@@ -683,7 +688,7 @@ impl Supervisor {
         }
         let signal = self.config.stop.signal;
         self.ui.emit(&Event::Stopping {
-            generation: self.generation,
+            generation,
             pid: backend.pid(),
             signal: signal.name(),
         });
@@ -709,14 +714,14 @@ impl Supervisor {
         let stopped = backend
             .stop(signal, self.config.stop.timeout, &mut hurry)
             .await
-            .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
+            .map_err(|e| Error::io(format!("cannot stop generation {generation}"), e))?;
         if let Some(text) = stopped.warning {
             let signal = signal.name();
             self.ui
                 .emit(&Warn::SignalUndelivered { signal, text }.into());
         }
         self.ui.emit(&Event::Stopped {
-            generation: self.generation,
+            generation,
             elapsed: stopped.elapsed,
             killed: stopped.killed && signal != process::StopSignal::Kill,
         });
@@ -791,9 +796,9 @@ impl Supervisor {
 
     /// Waits up to `timeout` for the port to be free (by `port_is_free`), or for a shutdown
     /// request.
-    async fn wait_port(&mut self, timeout: Duration) -> PortWait {
+    async fn wait_port(&mut self, unit: &Unit, timeout: Duration) -> PortWait {
         let began = Instant::now();
-        let (config, held_socket) = (&self.config, self.listener.is_some());
+        let (config, held_socket) = (&self.config, unit.listener.is_some());
         let free = async {
             loop {
                 if port_is_free(config, held_socket) {
@@ -834,8 +839,8 @@ impl Supervisor {
 
     /// Before the first generation: the port must be free (a process that is just exiting gets
     /// the port timeout to let go of it).
-    async fn claim_port(&mut self) -> Result<(), Error> {
-        if port_is_free(&self.config, self.listener.is_some()) {
+    async fn claim_port(&mut self, unit: &Unit) -> Result<(), Error> {
+        if port_is_free(&self.config, unit.listener.is_some()) {
             return Ok(());
         }
         // Refused with nobody listening (a port Windows reserved): waiting would not help.
@@ -855,7 +860,7 @@ impl Supervisor {
             }
             .into(),
         );
-        match self.wait_port(self.config.stop.port_timeout).await {
+        match self.wait_port(unit, self.config.stop.port_timeout).await {
             PortWait::Free(_) => Ok(()),
             PortWait::Held => Err(Error::Port(self.held_port_message())),
             PortWait::Interrupted => {
@@ -894,9 +899,9 @@ impl Supervisor {
 
     /// PortFree, between generations: free at once, or (while someone else holds it) says who
     /// and keeps waiting; changes meanwhile are folded into the coming start.
-    async fn port_free_for_restart(&mut self, watch: &mut Watch) -> Step {
+    async fn port_free_for_restart(&mut self, unit: &Unit, watch: &mut Watch) -> Step {
         let port = self.config.port;
-        match self.wait_port(self.config.stop.port_timeout).await {
+        match self.wait_port(unit, self.config.stop.port_timeout).await {
             PortWait::Free(waited) => {
                 self.ui.emit(&Event::PortReleased { port, waited });
                 return Step::PortFree;
@@ -911,7 +916,7 @@ impl Supervisor {
                 port::describe_busy(port)
             ),
         });
-        let (config, held_socket) = (&self.config, self.listener.is_some());
+        let (config, held_socket) = (&self.config, unit.listener.is_some());
         let mut recheck = tokio::time::interval(HELD_PORT_RECHECK);
         let free = async {
             loop {
@@ -938,9 +943,9 @@ impl Supervisor {
     }
 
     /// Exiting: the backend is stopped; confirm the port is free before exiting.
-    async fn finish(&mut self) -> Result<(), Error> {
+    async fn finish(&mut self, unit: &mut Unit) -> Result<(), Error> {
         // devrun's own socket goes first; then the port must be free for everyone.
-        self.listener = None;
+        unit.listener = None;
         let port = self.config.port;
         match port::wait_free(&self.config.host, port, self.config.stop.port_timeout).await {
             Ok(waited) => {
@@ -953,6 +958,16 @@ impl Supervisor {
                 port::describe_busy(port)
             ))),
         }
+    }
+}
+
+/// With a held socket a TCP connect always succeeds (the kernel queues it), so readiness is an
+/// HTTP answer: `[ready] http` → 2xx if set, else any answer to GET /.
+fn ready_check<'a>(unit: &Unit, http: &'a Option<String>) -> ReadyCheck<'a> {
+    match (http.as_deref(), unit.listener.is_some()) {
+        (Some(path), _) => ReadyCheck::Http2xx(path),
+        (None, true) => ReadyCheck::HttpAnswer("/"),
+        (None, false) => ReadyCheck::Connect,
     }
 }
 
