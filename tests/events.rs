@@ -164,9 +164,8 @@ fn every_event_line_starts_with_its_event_name() {
 
 // ---- named warnings ----
 
-/// The JSON warnings of this `kind` on devrun's stderr so far.
-/// A named warning is still `"event": "warning"` with its `message`; `kind` and its fields are
-/// added (README, "Named warnings").
+/// The JSON warnings of this `kind` on devrun's stderr so far. A named warning is still
+/// `"event": "warning"` with its `message`; `kind` and its fields are added (README).
 fn warnings(p: &Project, kind: &str) -> Vec<Value> {
     events(p)
         .into_iter()
