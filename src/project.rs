@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::process;
 use crate::procs;
 use crate::state::{ProjectLock, State, StateDir};
-use crate::ui::{Event, Ui};
+use crate::ui::{Ui, Warn};
 use std::time::{Duration, Instant};
 
 /// One devrun per project: takes the project lock, or says who holds it (exit 4). The lock
@@ -60,7 +60,13 @@ pub async fn take_project(
                 )));
             }
         };
-        ui.emit(&Event::Warning(format!("{who}: stopping it (--replace)")));
+        ui.emit(
+            &Warn::Replacing {
+                pid: Some(holder.devrun_pid),
+                port: Some(holder.port),
+            }
+            .into(),
+        );
         stop_running_devrun(&holder, ui, project.devrun_exit_timeout(), Verb::Replace).await?;
         replaced = true;
     }
@@ -92,11 +98,6 @@ pub async fn stop_running_devrun(
     verb: Verb,
 ) -> Result<(), Error> {
     let pid = holder.devrun_pid;
-    let os_stop = if cfg!(windows) {
-        "terminating it"
-    } else {
-        "sending it SIGTERM"
-    };
     let asked = match &holder.control {
         Some(channel) => match control::send(channel, verb).await {
             Ok(()) => true,
@@ -106,18 +107,22 @@ pub async fn stop_running_devrun(
                 )))
             }
             Err(e) => {
-                ui.emit(&Event::Warning(format!(
-                    "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{} ({e}); \
-                     {os_stop} instead",
-                    channel.port
-                )));
+                let warn = Warn::ControlUnreachable {
+                    pid,
+                    control_port: Some(channel.port),
+                    error: Some(e.to_string()),
+                };
+                ui.emit(&warn.into());
                 false
             }
         },
         None => {
-            ui.emit(&Event::Warning(format!(
-                "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} instead"
-            )));
+            let warn = Warn::ControlUnreachable {
+                pid,
+                control_port: None,
+                error: None,
+            };
+            ui.emit(&warn.into());
             false
         }
     };
@@ -130,10 +135,7 @@ pub async fn stop_running_devrun(
     let mut killed = false;
     while !gone() {
         if !killed && began.elapsed() > timeout {
-            ui.emit(&Event::Warning(format!(
-                "devrun (pid {pid}) did not exit within {} ms: killing it",
-                timeout.as_millis()
-            )));
+            ui.emit(&Warn::DevrunKilled { pid, timeout }.into());
             let _ = procs::terminate(pid, true);
             killed = true;
         }
@@ -184,24 +186,26 @@ pub async fn recover_orphan(
     .map_err(|e| Error::io(format!("cannot stop what a dead devrun left ({what})"), e))?;
     match recovery {
         process::Recovery::NothingLeft => {}
-        process::Recovery::Refused(why) => ui.emit(&Event::Warning(format!(
-            "{}/state.json names {what} as the backend of a devrun that died, but {why}: \
-             nothing of ours is left, nothing was signalled",
-            state_dir.path().display()
-        ))),
+        process::Recovery::Refused(why) => {
+            let warn = Warn::OrphanRefused {
+                state_dir: state_dir.path().display().to_string(),
+                what,
+                why,
+            };
+            ui.emit(&warn.into());
+        }
         process::Recovery::Stopped { pids, stopped } => {
-            if let Some(warning) = &stopped.warning {
-                ui.emit(&Event::Warning(warning.clone()));
+            if let Some(text) = stopped.warning {
+                let signal = project.stop.signal.name();
+                ui.emit(&Warn::SignalUndelivered { signal, text }.into());
             }
-            ui.emit(&Event::Warning(format!(
-                "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
-                pids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                stopped.elapsed.as_millis(),
-                if stopped.killed { " (killed)" } else { "" }
-            )));
+            let warn = Warn::OrphanStopped {
+                what,
+                pids,
+                elapsed: stopped.elapsed,
+                killed: stopped.killed,
+            };
+            ui.emit(&warn.into());
         }
     }
     state_dir.clear_if(&recorded);

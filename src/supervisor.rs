@@ -1,15 +1,19 @@
-//! The core loop as explicit states:
+//! The core loop as explicit states (`Phase`), moved by one pure function (`next`):
 //!
 //! ```text
 //! Starting ─► Serving ─(change)──► Stopping ─► Settling ─► PortFree ─► Starting (N+1)
 //!                 │ (exited on its own)                                   ▲
-//!                 └──────────► Crashed ─► Waiting ─(change)─► Settling ───┘
-//! any state ─(Ctrl-C, SIGTERM, SIGHUP, `devrun stop`)─► Stopping ─► PortFree ─► exit
+//!                 └──────────► Stopping ─► Waiting ─(change)─► Settling ──┘
+//! Serving ─(Ctrl-C, SIGTERM, SIGHUP, `devrun stop`)─► Stopping ─► Exiting (port confirmed free)
+//! any other state ─(the same)─► Exiting
 //! Serving, Waiting ─(`devrun restart`)─► Stopping ─► PortFree ─► Starting (N+1)
 //! ```
 //!
+//! Each phase is one action of `Supervisor` that returns what it saw (a `Step`); every wait
+//! in those actions goes through `Shutdown::wait`, the one place a request interrupts work.
 //! At most one generation is alive: the next is spawned only after `Backend::stop` confirmed
-//! that every process of the previous group is gone and `port::wait_free` that nothing listens.
+//! that every process of the previous group is gone and `port_is_free` (the one rule, plain
+//! or held socket) that nothing else listens.
 
 use crate::config::Config;
 use crate::control::{self, Request};
@@ -19,9 +23,8 @@ use crate::process::{self, Backend};
 use crate::procs;
 use crate::project::{recover_orphan, take_project};
 use crate::state::{self, BackendRecord, ProjectLock, State, StateDir, RUN_MARKER};
-use crate::ui::{Event, Ui};
+use crate::ui::{Event, Ui, Warn};
 use crate::watch::{Batch, Watch};
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -34,8 +37,8 @@ const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 /// Runs devrun in watch mode, or `--once`.
 pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
-    if let Some(note) = process::prepare_console() {
-        ui.emit(&Event::Warning(note));
+    if let Some(text) = process::prepare_console() {
+        ui.emit(&Warn::Console { text }.into());
     }
     let shutdown = Shutdown::install()?;
     let state_dir = config.state_dir();
@@ -46,10 +49,8 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     let control = match control::listen(shutdown.control_sender()).await {
         Ok(control) => Some(control),
         Err(e) => {
-            ui.emit(&Event::Warning(format!(
-                "cannot open the control channel on 127.0.0.1 ({e}): `devrun stop` and \
-                 --replace will signal this devrun instead, and `devrun restart` will not work"
-            )));
+            let error = e.to_string();
+            ui.emit(&Warn::ControlUnavailable { error }.into());
             None
         }
     };
@@ -69,13 +70,10 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         shutdown,
         config,
         ui,
-        generation: 0,
-        exiting: false,
         state_dir,
         state,
         _lock: lock,
         kill_port_holder: options.kill_port_holder,
-        listener: None,
     };
     supervisor.record(None);
     let result = if options.once {
@@ -89,13 +87,101 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     result
 }
 
-/// Why a serving generation stopped being served.
-enum Leave {
-    Changed(Batch),
-    Exited(ExitStatus),
-    Shutdown(&'static str),
+/// Where one supervised process is in its cycle (the diagram at the top). Each state is one
+/// action of the supervisor (`Supervisor::act`); what the action saw is a [`Step`], and
+/// [`next`] — pure, unit-tested below — says where that leads. A second supervised process is a
+/// second `Phase` (and `Backend`), not a second loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Spawning the next generation.
+    Starting,
+    /// A generation runs, until a change, its exit, or a request.
+    Serving,
+    /// The whole group is being stopped; `Then` says what follows.
+    Stopping(Then),
+    /// A burst of saves is finishing: quiet for the debounce time after `last` (or the
+    /// ceiling). `ran`: a generation ran since the port was last confirmed free.
+    Settling { last: Instant, ran: bool },
+    /// Crashed (exited on its own) or failed to start: until a change or `devrun restart`.
+    Waiting { ran: bool },
+    /// Between generations: until nobody else holds the port.
+    PortFree,
+    /// Stopped for good: confirm the port is free, then exit.
+    Exiting,
+}
+
+/// What follows `Stopping`, once the group is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Files changed (the last at this instant): settle, then start anew.
+    Settle(Instant),
+    /// It exited on its own: wait for a change.
+    Wait,
+    /// `devrun restart`: start anew now.
+    Restart,
+    /// A shutdown request: exit.
+    Exit,
+}
+
+/// What a state's action saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Started,
+    /// A later generation could not be spawned (failing to spawn the first is an error).
+    StartFailed,
+    /// Files changed, the last at this instant.
+    Changed(Instant),
+    /// The generation exited on its own.
+    Exited,
     /// `devrun restart`.
     Restart,
+    /// Ctrl-C, SIGTERM, SIGHUP, `devrun stop`.
+    Shutdown,
+    /// The whole group is gone; `shutdown`: a shutdown was asked for meanwhile.
+    Stopped {
+        shutdown: bool,
+    },
+    /// Quiet for the debounce time, or the settle ceiling passed.
+    Settled,
+    /// Nobody else holds the port.
+    PortFree,
+}
+
+/// The supervisor's moves: where `step`, seen in `state`, leads. A step a state does not
+/// expect leaves it where it is.
+fn next(state: Phase, step: Step) -> Phase {
+    use Phase::*;
+    match (state, step) {
+        (Exiting, _) => Exiting,
+        // A running group is always stopped first; elsewhere nothing runs.
+        (Serving, Step::Shutdown) => Stopping(Then::Exit),
+        (Stopping(_), Step::Shutdown) => Stopping(Then::Exit),
+        (_, Step::Shutdown) => Exiting,
+        (Starting, Step::Started) => Serving,
+        (Starting, Step::StartFailed) => Waiting { ran: false },
+        (Serving, Step::Changed(last)) => Stopping(Then::Settle(last)),
+        (Serving, Step::Exited) => Stopping(Then::Wait),
+        (Serving, Step::Restart) => Stopping(Then::Restart),
+        (Stopping(_), Step::Stopped { shutdown: true }) => Exiting,
+        (Stopping(then), Step::Stopped { shutdown: false }) => match then {
+            Then::Settle(last) => Settling { last, ran: true },
+            Then::Wait => Waiting { ran: true },
+            Then::Restart => PortFree,
+            Then::Exit => Exiting,
+        },
+        (Waiting { ran }, Step::Changed(last)) => Settling { last, ran },
+        (Settling { last, ran }, Step::Changed(at)) => Settling {
+            last: last.max(at),
+            ran,
+        },
+        // Only a port a generation used needs confirming free again.
+        (Waiting { ran }, Step::Restart) | (Settling { ran, .. }, Step::Settled) => match ran {
+            true => PortFree,
+            false => Starting,
+        },
+        (PortFree, Step::PortFree) => Starting,
+        (state, _) => state,
+    }
 }
 
 /// The outcome of waiting for the port.
@@ -109,138 +195,144 @@ struct Supervisor {
     config: Config,
     ui: Ui,
     shutdown: Shutdown,
-    generation: u32,
-    /// A shutdown was asked for: finish the current stop, then exit. A second request kills.
-    exiting: bool,
     state_dir: StateDir,
     /// What `.devrun/state.json` says; rewritten on every generation.
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+}
+
+/// One supervised process: where it is in its cycle, its running generation, how many it has
+/// had, and the socket it inherits. What a process's cycle changes lives here; what every
+/// process shares (requests, the watch, status lines, the state file, the lock) stays in
+/// `Supervisor`. Issue 11's stack is one `Unit` per process driven by the same actions.
+struct Unit {
+    phase: Phase,
+    backend: Option<Backend>,
+    generation: u32,
     /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
     listener: Option<socket2::Socket>,
 }
 
+impl Unit {
+    fn new() -> Unit {
+        Unit {
+            phase: Phase::Starting,
+            backend: None,
+            generation: 0,
+            listener: None,
+        }
+    }
+}
+
 impl Supervisor {
     async fn run_watch(&mut self) -> Result<(), Error> {
+        let mut watch = self.start_watch()?;
+        let mut unit = Unit::new();
+        self.claim_port(&unit).await?;
+        self.bind_listener(&mut unit)?;
+        loop {
+            let step = match unit.phase {
+                Phase::Starting => self.start(&mut unit)?,
+                Phase::Serving => self.serve(&mut unit, &mut watch).await?,
+                Phase::Stopping(then) => self.stop(&mut unit, then == Then::Exit).await?,
+                Phase::Settling { last, .. } => self.settle(&mut watch, last).await,
+                Phase::Waiting { .. } => self.wait_for_change(&mut watch).await,
+                Phase::PortFree => self.port_free_for_restart(&unit, &mut watch).await,
+                Phase::Exiting => return self.finish(&mut unit).await,
+            };
+            unit.phase = next(unit.phase, step);
+        }
+    }
+
+    fn start_watch(&mut self) -> Result<Watch, Error> {
         let ui = self.ui.clone();
         let warn = Box::new(move |message| ui.emit(&Event::Warning(message)));
-        let mut watch = Watch::start(&self.config.watch, &self.config.root, warn)
+        let watch = Watch::start(&self.config.watch, &self.config.root, warn)
             .map_err(|e| Error::Watch(e.to_string()))?;
         if watch.polling {
-            self.ui.emit(&Event::Warning(
-                "the OS refused more file watches (inotify limit): polling the kept folders every \
-                 500 ms instead. Raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` \
-                 (add it to /etc/sysctl.conf to keep it), or ignore more folders"
-                    .into(),
-            ));
+            self.ui.emit(&Warn::InotifyLimit.into());
         }
         self.ui.emit(&Event::Watching {
             source: self.config.source_name(),
             folders: watch.watched_folders(),
             include: self.config.watch.include.clone(),
         });
-        self.claim_port().await?;
-        self.bind_listener()?;
-        loop {
-            // Starting
-            let mut backend = match self.spawn() {
-                Ok(backend) => backend,
-                Err(e) if self.generation == 1 => return Err(e),
-                Err(e) => {
-                    self.ui.error(&e.to_string());
-                    if !self.wait_for_change(&mut watch).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            };
-            // Serving
-            match self.serve(&mut backend, &mut watch).await? {
-                Leave::Changed(batch) => {
-                    self.report_change(&watch, &batch);
-                    self.stop(&mut backend).await?;
-                    if !self.exiting {
-                        self.settle(&mut watch, batch.last_at).await;
-                    }
-                }
-                Leave::Exited(status) => {
-                    self.ui.emit(&Event::Exited {
-                        generation: self.generation,
-                        status: process::describe_status(&status),
-                    });
-                    // The leader is gone; whatever it started goes too.
-                    self.stop(&mut backend).await?;
-                    if !self.exiting && !self.wait_for_change(&mut watch).await {
-                        return self.finish().await;
-                    }
-                }
-                Leave::Shutdown(reason) => {
-                    self.begin_shutdown(reason);
-                    self.stop(&mut backend).await?;
-                }
-                Leave::Restart => {
-                    self.report_restart_request();
-                    self.stop(&mut backend).await?;
-                }
+        Ok(watch)
+    }
+
+    async fn run_once(&mut self) -> Result<(), Error> {
+        let mut unit = Unit::new();
+        self.claim_port(&unit).await?;
+        self.bind_listener(&mut unit)?;
+        unit.backend = Some(self.spawn(&mut unit)?);
+        let http = self.config.ready.http.clone();
+        let (generation, check) = (unit.generation, ready_check(&unit, &http));
+        let Some(running) = unit.backend.as_mut() else {
+            return Err(Error::BackendFailed("no backend was started".into()));
+        };
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        let timeout = self.config.ready.timeout;
+        let ready = async {
+            tokio::select! {
+                biased;
+                status = running.exited() => Err(Error::BackendFailed(format!(
+                    "the backend exited early with {}",
+                    status.as_ref().map_or_else(|e| e.to_string(), process::describe_status)
+                ))),
+                ready = port::wait_ready(&host, port, check, timeout) => match ready {
+                    Ok(elapsed) => Ok(elapsed),
+                    Err(NotReady::Status(code)) => Err(Error::BackendFailed(format!(
+                        "health check GET {} returned HTTP {code}",
+                        http.as_deref().unwrap_or("/")
+                    ))),
+                    Err(reason) => Err(Error::BackendFailed(format!(
+                        "not ready in {} ms: {reason}",
+                        timeout.as_millis()
+                    ))),
+                },
             }
-            if self.exiting {
-                return self.finish().await;
+        };
+        let outcome = match self.shutdown.wait(false, ready).await {
+            Ok(Ok(elapsed)) => {
+                self.ui.emit(&Event::Ready {
+                    generation,
+                    elapsed,
+                    address: format!("{host}:{port}"),
+                });
+                Ok(())
             }
-            // PortFree: never start a second backend beside whoever still holds the port.
-            if !self.port_free_for_restart(&mut watch).await {
-                return self.finish().await;
+            Ok(Err(e)) => Err(e),
+            Err(request) => Err(Error::BackendFailed(format!(
+                "{} before the backend was ready",
+                reason(request)
+            ))),
+        };
+        // Teardown whatever happened; a signal now means "kill at once".
+        self.stop(&mut unit, true).await?;
+        self.finish(&mut unit).await?;
+        outcome
+    }
+
+    /// Starting: the next generation, or (for a later one that cannot be spawned) the error
+    /// said and a wait for a change. The first generation failing to spawn ends devrun.
+    fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
+        match self.spawn(unit) {
+            Ok(started) => {
+                unit.backend = Some(started);
+                Ok(Step::Started)
+            }
+            Err(e) if unit.generation == 1 => Err(e),
+            Err(e) => {
+                self.ui.error(&e.to_string());
+                Ok(Step::StartFailed)
             }
         }
     }
 
-    async fn run_once(&mut self) -> Result<(), Error> {
-        self.claim_port().await?;
-        self.bind_listener()?;
-        let mut backend = self.spawn()?;
-        let (host, port) = (self.config.host.clone(), self.config.port);
-        let http = self.config.ready.http.clone();
-        let check = self.ready_check(&http);
-        let timeout = self.config.ready.timeout;
-        let outcome = tokio::select! {
-            biased;
-            reason = self.shutdown.recv() => {
-                self.exiting = true;
-                Err(Error::BackendFailed(format!("{reason} before the backend was ready")))
-            }
-            status = backend.exited() => Err(Error::BackendFailed(format!(
-                "the backend exited early with {}",
-                status.as_ref().map_or_else(|e| e.to_string(), process::describe_status)
-            ))),
-            ready = port::wait_ready(&host, port, check, timeout) => match ready {
-                Ok(elapsed) => {
-                    self.ui.emit(&Event::Ready {
-                        generation: self.generation,
-                        elapsed,
-                        address: format!("{host}:{port}"),
-                    });
-                    Ok(())
-                }
-                Err(NotReady::Status(code)) => Err(Error::BackendFailed(format!(
-                    "health check GET {} returned HTTP {code}",
-                    http.as_deref().unwrap_or("/")
-                ))),
-                Err(reason) => Err(Error::BackendFailed(format!(
-                    "not ready in {} ms: {reason}",
-                    timeout.as_millis()
-                ))),
-            },
-        };
-        // Teardown whatever happened; a signal now means "kill at once".
-        self.exiting = true;
-        self.stop(&mut backend).await?;
-        self.finish().await?;
-        outcome
-    }
-
     /// Spawns the next generation with devrun's variables in its environment.
-    fn spawn(&mut self) -> Result<Backend, Error> {
-        self.generation += 1;
+    fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
+        unit.generation += 1;
         let config = &self.config;
         let mut env: Vec<(String, String)> = config
             .env
@@ -248,13 +340,13 @@ impl Supervisor {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("PORT".into(), config.port.to_string()));
-        env.push(("DEVRUN_GENERATION".into(), self.generation.to_string()));
+        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
         env.push((RUN_MARKER.into(), self.state.run.clone()));
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env, self.listener.as_ref()).map_err(|e| {
+        let backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -272,7 +364,7 @@ impl Supervisor {
             }
         })?;
         self.ui.emit(&Event::Started {
-            generation: self.generation,
+            generation: unit.generation,
             pid: backend.pid(),
             command: command_line,
         });
@@ -281,72 +373,73 @@ impl Supervisor {
             pid,
             pgid: backend.pgid(),
             start: procs::start_time(pid).unwrap_or(0),
-            generation: self.generation,
+            generation: unit.generation,
             command: self.config.command.clone(),
             started_at: state::unix_now(),
         }));
         Ok(backend)
     }
 
-    /// Serving: reports readiness, and returns at the first change, exit or shutdown request.
-    async fn serve(&mut self, backend: &mut Backend, watch: &mut Watch) -> Result<Leave, Error> {
-        let (host, port) = (self.config.host.clone(), self.config.port);
+    /// Serving: reports readiness, and returns at the first change, exit or request.
+    async fn serve(&mut self, unit: &mut Unit, watch: &mut Watch) -> Result<Step, Error> {
         let http = self.config.ready.http.clone();
-        let ready = port::wait_ready(
-            &host,
-            port,
-            self.ready_check(&http),
-            self.config.ready.timeout,
-        );
+        let (generation, check) = (unit.generation, ready_check(unit, &http));
+        let Some(backend) = unit.backend.as_mut() else {
+            return Ok(Step::Exited);
+        };
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        let timeout = self.config.ready.timeout;
+        let ready = port::wait_ready(&host, port, check, timeout);
         tokio::pin!(ready);
         let mut ready_reported = false;
         let spawned_at = backend.spawned_at();
+        let ui = &self.ui;
         loop {
-            tokio::select! {
-                biased;
-                request = self.shutdown.next() => return Ok(match request {
-                    Request::Stop(reason) => Leave::Shutdown(reason),
-                    Request::Restart => Leave::Restart,
-                }),
-                status = backend.exited() => {
+            let seen = self.shutdown.wait(true, async {
+                tokio::select! {
+                    biased;
+                    status = backend.exited() => Some(Err(status)),
+                    batch = watch.next() => Some(Ok(batch)),
+                    result = &mut ready, if !ready_reported => {
+                        ready_reported = true;
+                        ui.emit(&match result {
+                            Ok(elapsed) => Event::Ready {
+                                generation,
+                                elapsed,
+                                address: format!("{host}:{port}"),
+                            },
+                            Err(reason) => Event::NotReady {
+                                generation,
+                                elapsed: timeout,
+                                reason: reason.to_string(),
+                            },
+                        });
+                        None
+                    }
+                }
+            });
+            match seen.await {
+                Err(request) => return Ok(self.take_request(request)),
+                Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
-                    return Ok(Leave::Exited(status));
+                    self.ui.emit(&Event::Exited {
+                        generation,
+                        status: process::describe_status(&status),
+                    });
+                    return Ok(Step::Exited);
                 }
                 // Changes seen before this interpreter started are already in it (invariant 3
                 // holds): only later ones restart it.
-                batch = watch.next() => if batch.last_at >= spawned_at {
-                    return Ok(Leave::Changed(batch));
-                },
-                result = &mut ready, if !ready_reported => {
-                    ready_reported = true;
-                    self.ui.emit(&match result {
-                        Ok(elapsed) => Event::Ready {
-                            generation: self.generation,
-                            elapsed,
-                            address: format!("{host}:{port}"),
-                        },
-                        Err(reason) => Event::NotReady {
-                            generation: self.generation,
-                            elapsed: self.config.ready.timeout,
-                            reason: reason.to_string(),
-                        },
-                    });
+                Ok(Some(Ok(batch))) if batch.last_at >= spawned_at => {
+                    self.report_change(watch, &batch);
+                    return Ok(Step::Changed(batch.last_at));
                 }
+                Ok(_) => {}
             }
         }
     }
 
-    /// With a held socket a TCP connect always succeeds (the kernel queues it), so readiness is
-    /// an HTTP answer: `[ready] http` → 2xx if set, else any answer to GET /.
-    fn ready_check<'a>(&self, http: &'a Option<String>) -> ReadyCheck<'a> {
-        match (http.as_deref(), self.listener.is_some()) {
-            (Some(path), _) => ReadyCheck::Http2xx(path),
-            (None, true) => ReadyCheck::HttpAnswer("/"),
-            (None, false) => ReadyCheck::Connect,
-        }
-    }
-
-    fn bind_listener(&mut self) -> Result<(), Error> {
+    fn bind_listener(&self, unit: &mut Unit) -> Result<(), Error> {
         if self.config.inherit_socket {
             let (host, port) = (&self.config.host, self.config.port);
             let socket = port::bind_listener(host, port).map_err(|e| {
@@ -354,7 +447,7 @@ impl Supervisor {
                     "cannot bind {host}:{port} to hand it to the backend: {e}"
                 ))
             })?;
-            self.listener = Some(socket);
+            unit.listener = Some(socket);
         }
         Ok(())
     }
@@ -368,58 +461,75 @@ impl Supervisor {
         self.ui.emit(&Event::Changed { files });
     }
 
-    /// A shutdown was asked for (Ctrl-C, SIGTERM, SIGHUP): finish what is under way, then exit.
-    fn begin_shutdown(&mut self, reason: &str) {
-        self.ui.emit(&Event::ShuttingDown {
-            reason: reason.to_string(),
-        });
-        self.exiting = true;
+    /// A request that interrupted a wait, said and turned into the step it is.
+    fn take_request(&mut self, request: Request) -> Step {
+        match request {
+            Request::Stop(reason) => {
+                self.ui.emit(&Event::ShuttingDown {
+                    reason: reason.to_string(),
+                });
+                Step::Shutdown
+            }
+            Request::Restart => {
+                self.ui.emit(&Warn::RestartRequested.into());
+                Step::Restart
+            }
+        }
     }
 
-    /// Stopping: the whole group, escalating to a kill; a shutdown request meanwhile makes this
-    /// the last stop, a second one kills at once.
-    async fn stop(&mut self, backend: &mut Backend) -> Result<(), Error> {
+    /// Stopping: the whole group, escalating to a kill. A shutdown request meanwhile makes this
+    /// the last stop; one more (or any, when `exiting` already) kills at once.
+    async fn stop(&mut self, unit: &mut Unit, exiting: bool) -> Result<Step, Error> {
+        let (mut shutdown, generation) = (false, unit.generation);
+        let Some(mut backend) = unit.backend.take() else {
+            return Ok(Step::Stopped { shutdown });
+        };
         if !backend.alive() {
             // Exited on its own with nothing left behind: nothing to stop or report.
             self.record(None);
-            return Ok(());
+            return Ok(Step::Stopped { shutdown });
         }
         let signal = self.config.stop.signal;
         self.ui.emit(&Event::Stopping {
-            generation: self.generation,
+            generation,
             pid: backend.pid(),
             signal: signal.name(),
         });
-        let (shutdown, exiting, ui) = (&mut self.shutdown, &mut self.exiting, &self.ui);
+        let (requests, ui) = (&mut self.shutdown, &self.ui);
         let mut hurry = || {
-            while let Some(reason) = shutdown.try_recv() {
-                if *exiting {
-                    ui.emit(&Event::Warning(format!(
-                        "{reason} again: killing the backend now"
-                    )));
+            while let Some(reason) = requests.try_recv() {
+                if exiting || shutdown {
+                    ui.emit(
+                        &Warn::KillNow {
+                            reason: reason.into(),
+                        }
+                        .into(),
+                    );
                     return true;
                 }
                 ui.emit(&Event::ShuttingDown {
                     reason: reason.to_string(),
                 });
-                *exiting = true;
+                shutdown = true;
             }
             false
         };
         let stopped = backend
             .stop(signal, self.config.stop.timeout, &mut hurry)
             .await
-            .map_err(|e| Error::io(format!("cannot stop generation {}", self.generation), e))?;
-        if let Some(warning) = stopped.warning {
-            self.ui.emit(&Event::Warning(warning));
+            .map_err(|e| Error::io(format!("cannot stop generation {generation}"), e))?;
+        if let Some(text) = stopped.warning {
+            let signal = signal.name();
+            self.ui
+                .emit(&Warn::SignalUndelivered { signal, text }.into());
         }
         self.ui.emit(&Event::Stopped {
-            generation: self.generation,
+            generation,
             elapsed: stopped.elapsed,
             killed: stopped.killed && signal != process::StopSignal::Kill,
         });
         self.record(None);
-        Ok(())
+        Ok(Step::Stopped { shutdown })
     }
 
     /// Rewrites the state file. A failure is reported, not fatal: the lock still guarantees
@@ -427,107 +537,88 @@ impl Supervisor {
     fn record(&mut self, backend: Option<BackendRecord>) {
         self.state.backend = backend;
         if let Err(e) = self.state_dir.write(&self.state) {
-            self.ui.emit(&Event::Warning(format!(
-                "cannot write {}/state.json: {e}",
-                self.state_dir.path().display()
-            )));
+            self.ui.emit(
+                &Warn::StateNotWritten {
+                    path: self
+                        .state_dir
+                        .path()
+                        .join("state.json")
+                        .display()
+                        .to_string(),
+                    error: e.to_string(),
+                }
+                .into(),
+            );
         }
     }
 
     /// Settling: lets a burst of saves finish (quiet for the debounce time, or the ceiling),
     /// so the next interpreter imports the code as it is after the last save.
-    async fn settle(&mut self, watch: &mut Watch, mut last_at: Instant) {
+    async fn settle(&mut self, watch: &mut Watch, mut last_at: Instant) -> Step {
         let ceiling = Instant::now() + SETTLE_CEILING;
-        loop {
-            if Instant::now() >= ceiling {
-                return;
-            }
-            let quiet_at = (last_at + self.config.watch.debounce).min(ceiling);
-            // Biased: changes already queued (say, during a slow stop) count before the quiet
-            // time can be judged over, even when that time has passed.
-            tokio::select! {
-                biased;
-                reason = self.shutdown.recv() => {
-                    self.begin_shutdown(reason);
+        let debounce = self.config.watch.debounce;
+        let quiet = async {
+            loop {
+                if Instant::now() >= ceiling {
                     return;
                 }
-                batch = watch.next() => last_at = last_at.max(batch.last_at),
-                _ = tokio::time::sleep_until(quiet_at.into()) => {
-                    // Quiet by the watcher's delivery; the OS's queue has the last word.
-                    let queued = watch.sync().await;
-                    if queued.paths.is_empty() {
-                        return;
+                let quiet_at = (last_at + debounce).min(ceiling);
+                // Biased: changes already queued (say, during a slow stop) count before the
+                // quiet time can be judged over, even when that time has passed.
+                tokio::select! {
+                    biased;
+                    batch = watch.next() => last_at = last_at.max(batch.last_at),
+                    _ = tokio::time::sleep_until(quiet_at.into()) => {
+                        // Quiet by the watcher's delivery; the OS's queue has the last word.
+                        let queued = watch.sync().await;
+                        if queued.paths.is_empty() {
+                            return;
+                        }
+                        last_at = last_at.max(queued.last_at);
                     }
-                    last_at = last_at.max(queued.last_at);
                 }
             }
+        };
+        match self.shutdown.wait(false, quiet).await {
+            Ok(()) => Step::Settled,
+            Err(request) => self.take_request(request),
         }
     }
 
-    fn report_restart_request(&self) {
-        self.ui.emit(&Event::Warning(
-            "restart requested by `devrun restart`".to_string(),
-        ));
-    }
-
-    /// Waiting: after a crash, until a change or `devrun restart` (true) or a shutdown
-    /// request (false).
-    async fn wait_for_change(&mut self, watch: &mut Watch) -> bool {
+    /// Waiting: after a crash, until a change or `devrun restart`, or a shutdown request.
+    async fn wait_for_change(&mut self, watch: &mut Watch) -> Step {
         self.ui.emit(&Event::Waiting);
-        tokio::select! {
-            biased;
-            request = self.shutdown.next() => match request {
-                Request::Stop(reason) => {
-                    self.begin_shutdown(reason);
-                    false
-                }
-                Request::Restart => {
-                    self.report_restart_request();
-                    true
-                }
-            },
-            batch = watch.next() => {
+        match self.shutdown.wait(true, watch.next()).await {
+            Ok(batch) => {
                 self.report_change(watch, &batch);
-                self.settle(watch, batch.last_at).await;
-                !self.exiting
+                Step::Changed(batch.last_at)
             }
+            Err(request) => self.take_request(request),
         }
     }
 
-    /// Waits up to the port timeout for the port to be free, or for a shutdown request. With a
-    /// held socket, "free" means no process but devrun holds it: a survivor would otherwise go
-    /// on accepting with stale code.
-    async fn wait_port(&mut self, timeout: Duration) -> PortWait {
-        if self.listener.is_some() {
-            let began = Instant::now();
+    /// Waits up to `timeout` for the port to be free (by `port_is_free`), or for a shutdown
+    /// request.
+    async fn wait_port(&mut self, unit: &Unit, timeout: Duration) -> PortWait {
+        let began = Instant::now();
+        let (config, held_socket) = (&self.config, unit.listener.is_some());
+        let free = async {
             loop {
-                if port::held_by_others(self.config.port).is_empty() {
+                if port_is_free(config, held_socket) {
                     return PortWait::Free(began.elapsed());
                 }
                 if began.elapsed() >= timeout {
                     return PortWait::Held;
                 }
-                tokio::select! {
-                    biased;
-                    reason = self.shutdown.recv() => {
-                        self.begin_shutdown(reason);
-                        return PortWait::Interrupted;
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
+                tokio::time::sleep(process::poll_interval(began.elapsed())).await;
             }
-        }
-        let (host, port) = (self.config.host.clone(), self.config.port);
-        tokio::select! {
-            biased;
-            reason = self.shutdown.recv() => {
-                self.begin_shutdown(reason);
+        };
+        match self.shutdown.wait(false, free).await {
+            Ok(outcome) => outcome,
+            Err(request) => {
+                self.take_request(request);
                 PortWait::Interrupted
             }
-            result = port::wait_free(&host, port, timeout) => match result {
-                Ok(waited) => PortWait::Free(waited),
-                Err(_) => PortWait::Held,
-            },
         }
     }
 
@@ -551,8 +642,8 @@ impl Supervisor {
 
     /// Before the first generation: the port must be free (a process that is just exiting gets
     /// the port timeout to let go of it).
-    async fn claim_port(&mut self) -> Result<(), Error> {
-        if port::is_free(&self.config.host, self.config.port) {
+    async fn claim_port(&mut self, unit: &Unit) -> Result<(), Error> {
+        if port_is_free(&self.config, unit.listener.is_some()) {
             return Ok(());
         }
         // Refused with nobody listening (a port Windows reserved): waiting would not help.
@@ -563,29 +654,16 @@ impl Supervisor {
             return Err(Error::Port(refused));
         }
         if self.kill_port_holder {
-            for holder in port::holders(self.config.port) {
-                self.ui.emit(&Event::Warning(format!(
-                    "ending pid {} ({}), which holds port {} (--kill-port-holder)",
-                    holder.pid, holder.command, self.config.port
-                )));
-                let stopped = process::stop_foreign(
-                    holder.pid,
-                    self.config.stop.signal,
-                    self.config.stop.timeout,
-                )
-                .await
-                .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
-                if let Some(warning) = stopped.and_then(|s| s.warning) {
-                    self.ui.emit(&Event::Warning(warning));
-                }
-            }
+            self.end_port_holders().await?;
         }
-        self.ui.emit(&Event::Warning(format!(
-            "port {} is busy; waiting up to {} ms for it to be released",
-            self.config.port,
-            self.config.stop.port_timeout.as_millis()
-        )));
-        match self.wait_port(self.config.stop.port_timeout).await {
+        self.ui.emit(
+            &Warn::PortBusy {
+                port,
+                timeout: self.config.stop.port_timeout,
+            }
+            .into(),
+        );
+        match self.wait_port(unit, self.config.stop.port_timeout).await {
             PortWait::Free(_) => Ok(()),
             PortWait::Held => Err(Error::Port(self.held_port_message())),
             PortWait::Interrupted => {
@@ -594,54 +672,83 @@ impl Supervisor {
         }
     }
 
-    /// PortFree, between generations: true once free; while someone else holds it, says who and
-    /// keeps waiting (changes meanwhile are folded into the coming start); false on shutdown.
-    async fn port_free_for_restart(&mut self, watch: &mut Watch) -> bool {
-        match self.wait_port(self.config.stop.port_timeout).await {
-            PortWait::Free(waited) => {
-                self.ui.emit(&Event::PortReleased {
-                    port: self.config.port,
-                    waited,
-                });
-                return true;
+    /// `--kill-port-holder`: ends each process holding the port, with the usual escalation.
+    async fn end_port_holders(&mut self) -> Result<(), Error> {
+        let port = self.config.port;
+        for holder in port::holders(port) {
+            self.ui.emit(
+                &Warn::KillPortHolder {
+                    pid: holder.pid,
+                    command: holder.command.clone(),
+                    port,
+                }
+                .into(),
+            );
+            let stopped = process::stop_foreign(
+                holder.pid,
+                self.config.stop.signal,
+                self.config.stop.timeout,
+            )
+            .await
+            .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
+            if let Some(text) = stopped.and_then(|s| s.warning) {
+                let signal = self.config.stop.signal.name();
+                self.ui
+                    .emit(&Warn::SignalUndelivered { signal, text }.into());
             }
-            PortWait::Interrupted => return false,
+        }
+        Ok(())
+    }
+
+    /// PortFree, between generations: free at once, or (while someone else holds it) says who
+    /// and keeps waiting; changes meanwhile are folded into the coming start.
+    async fn port_free_for_restart(&mut self, unit: &Unit, watch: &mut Watch) -> Step {
+        let port = self.config.port;
+        match self.wait_port(unit, self.config.stop.port_timeout).await {
+            PortWait::Free(waited) => {
+                self.ui.emit(&Event::PortReleased { port, waited });
+                return Step::PortFree;
+            }
+            PortWait::Interrupted => return Step::Shutdown,
             PortWait::Held => {}
         }
         self.ui.emit(&Event::PortHeld {
-            port: self.config.port,
+            port,
             holders: format!(
                 "{}; waiting for it to be released (Ctrl-C to quit)",
-                port::describe_busy(self.config.port)
+                port::describe_busy(port)
             ),
         });
-        loop {
-            tokio::select! {
-                biased;
-                reason = self.shutdown.recv() => {
-                    self.begin_shutdown(reason);
-                    return false;
-                }
-                _ = watch.next() => {}
-                _ = tokio::time::sleep(HELD_PORT_RECHECK) => {
-                    let free = if self.listener.is_some() {
-                        port::held_by_others(self.config.port).is_empty()
-                    } else {
-                        port::is_free(&self.config.host, self.config.port)
-                    };
-                    if free {
-                        self.ui.emit(&Event::PortReleased { port: self.config.port, waited: Duration::ZERO });
-                        return true;
+        let (config, held_socket) = (&self.config, unit.listener.is_some());
+        let mut recheck = tokio::time::interval(HELD_PORT_RECHECK);
+        let free = async {
+            loop {
+                tokio::select! {
+                    _ = watch.next() => {}
+                    _ = recheck.tick() => {
+                        if port_is_free(config, held_socket) {
+                            return;
+                        }
                     }
                 }
             }
+        };
+        match self.shutdown.wait(false, free).await {
+            Ok(()) => {
+                self.ui.emit(&Event::PortReleased {
+                    port,
+                    waited: Duration::ZERO,
+                });
+                Step::PortFree
+            }
+            Err(request) => self.take_request(request),
         }
     }
 
-    /// The end: the backend is stopped; confirm the port is free before exiting.
-    async fn finish(&mut self) -> Result<(), Error> {
+    /// Exiting: the backend is stopped; confirm the port is free before exiting.
+    async fn finish(&mut self, unit: &mut Unit) -> Result<(), Error> {
         // devrun's own socket goes first; then the port must be free for everyone.
-        self.listener = None;
+        unit.listener = None;
         let port = self.config.port;
         match port::wait_free(&self.config.host, port, self.config.stop.port_timeout).await {
             Ok(waited) => {
@@ -654,6 +761,27 @@ impl Supervisor {
                 port::describe_busy(port)
             ))),
         }
+    }
+}
+
+/// With a held socket a TCP connect always succeeds (the kernel queues it), so readiness is an
+/// HTTP answer: `[ready] http` → 2xx if set, else any answer to GET /.
+fn ready_check<'a>(unit: &Unit, http: &'a Option<String>) -> ReadyCheck<'a> {
+    match (http.as_deref(), unit.listener.is_some()) {
+        (Some(path), _) => ReadyCheck::Http2xx(path),
+        (None, true) => ReadyCheck::HttpAnswer("/"),
+        (None, false) => ReadyCheck::Connect,
+    }
+}
+
+/// The one rule for "the port is free": with a socket devrun holds for the backend, no process
+/// but devrun holds it (a survivor would otherwise go on accepting with stale code); without,
+/// the port can be bound.
+fn port_is_free(config: &Config, held_socket: bool) -> bool {
+    if held_socket {
+        port::held_by_others(config.port).is_empty()
+    } else {
+        port::is_free(&config.host, config.port)
     }
 }
 
@@ -736,12 +864,24 @@ impl Shutdown {
         }
     }
 
-    /// The next shutdown request. A restart asked for meanwhile is dropped: the places that
-    /// wait here are already stopping or between generations, where one is under way anyway.
-    async fn recv(&mut self) -> &'static str {
+    /// The one shutdown-aware wait: `work`, unless a request comes first (then that request;
+    /// `work` is dropped, so it must be cancel-safe or done with). A restart request
+    /// interrupts only with `restarts` (Serving, Waiting); elsewhere one is under way anyway
+    /// (stopping, settling, waiting for the port) and it is dropped.
+    async fn wait<T>(
+        &mut self,
+        restarts: bool,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Request> {
+        tokio::pin!(work);
         loop {
-            if let Request::Stop(reason) = self.next().await {
-                return reason;
+            tokio::select! {
+                biased;
+                request = self.next() => match request {
+                    Request::Restart if !restarts => continue,
+                    request => return Err(request),
+                },
+                done = &mut work => return Ok(done),
             }
         }
     }
@@ -756,5 +896,220 @@ impl Shutdown {
             }
         }
         None
+    }
+}
+
+/// What a request that ended a wait says, for an error message.
+fn reason(request: Request) -> &'static str {
+    match request {
+        Request::Stop(reason) => reason,
+        Request::Restart => "restart requested",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Phase::*;
+
+    fn walk(from: Phase, steps: &[Step]) -> Vec<Phase> {
+        let mut phase = from;
+        steps
+            .iter()
+            .map(|step| {
+                phase = next(phase, *step);
+                phase
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_stops_settles_confirms_the_port_and_starts_anew() {
+        let t = Instant::now();
+        assert_eq!(
+            walk(
+                Starting,
+                &[
+                    Step::Started,
+                    Step::Changed(t),
+                    Step::Stopped { shutdown: false },
+                    Step::Settled,
+                    Step::PortFree,
+                ]
+            ),
+            [
+                Serving,
+                Stopping(Then::Settle(t)),
+                Settling { last: t, ran: true },
+                PortFree,
+                Starting
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_while_settling_move_the_quiet_time_never_back() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(300);
+        let settling = Settling { last: t, ran: true };
+        assert_eq!(
+            next(settling, Step::Changed(later)),
+            Settling {
+                last: later,
+                ran: true
+            }
+        );
+        // A batch stamped earlier (delivered late) does not shorten the wait.
+        let after_later = Settling {
+            last: later,
+            ran: true,
+        };
+        assert_eq!(next(after_later, Step::Changed(t)), after_later);
+    }
+
+    #[test]
+    fn a_crash_waits_for_a_change_then_settles_and_confirms_the_port() {
+        let t = Instant::now();
+        assert_eq!(
+            walk(
+                Serving,
+                &[
+                    Step::Exited,
+                    Step::Stopped { shutdown: false },
+                    Step::Changed(t),
+                    Step::Settled,
+                    Step::PortFree,
+                ]
+            ),
+            [
+                Stopping(Then::Wait),
+                Waiting { ran: true },
+                Settling { last: t, ran: true },
+                PortFree,
+                Starting
+            ]
+        );
+        assert_eq!(next(Waiting { ran: true }, Step::Restart), PortFree);
+    }
+
+    /// A later generation that cannot be spawned ran no process: after the wait it starts
+    /// again without confirming a port nobody used.
+    #[test]
+    fn a_failed_spawn_waits_then_starts_without_a_port_check() {
+        let t = Instant::now();
+        assert_eq!(
+            walk(
+                Starting,
+                &[Step::StartFailed, Step::Changed(t), Step::Settled]
+            ),
+            [
+                Waiting { ran: false },
+                Settling {
+                    last: t,
+                    ran: false
+                },
+                Starting
+            ]
+        );
+        assert_eq!(next(Waiting { ran: false }, Step::Restart), Starting);
+    }
+
+    #[test]
+    fn restart_stops_then_confirms_the_port_without_settling() {
+        assert_eq!(
+            walk(
+                Serving,
+                &[
+                    Step::Restart,
+                    Step::Stopped { shutdown: false },
+                    Step::PortFree
+                ]
+            ),
+            [Stopping(Then::Restart), PortFree, Starting]
+        );
+    }
+
+    /// Invariant: a shutdown request always ends in `Exiting`, and a running group is
+    /// stopped first, whatever the state.
+    #[test]
+    fn a_shutdown_stops_what_runs_and_exits_from_every_state() {
+        let t = Instant::now();
+        assert_eq!(next(Serving, Step::Shutdown), Stopping(Then::Exit));
+        for then in [Then::Settle(t), Then::Wait, Then::Restart, Then::Exit] {
+            assert_eq!(next(Stopping(then), Step::Shutdown), Stopping(Then::Exit));
+            assert_eq!(
+                next(Stopping(then), Step::Stopped { shutdown: true }),
+                Exiting
+            );
+        }
+        assert_eq!(
+            next(Stopping(Then::Exit), Step::Stopped { shutdown: false }),
+            Exiting
+        );
+        for phase in [
+            Starting,
+            Settling { last: t, ran: true },
+            Waiting { ran: true },
+            Waiting { ran: false },
+            PortFree,
+            Exiting,
+        ] {
+            assert_eq!(next(phase, Step::Shutdown), Exiting, "from {phase:?}");
+        }
+    }
+
+    /// Exiting is final, and no step starts a generation except from `Starting`'s
+    /// predecessors: a change while the port is held is folded into the coming start.
+    #[test]
+    fn exiting_is_final_and_a_held_port_folds_changes_in() {
+        let t = Instant::now();
+        for step in [
+            Step::Started,
+            Step::Changed(t),
+            Step::Restart,
+            Step::Settled,
+            Step::PortFree,
+            Step::Stopped { shutdown: false },
+        ] {
+            assert_eq!(next(Exiting, step), Exiting, "{step:?}");
+        }
+        assert_eq!(next(PortFree, Step::Changed(t)), PortFree);
+        assert_eq!(next(PortFree, Step::Restart), PortFree);
+    }
+
+    /// At most one generation is alive: `Starting` is reached only once the port is confirmed
+    /// free after a generation ran, never straight from `Serving` or `Stopping`.
+    #[test]
+    fn starting_follows_only_a_confirmed_free_port_after_a_generation_ran() {
+        let t = Instant::now();
+        let phases = [
+            Serving,
+            Stopping(Then::Settle(t)),
+            Stopping(Then::Wait),
+            Stopping(Then::Restart),
+            Stopping(Then::Exit),
+            Settling { last: t, ran: true },
+            Waiting { ran: true },
+            PortFree,
+        ];
+        let steps = [
+            Step::Started,
+            Step::StartFailed,
+            Step::Changed(t),
+            Step::Exited,
+            Step::Restart,
+            Step::Shutdown,
+            Step::Stopped { shutdown: false },
+            Step::Stopped { shutdown: true },
+            Step::Settled,
+            Step::PortFree,
+        ];
+        for phase in phases {
+            for step in steps {
+                if next(phase, step) == Starting {
+                    assert_eq!((phase, step), (PortFree, Step::PortFree));
+                }
+            }
+        }
     }
 }

@@ -1,24 +1,36 @@
 //! Status lines: one short, coloured line per lifecycle event, on stderr.
 //! The backend's own output never passes through here.
 //!
+//! Each event is defined once, as a variant of [`Event`] (or of [`Warn`] for the named
+//! warnings): its fields are the variant's fields, its JSON is derived from them with serde,
+//! and its status line is one `format!` in `text()`.
+//!
 //! Lines are written by a thread of their own through a bounded queue: when nobody reads
 //! devrun's stderr (a full pipe), the supervisor loop must go on stopping and starting backends
 //! and answering Ctrl-C, so lines that do not fit are dropped and counted instead of waited for.
 
 use crate::cli::{ColorChoice, EventFormat};
 use console::Style;
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
+use std::fmt;
 use std::time::Duration;
 
 /// Everything devrun reports. One variant per transition of the supervisor.
-#[derive(Debug, Clone)]
+///
+/// The JSON form is `{"event": NAME, ...fields}` (the stable format of the README's "Events
+/// for tools"); a field's JSON name is given where it differs from the Rust one.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Watching {
+        #[serde(rename = "config")]
         source: String,
         folders: usize,
         include: Vec<String>,
     },
     Changed {
+        #[serde(rename = "paths")]
         files: Vec<String>,
     },
     Stopping {
@@ -28,11 +40,13 @@ pub enum Event {
     },
     Stopped {
         generation: u32,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         elapsed: Duration,
         killed: bool,
     },
     PortReleased {
         port: u16,
+        #[serde(rename = "wait_ms", serialize_with = "millis")]
         waited: Duration,
     },
     PortHeld {
@@ -46,11 +60,13 @@ pub enum Event {
     },
     Ready {
         generation: u32,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         elapsed: Duration,
         address: String,
     },
     NotReady {
         generation: u32,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         elapsed: Duration,
         reason: String,
     },
@@ -62,7 +78,214 @@ pub enum Event {
     ShuttingDown {
         reason: String,
     },
+    /// A warning without a name: `{"event": "warning", "message": …}`.
+    #[serde(rename = "warning", serialize_with = "plain_warning")]
     Warning(String),
+    /// A named warning: `{"event": "warning", "message": …, "kind": …, ...fields}`.
+    #[serde(rename = "warning", serialize_with = "named_warning")]
+    Warn(Warn),
+}
+
+/// The warnings devrun names, so a tool can tell them apart by `kind` (JSON: `"kind"` plus the
+/// variant's fields, beside `"event": "warning"` and the `"message"` a person reads).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warn {
+    /// The port is held at start; devrun waits for it up to the port timeout.
+    PortBusy {
+        port: u16,
+        #[serde(rename = "wait_ms", serialize_with = "millis")]
+        timeout: Duration,
+    },
+    /// `--kill-port-holder` ends the process holding the port.
+    KillPortHolder {
+        pid: u32,
+        command: String,
+        port: u16,
+    },
+    /// The OS refused more inotify watches: the watch polls instead.
+    InotifyLimit,
+    /// The control channel could not be opened; `devrun stop`/`--replace` will signal instead.
+    ControlUnavailable { error: String },
+    /// `--replace`: the devrun holding the project is asked to stop.
+    Replacing { pid: Option<u32>, port: Option<u16> },
+    /// A running devrun could not be asked on its control channel: it gets the OS stop.
+    ControlUnreachable {
+        pid: u32,
+        /// The channel's port, when the devrun has one.
+        control_port: Option<u16>,
+        error: Option<String>,
+    },
+    /// A devrun asked to stop did not exit in time and is killed.
+    DevrunKilled {
+        pid: u32,
+        #[serde(rename = "timeout_ms", serialize_with = "millis")]
+        timeout: Duration,
+    },
+    /// What a dead devrun left running was found and stopped.
+    OrphanStopped {
+        what: String,
+        pids: Vec<u32>,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
+        elapsed: Duration,
+        killed: bool,
+    },
+    /// A dead devrun's record names a live process that cannot be ours: nothing was signalled.
+    OrphanRefused {
+        state_dir: String,
+        what: String,
+        why: String,
+    },
+    /// The stop signal could not be delivered: the group was killed at once.
+    SignalUndelivered {
+        signal: &'static str,
+        #[serde(skip)]
+        text: String,
+    },
+    /// A second shutdown request while stopping: the backend is killed now.
+    KillNow { reason: String },
+    /// `devrun restart` asked for a new generation.
+    RestartRequested,
+    /// `.devrun/state.json` (`path`) could not be written.
+    StateNotWritten { path: String, error: String },
+    /// Status lines were lost because nobody read devrun's stderr.
+    LinesDropped { dropped: u64 },
+    /// Windows: how the terminal changes the way a stop works (hidden console, mintty).
+    Console {
+        #[serde(skip)]
+        text: String,
+    },
+}
+
+impl From<Warn> for Event {
+    fn from(warn: Warn) -> Event {
+        Event::Warn(warn)
+    }
+}
+
+fn millis<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(duration.as_millis() as u64)
+}
+
+fn plain_warning<S: Serializer>(message: &str, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Plain<'a> {
+        message: &'a str,
+    }
+    Plain { message }.serialize(s)
+}
+
+fn named_warning<S: Serializer>(warn: &Warn, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Named<'a> {
+        message: String,
+        #[serde(flatten)]
+        warn: &'a Warn,
+    }
+    Named {
+        message: warn.to_string(),
+        warn,
+    }
+    .serialize(s)
+}
+
+const INOTIFY_LIMIT: &str = "the OS refused more file watches (inotify limit): polling the kept \
+     folders every 500 ms instead. Raise the limit with \
+     `sudo sysctl fs.inotify.max_user_watches=524288` (add it to /etc/sysctl.conf to keep it), \
+     or ignore more folders";
+
+fn control_unreachable(pid: u32, control_port: Option<u16>, error: Option<&str>) -> String {
+    let os_stop = if cfg!(windows) {
+        "terminating it"
+    } else {
+        "sending it SIGTERM"
+    };
+    match (control_port, error) {
+        (Some(port), Some(error)) => format!(
+            "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{port} ({error}); \
+             {os_stop} instead"
+        ),
+        _ => format!(
+            "devrun (pid {pid}) has no control channel (an older devrun?); {os_stop} instead"
+        ),
+    }
+}
+
+impl fmt::Display for Warn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warn::PortBusy { port, timeout } => write!(
+                f,
+                "port {port} is busy; waiting up to {} ms for it to be released",
+                timeout.as_millis()
+            ),
+            Warn::KillPortHolder { pid, command, port } => write!(
+                f,
+                "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
+            ),
+            Warn::InotifyLimit => f.write_str(INOTIFY_LIMIT),
+            Warn::ControlUnavailable { error } => write!(
+                f,
+                "cannot open the control channel on 127.0.0.1 ({error}): `devrun stop` and \
+                 --replace will signal this devrun instead, and `devrun restart` will not work"
+            ),
+            Warn::Replacing { pid, port } => match (pid, port) {
+                (Some(pid), Some(port)) => write!(
+                    f,
+                    "devrun (pid {pid}) already runs this project on port {port}: stopping it \
+                     (--replace)"
+                ),
+                _ => {
+                    f.write_str("another devrun already runs this project: stopping it (--replace)")
+                }
+            },
+            Warn::ControlUnreachable {
+                pid,
+                control_port,
+                error,
+            } => f.write_str(&control_unreachable(*pid, *control_port, error.as_deref())),
+            Warn::DevrunKilled { pid, timeout } => write!(
+                f,
+                "devrun (pid {pid}) did not exit within {} ms: killing it",
+                timeout.as_millis()
+            ),
+            Warn::OrphanStopped {
+                what,
+                pids,
+                elapsed,
+                killed,
+            } => write!(
+                f,
+                "found {what} left running by a devrun that died (pids {}); stopped in {} ms{}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                elapsed.as_millis(),
+                if *killed { " (killed)" } else { "" }
+            ),
+            Warn::OrphanRefused {
+                state_dir,
+                what,
+                why,
+            } => write!(
+                f,
+                "{state_dir}/state.json names {what} as the backend of a devrun that died, but \
+                 {why}: nothing of ours is left, nothing was signalled"
+            ),
+            Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
+            Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
+            Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
+            Warn::StateNotWritten { path, error } => {
+                write!(f, "cannot write {path}: {error}")
+            }
+            Warn::LinesDropped { dropped } => write!(
+                f,
+                "{dropped} status line{} dropped: nobody was reading devrun's stderr",
+                if *dropped == 1 { " was" } else { "s were" }
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +303,9 @@ impl Event {
     fn level(&self) -> Level {
         match self {
             Event::Ready { .. } | Event::Started { .. } => Level::Good,
-            Event::Changed { .. } | Event::Warning(_) | Event::NotReady { .. } => Level::Warn,
+            Event::Changed { .. } | Event::Warning(_) | Event::Warn(_) | Event::NotReady { .. } => {
+                Level::Warn
+            }
             Event::Stopped { killed: true, .. } => Level::Warn,
             Event::PortHeld { .. } | Event::Exited { .. } => Level::Bad,
             _ => Level::Info,
@@ -155,6 +380,7 @@ impl Event {
             Event::Waiting => "waiting for changes".to_string(),
             Event::ShuttingDown { reason } => format!("{reason}: shutting down"),
             Event::Warning(text) => text.clone(),
+            Event::Warn(warn) => warn.to_string(),
         }
     }
 }
@@ -162,64 +388,9 @@ impl Event {
 impl Event {
     /// The stable machine-readable form: `{"event": NAME, ...fields}`, durations in ms.
     pub fn to_json(&self) -> Value {
-        let ms = |d: &Duration| d.as_millis() as u64;
-        match self {
-            Event::Watching {
-                source,
-                folders,
-                include,
-            } => {
-                json!({"event": "watching", "config": source, "folders": folders, "include": include})
-            }
-            Event::Changed { files } => json!({"event": "changed", "paths": files}),
-            Event::Stopping {
-                generation,
-                pid,
-                signal,
-            } => {
-                json!({"event": "stopping", "generation": generation, "pid": pid, "signal": signal})
-            }
-            Event::Stopped {
-                generation,
-                elapsed,
-                killed,
-            } => {
-                json!({"event": "stopped", "generation": generation, "duration_ms": ms(elapsed), "killed": killed})
-            }
-            Event::PortReleased { port, waited } => {
-                json!({"event": "port_released", "port": port, "wait_ms": ms(waited)})
-            }
-            Event::PortHeld { port, holders } => {
-                json!({"event": "port_held", "port": port, "holders": holders})
-            }
-            Event::Started {
-                generation,
-                pid,
-                command,
-            } => {
-                json!({"event": "started", "generation": generation, "pid": pid, "command": command})
-            }
-            Event::Ready {
-                generation,
-                elapsed,
-                address,
-            } => {
-                json!({"event": "ready", "generation": generation, "duration_ms": ms(elapsed), "address": address})
-            }
-            Event::NotReady {
-                generation,
-                elapsed,
-                reason,
-            } => {
-                json!({"event": "not_ready", "generation": generation, "duration_ms": ms(elapsed), "reason": reason})
-            }
-            Event::Exited { generation, status } => {
-                json!({"event": "exited", "generation": generation, "status": status})
-            }
-            Event::Waiting => json!({"event": "waiting"}),
-            Event::ShuttingDown { reason } => json!({"event": "shutting_down", "reason": reason}),
-            Event::Warning(message) => json!({"event": "warning", "message": message}),
-        }
+        serde_json::to_value(self).unwrap_or_else(
+            |e| json!({"event": "warning", "message": format!("cannot encode an event: {e}")}),
+        )
     }
 }
 
@@ -281,10 +452,7 @@ impl Ui {
     }
 
     fn json_line(&self, mut value: Value) {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        value["ts_ms"] = json!(ts);
+        value["ts_ms"] = json!(unix_millis());
         writer::write(format!("{value}\n").into_bytes());
     }
 
@@ -304,6 +472,13 @@ impl Ui {
         let line = format!("{prefix} {}\n", style.apply_to(text));
         writer::write(line.into_bytes());
     }
+}
+
+/// Now, in Unix milliseconds (the `ts_ms` of every JSON event).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Waits (briefly) for queued status lines to reach stderr; call before exiting, so the last
@@ -396,20 +571,13 @@ mod writer {
     }
 
     fn dropped_notice(dropped: u64) -> Vec<u8> {
-        let message = format!(
-            "{dropped} status line{} dropped: nobody was reading devrun's stderr",
-            if dropped == 1 { " was" } else { "s were" }
-        );
+        let event = super::Event::Warn(super::Warn::LinesDropped { dropped });
         if JSON.load(Ordering::Relaxed) {
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let value = serde_json::json!(
-                {"event": "warning", "message": message, "dropped": dropped, "ts_ms": ts}
-            );
+            let mut value = event.to_json();
+            value["ts_ms"] = serde_json::json!(super::unix_millis());
             format!("{value}\n").into_bytes()
         } else {
-            format!("devrun: {message}\n").into_bytes()
+            format!("devrun: {}\n", event.text()).into_bytes()
         }
     }
 
@@ -420,5 +588,167 @@ mod writer {
         {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON derived from the one definition is the stable format the README documents:
+    /// every event keeps its name and its fields (with their JSON names and ms durations).
+    #[test]
+    fn events_keep_their_documented_json() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (
+                Event::Watching {
+                    source: "devrun.toml".into(),
+                    folders: 2,
+                    include: vec!["*.py".into()],
+                },
+                json!({"event": "watching", "config": "devrun.toml", "folders": 2, "include": ["*.py"]}),
+            ),
+            (
+                Event::Changed {
+                    files: vec!["app.py".into()],
+                },
+                json!({"event": "changed", "paths": ["app.py"]}),
+            ),
+            (
+                Event::Stopping {
+                    generation: 1,
+                    pid: 7,
+                    signal: "SIGTERM",
+                },
+                json!({"event": "stopping", "generation": 1, "pid": 7, "signal": "SIGTERM"}),
+            ),
+            (
+                Event::Stopped {
+                    generation: 1,
+                    elapsed: ms(12),
+                    killed: false,
+                },
+                json!({"event": "stopped", "generation": 1, "duration_ms": 12, "killed": false}),
+            ),
+            (
+                Event::PortReleased {
+                    port: 8001,
+                    waited: ms(3),
+                },
+                json!({"event": "port_released", "port": 8001, "wait_ms": 3}),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(event.to_json(), expected, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn more_events_keep_their_documented_json() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (
+                Event::PortHeld {
+                    port: 8001,
+                    holders: "pid 9".into(),
+                },
+                json!({"event": "port_held", "port": 8001, "holders": "pid 9"}),
+            ),
+            (
+                Event::Started {
+                    generation: 2,
+                    pid: 8,
+                    command: "python app.py".into(),
+                },
+                json!({"event": "started", "generation": 2, "pid": 8, "command": "python app.py"}),
+            ),
+            (
+                Event::Ready {
+                    generation: 2,
+                    elapsed: ms(40),
+                    address: "127.0.0.1:8001".into(),
+                },
+                json!({"event": "ready", "generation": 2, "duration_ms": 40, "address": "127.0.0.1:8001"}),
+            ),
+            (
+                Event::NotReady {
+                    generation: 2,
+                    elapsed: ms(50),
+                    reason: "refused".into(),
+                },
+                json!({"event": "not_ready", "generation": 2, "duration_ms": 50, "reason": "refused"}),
+            ),
+            (
+                Event::Exited {
+                    generation: 3,
+                    status: "code 1".into(),
+                },
+                json!({"event": "exited", "generation": 3, "status": "code 1"}),
+            ),
+            (Event::Waiting, json!({"event": "waiting"})),
+            (
+                Event::ShuttingDown {
+                    reason: "interrupted".into(),
+                },
+                json!({"event": "shutting_down", "reason": "interrupted"}),
+            ),
+            (
+                Event::Warning("plain".into()),
+                json!({"event": "warning", "message": "plain"}),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(event.to_json(), expected, "{event:?}");
+        }
+    }
+
+    /// A named warning is still a `warning` with its `message`; `kind` and its fields are added.
+    #[test]
+    fn named_warnings_add_a_kind_and_fields() {
+        let busy = Event::from(Warn::PortBusy {
+            port: 8001,
+            timeout: Duration::from_secs(5),
+        });
+        assert_eq!(
+            busy.to_json(),
+            json!({
+                "event": "warning",
+                "message": "port 8001 is busy; waiting up to 5000 ms for it to be released",
+                "kind": "port_busy",
+                "port": 8001,
+                "wait_ms": 5000,
+            })
+        );
+        let restart = Event::from(Warn::RestartRequested);
+        assert_eq!(
+            restart.to_json(),
+            json!({"event": "warning", "message": "restart requested by `devrun restart`", "kind": "restart_requested"})
+        );
+        let orphan = Event::from(Warn::OrphanStopped {
+            what: "generation 2 (pid 40)".into(),
+            pids: vec![40, 41],
+            elapsed: Duration::from_millis(12),
+            killed: false,
+        })
+        .to_json();
+        assert_eq!(orphan["kind"], json!("orphan_stopped"));
+        assert_eq!(orphan["pids"], json!([40, 41]));
+        assert_eq!(orphan["duration_ms"], json!(12));
+        assert_eq!(
+            orphan["message"],
+            json!("found generation 2 (pid 40) left running by a devrun that died (pids 40, 41); stopped in 12 ms")
+        );
+        let dropped = Event::from(Warn::LinesDropped { dropped: 3 }).to_json();
+        assert_eq!(dropped["dropped"], json!(3));
+        assert_eq!(dropped["kind"], json!("lines_dropped"));
+        let text = Warn::SignalUndelivered {
+            signal: "SIGTERM",
+            text: "cannot send SIGTERM".into(),
+        };
+        assert_eq!(
+            Event::from(text).to_json(),
+            json!({"event": "warning", "message": "cannot send SIGTERM", "kind": "signal_undelivered", "signal": "SIGTERM"})
+        );
     }
 }

@@ -212,43 +212,34 @@ impl Backend {
         grace: Duration,
         hurry: &mut dyn FnMut() -> bool,
     ) -> io::Result<Stopped> {
-        let start = Instant::now();
-        let mut killed = false;
-        let mut warning = None;
-        if self.alive() {
-            if signal == StopSignal::Kill {
-                self.group.kill()?;
-                killed = true;
-            } else if let Err(e) = self.group.signal(signal) {
-                // A signal that cannot be delivered must not end devrun: escalate at once.
-                warning = Some(undelivered(signal, &format!("pid {}", self.pid), &e));
-                self.group.kill()?;
-                killed = true;
+        let began = Instant::now();
+        let (pid, child, status, group) =
+            (self.pid, &mut self.child, &mut self.status, &self.group);
+        let members = || {
+            if status.is_none() {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    *status = Some(exit);
+                }
             }
-        }
-        let mut kill_deadline = start + grace;
-        while self.alive() {
-            let now = Instant::now();
-            if !killed && (now >= kill_deadline || hurry()) {
-                self.group.kill()?;
-                killed = true;
-                kill_deadline = now;
+            match group.alive(status.is_some()) {
+                true => vec![pid],
+                false => Vec::new(),
             }
-            if killed && now.duration_since(kill_deadline) > KILL_CONFIRM_TIMEOUT {
-                return Err(io::Error::other(format!(
-                    "processes of the backend's group (pid {}) survived a kill for {} s \
-                     (stuck in the kernel?)",
-                    self.pid,
-                    KILL_CONFIRM_TIMEOUT.as_secs()
-                )));
-            }
-            tokio::time::sleep(poll_interval(start.elapsed())).await;
-        }
+        };
+        let send = |_: &[u32], signal| match signal {
+            StopSignal::Kill => group.kill(),
+            signal => group.signal(signal),
+        };
+        let whom = format!("pid {pid}");
+        let stopped = escalate(members, send, signal, grace, hurry, Some(&whom)).await?;
         Ok(Stopped {
             status: self.status,
-            killed,
-            elapsed: start.elapsed(),
-            warning,
+            ..stopped.unwrap_or(Stopped {
+                status: None,
+                killed: false,
+                elapsed: began.elapsed(),
+                warning: None,
+            })
         })
     }
 }
@@ -358,7 +349,7 @@ pub async fn stop_orphan(
             .map(|l| l.pgid);
         platform::signal_pids(group, members, signal)
     };
-    let stopped = escalate(members, send, signal, grace).await?;
+    let stopped = escalate(members, send, signal, grace, &mut || false, None).await?;
     Ok(match stopped {
         Some(stopped) => Recovery::Stopped {
             pids: first,
@@ -389,16 +380,23 @@ pub async fn stop_foreign(
         |members, signal| platform::signal_pids(None, members, signal),
         signal,
         grace,
+        &mut || false,
+        None,
     )
     .await
 }
 
-/// Signal, wait for `grace`, kill, wait until `members()` is empty.
+/// The one escalation, for a backend's group, a dead devrun's leftovers and a port holder:
+/// `signal`, wait for `grace` (or until `hurry()`), kill, wait until `members()` is empty.
+/// A signal that cannot be delivered is one warning and the kill at once, never an error.
+/// `whom` names the target in messages (else its pids). `None` when nothing was alive.
 async fn escalate(
     mut members: impl FnMut() -> Vec<u32>,
     send: impl Fn(&[u32], StopSignal) -> io::Result<()>,
     signal: StopSignal,
     grace: Duration,
+    hurry: &mut dyn FnMut() -> bool,
+    whom: Option<&str>,
 ) -> io::Result<Option<Stopped>> {
     let began = Instant::now();
     let first = members();
@@ -411,7 +409,8 @@ async fn escalate(
         if killed {
             return Err(e);
         }
-        warning = Some(undelivered(signal, &format!("pids {first:?}"), &e));
+        let whom = whom.map_or_else(|| format!("pids {first:?}"), str::to_string);
+        warning = Some(undelivered(signal, &whom, &e));
         send(&first, StopSignal::Kill)?;
         killed = true;
     }
@@ -422,14 +421,15 @@ async fn escalate(
             break;
         }
         let now = Instant::now();
-        if !killed && now >= kill_at {
+        if !killed && (now >= kill_at || hurry()) {
             send(&left, StopSignal::Kill)?;
             killed = true;
             kill_at = now;
         }
         if killed && now.duration_since(kill_at) > KILL_CONFIRM_TIMEOUT {
+            let whom = whom.map_or_else(|| format!("{left:?}"), |w| format!("of {w}'s group"));
             return Err(io::Error::other(format!(
-                "processes {left:?} survived a kill for {} s",
+                "processes {whom} survived a kill for {} s (stuck in the kernel?)",
                 KILL_CONFIRM_TIMEOUT.as_secs()
             )));
         }
@@ -499,6 +499,8 @@ mod tests {
             },
             StopSignal::Terminate,
             Duration::from_secs(60),
+            &mut || false,
+            None,
         )
         .await
         .expect("a failed signal is not an error")
@@ -510,6 +512,53 @@ mod tests {
         assert!(warning.contains("cannot send SIGTERM"), "{warning}");
         assert!(warning.contains("no console shared"), "{warning}");
         assert!(child.borrow_mut().try_wait().unwrap().is_some(), "reaped");
+    }
+
+    /// The one escalation also serves the backend's stop: `hurry()` (a second Ctrl-C) turns
+    /// the grace time into a kill at once.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn hurry_kills_before_the_grace_time_is_over() {
+        let child = std::cell::RefCell::new(
+            // SIGTERM is only recorded, never sent: it stays running until the kill.
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.borrow().id();
+        let signals = std::cell::RefCell::new(Vec::new());
+        let mut asked = 0;
+        let stopped = escalate(
+            || match child.borrow_mut().try_wait() {
+                Ok(None) => vec![pid],
+                _ => Vec::new(),
+            },
+            |_, signal| {
+                signals.borrow_mut().push(signal);
+                match signal {
+                    StopSignal::Kill => child.borrow_mut().kill(),
+                    _ => Ok(()),
+                }
+            },
+            StopSignal::Terminate,
+            Duration::from_secs(60),
+            &mut || {
+                asked += 1;
+                asked > 3
+            },
+            Some("pid under test"),
+        )
+        .await
+        .expect("stopped")
+        .expect("the process was running");
+        assert!(stopped.killed);
+        assert!(stopped.warning.is_none());
+        assert_eq!(*signals.borrow(), [StopSignal::Terminate, StopSignal::Kill]);
+        assert!(
+            stopped.elapsed < Duration::from_secs(60),
+            "not after the grace"
+        );
     }
 
     #[test]
