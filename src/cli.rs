@@ -103,6 +103,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", value_parser = parse_debounce)]
     pub debounce: Option<Duration>,
 
+    /// Read the backend's variables from this dotenv file (overrides `env_file`)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
     /// Signal sent to the backend's group first (SIGTERM; CTRL_BREAK on Windows)
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,

@@ -25,6 +25,9 @@ pub const PYPROJECT_FILE: &str = "pyproject.toml";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_INCLUDE: &str = "**/*.py";
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
+const DEFAULT_POLL_MS: u64 = 500;
+/// A slower poll would make a save feel ignored.
+const MAX_POLL: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_PORT_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_READY_TIMEOUT_MS: u64 = 30000;
@@ -54,6 +57,9 @@ pub struct Config {
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
     pub env: BTreeMap<String, String>,
+    /// `env_file` / `--env-file` (absolute; checked readable and parsable at load): its
+    /// variables go between devrun's own environment and `[env]`.
+    pub env_file: Option<PathBuf>,
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
     /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
     pub inherit_socket: bool,
@@ -78,6 +84,22 @@ pub struct WatchConfig {
     pub ignore: Vec<String>,
     pub gitignore: bool,
     pub debounce: Duration,
+    /// Files wanted whatever the include globs say (the env file).
+    pub also: Vec<PathBuf>,
+    /// `[watch] poll`: when to poll folders instead of using the OS's notifications.
+    pub poll: PollMode,
+    /// `[watch] poll_ms`: how often polled folders are looked at.
+    pub poll_interval: Duration,
+}
+
+/// `[watch] poll = true | false | "auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PollMode {
+    /// Poll the watch paths on filesystems whose notifications miss outside changes.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +168,7 @@ struct FileConfig {
     command: Option<Spanned<toml::Value>>,
     port: Option<u16>,
     host: Option<Spanned<String>>,
+    env_file: Option<Spanned<String>>,
     #[serde(default)]
     watch: FileWatch,
     #[serde(default)]
@@ -166,6 +189,8 @@ struct FileWatch {
     ignore: Option<Vec<Spanned<String>>>,
     gitignore: Option<bool>,
     debounce_ms: Option<Spanned<u64>>,
+    poll: Option<Spanned<toml::Value>>,
+    poll_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,12 +438,15 @@ impl Config {
         let mut command = derive_command(inputs, args)?;
         let project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
         substitute_placeholders(&mut command, &project);
-        let watch = derive_watch(inputs, args, &project.root)?;
+        let mut watch = derive_watch(inputs, args, &project.root)?;
+        let env_file = derive_env_file(inputs, args, &project.root)?;
+        watch.also.extend(env_file.clone());
         Ok(Config {
             command,
             watch,
             ready: derive_ready(inputs, args)?,
             env: derive_env(inputs)?,
+            env_file,
             inherit_socket,
             options: RunOptions {
                 once: args.once,
@@ -589,7 +617,30 @@ fn derive_watch(inputs: &Inputs, args: &RunArgs, root: &Path) -> Result<WatchCon
         ignore: derive_ignore(inputs, args)?,
         gitignore: inputs.file.watch.gitignore.unwrap_or(true),
         debounce,
+        also: Vec::new(),
+        poll: derive_poll(inputs)?,
+        poll_interval: inputs.millis(
+            "[watch] poll_ms",
+            &inputs.file.watch.poll_ms,
+            DEFAULT_POLL_MS,
+            MAX_POLL,
+        )?,
     })
+}
+
+fn derive_poll(inputs: &Inputs) -> Result<PollMode, ConfigError> {
+    let Some(value) = &inputs.file.watch.poll else {
+        return Ok(PollMode::Auto);
+    };
+    match value.get_ref() {
+        toml::Value::Boolean(true) => Ok(PollMode::Always),
+        toml::Value::Boolean(false) => Ok(PollMode::Never),
+        toml::Value::String(s) if s == "auto" => Ok(PollMode::Auto),
+        other => Err(inputs.err(
+            Some(value.span().start),
+            format!("[watch] poll must be true, false or \"auto\", found {other}"),
+        )),
+    }
 }
 
 /// Flags are relative to the current folder, the file's paths to its folder; all must exist.
@@ -697,6 +748,26 @@ fn derive_env(inputs: &Inputs) -> Result<BTreeMap<String, String>, ConfigError> 
         env.insert(name.clone(), value.clone());
     }
     Ok(env)
+}
+
+/// `--env-file` (relative to the current folder) or `env_file` (relative to the config file):
+/// a named file must exist and parse, so a typo is an error now, not a surprise later.
+fn derive_env_file(
+    inputs: &Inputs,
+    args: &RunArgs,
+    root: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let (path, at) = match (&args.env_file, &inputs.file.env_file) {
+        (Some(path), _) => (inputs.cwd.join(path), None),
+        (None, Some(path)) => (root.join(path.get_ref()), Some(path.span().start)),
+        (None, None) => return Ok(None),
+    };
+    let shown = display_path(&path, &inputs.cwd);
+    crate::envfile::read(&path, &shown).map_err(|message| match at {
+        Some(at) => inputs.err(Some(at), format!("env_file: {message}")),
+        None => ConfigError::plain(format!("--env-file: {message}")),
+    })?;
+    Ok(Some(path))
 }
 
 fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {

@@ -17,7 +17,9 @@
 
 use crate::config::Config;
 use crate::control::{self, Request};
+use crate::envfile::{self, Vars as EnvVars};
 use crate::error::Error;
+use crate::guard::{self, LoopGuard};
 use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
 use crate::procs;
@@ -74,6 +76,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         state,
         _lock: lock,
         kill_port_holder: options.kill_port_holder,
+        env_file_vars: EnvVars::new(),
     };
     supervisor.record(None);
     let result = if options.once {
@@ -200,6 +203,8 @@ struct Supervisor {
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+    /// The env file's variables as the last generation got them.
+    env_file_vars: EnvVars,
 }
 
 /// One supervised process: where it is in its cycle, its running generation, how many it has
@@ -212,6 +217,7 @@ struct Unit {
     generation: u32,
     /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
     listener: Option<socket2::Socket>,
+    guard: LoopGuard,
 }
 
 impl Unit {
@@ -221,6 +227,7 @@ impl Unit {
             backend: None,
             generation: 0,
             listener: None,
+            guard: LoopGuard::default(),
         }
     }
 }
@@ -250,7 +257,10 @@ impl Supervisor {
         let warn = Box::new(move |message| ui.emit(&Event::Warning(message)));
         let watch = Watch::start(&self.config.watch, &self.config.root, warn)
             .map_err(|e| Error::Watch(e.to_string()))?;
-        if watch.polling {
+        if let Some(reason) = &watch.poll_reason {
+            let reason = reason.clone();
+            self.ui.emit(&Warn::Polling { reason }.into());
+        } else if watch.polling {
             self.ui.emit(&Warn::InotifyLimit.into());
         }
         self.ui.emit(&Event::Watching {
@@ -333,10 +343,13 @@ impl Supervisor {
     /// Spawns the next generation with devrun's variables in its environment.
     fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
         unit.generation += 1;
+        self.reread_env_file(unit.generation);
         let config = &self.config;
-        let mut env: Vec<(String, String)> = config
-            .env
+        // Later entries win: the env file, then `[env]`, then devrun's own variables.
+        let mut env: Vec<(String, String)> = self
+            .env_file_vars
             .iter()
+            .chain(&config.env)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("PORT".into(), config.port.to_string()));
@@ -380,6 +393,69 @@ impl Supervisor {
         Ok(backend)
     }
 
+    /// The env file as it is now (the watch restarts for its edits): the keys that changed
+    /// are said, never their values; a file that cannot be read keeps the previous values.
+    fn reread_env_file(&mut self, generation: u32) {
+        let Some(path) = &self.config.env_file else {
+            return;
+        };
+        let shown = path
+            .strip_prefix(&self.config.root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        match envfile::read(path, &shown) {
+            Ok(vars) => {
+                let keys = envfile::changed_keys(&self.env_file_vars, &vars);
+                if generation > 1 && !keys.is_empty() {
+                    self.ui.emit(&Warn::EnvChanged { file: shown, keys }.into());
+                }
+                self.env_file_vars = vars;
+            }
+            Err(error) => self.ui.emit(&Warn::EnvFileUnreadable { error }.into()),
+        }
+    }
+
+    /// The reload-loop guard on a batch that would restart generation `unit.generation`:
+    /// paths the generation itself wrote (see `guard`) in three generations in a row are
+    /// given up on, said once, and taken out of the batch.
+    fn guard_batch(
+        &self,
+        (guard, generation, pgid): (&mut LoopGuard, u32, u32),
+        watch: &mut Watch,
+        batch: &mut Batch,
+        ready_at: Option<Instant>,
+    ) {
+        let members = match ready_at {
+            Some(_) => crate::sys::group_members(pgid),
+            None => Vec::new(),
+        };
+        let suspects: Vec<_> = batch
+            .paths
+            .iter()
+            .filter(|path| match ready_at {
+                None => true,
+                Some(at) => {
+                    batch.last_at <= at + guard::JUST_READY
+                        && crate::sys::holds_open(&members, path)
+                }
+            })
+            .cloned()
+            .collect();
+        for path in guard.strike(generation, &suspects) {
+            watch.drop_path(&path);
+            let relative = watch.filter().relative(&path).to_path_buf();
+            self.ui.emit(
+                &Warn::ReloadLoop {
+                    path: relative.display().to_string(),
+                    glob: guard::ignore_glob(&relative),
+                }
+                .into(),
+            );
+            batch.paths.retain(|p| *p != path);
+        }
+    }
+
     /// Serving: reports readiness, and returns at the first change, exit or request.
     async fn serve(&mut self, unit: &mut Unit, watch: &mut Watch) -> Result<Step, Error> {
         let http = self.config.ready.http.clone();
@@ -392,7 +468,9 @@ impl Supervisor {
         let ready = port::wait_ready(&host, port, check, timeout);
         tokio::pin!(ready);
         let mut ready_reported = false;
+        let mut ready_at = None;
         let spawned_at = backend.spawned_at();
+        let pgid = backend.pgid();
         let ui = &self.ui;
         loop {
             let seen = self.shutdown.wait(true, async {
@@ -402,6 +480,7 @@ impl Supervisor {
                     batch = watch.next() => Some(Ok(batch)),
                     result = &mut ready, if !ready_reported => {
                         ready_reported = true;
+                        ready_at = Some(Instant::now());
                         ui.emit(&match result {
                             Ok(elapsed) => Event::Ready {
                                 generation,
@@ -430,7 +509,12 @@ impl Supervisor {
                 }
                 // Changes seen before this interpreter started are already in it (invariant 3
                 // holds): only later ones restart it.
-                Ok(Some(Ok(batch))) if batch.last_at >= spawned_at => {
+                Ok(Some(Ok(mut batch))) if batch.last_at >= spawned_at => {
+                    let unit_guard = (&mut unit.guard, generation, pgid);
+                    self.guard_batch(unit_guard, watch, &mut batch, ready_at);
+                    if batch.paths.is_empty() {
+                        continue;
+                    }
                     self.report_change(watch, &batch);
                     return Ok(Step::Changed(batch.last_at));
                 }

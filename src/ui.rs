@@ -150,6 +150,16 @@ pub enum Warn {
     StateNotWritten { path: String, error: String },
     /// Status lines were lost because nobody read devrun's stderr.
     LinesDropped { dropped: u64 },
+    /// `[watch] poll`: the watch polls (forced, or "auto" found a filesystem that does not
+    /// report outside changes); `reason` says which and why.
+    Polling { reason: String },
+    /// The env file changed: these keys differ (values are never shown).
+    EnvChanged { file: String, keys: Vec<String> },
+    /// The env file could not be read again: the previous values stay.
+    EnvFileUnreadable { error: String },
+    /// The reload-loop guard: `path` changed while each of three consecutive generations was
+    /// starting; its changes are ignored for the rest of the run.
+    ReloadLoop { path: String, glob: String },
     /// Windows: how the terminal changes the way a stop works (hidden console, mintty).
     Console {
         #[serde(skip)]
@@ -274,6 +284,20 @@ impl fmt::Display for Warn {
                  {why}: nothing of ours is left, nothing was signalled"
             ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
+            Warn::Polling { reason } => f.write_str(reason),
+            Warn::EnvChanged { file, keys } => match keys.is_empty() {
+                true => write!(f, "{file} changed (no variable changed)"),
+                false => write!(f, "{file} changed: {} (values not shown)", keys.join(", ")),
+            },
+            Warn::EnvFileUnreadable { error } => {
+                write!(f, "{error}: keeping the previous values")
+            }
+            Warn::ReloadLoop { path, glob } => write!(
+                f,
+                "reload loop: {path} changed while each of the last 3 generations was starting \
+                 (the backend writes it itself?); ignoring its changes for the rest of this run. \
+                 Add \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
+            ),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
             Warn::StateNotWritten { path, error } => {

@@ -9,12 +9,13 @@
 //! start or when it appears later; a watch root that is deleted is watched again when it comes
 //! back.
 
-use crate::config::WatchConfig;
+use crate::config::{PollMode, WatchConfig};
+use crate::poller::Poller;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use notify::event::{EventKind, ModifyKind};
-use notify::{PollWatcher, RecursiveMode};
+use notify::RecursiveMode;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -57,6 +58,10 @@ pub struct Filter {
     use_gitignore: bool,
     /// Each folder's own `.gitignore` (and `.git/info/exclude` at a repository's top).
     gitignores: HashMap<PathBuf, Vec<Gitignore>>,
+    /// Files wanted whatever the globs say (the env file).
+    also: HashSet<PathBuf>,
+    /// Paths the reload-loop guard gave up on: never a change again this run.
+    dropped: HashSet<PathBuf>,
 }
 
 fn globset(globs: &[String]) -> Result<GlobSet, globset::Error> {
@@ -75,6 +80,8 @@ impl Filter {
             ignore: globset(&config.ignore)?,
             use_gitignore: config.gitignore,
             gitignores: HashMap::new(),
+            also: config.also.iter().cloned().collect(),
+            dropped: HashSet::new(),
         };
         // .gitignore files above the watched folders apply too, up to the repository's top.
         for path in &config.paths {
@@ -148,6 +155,12 @@ impl Filter {
 
     /// A file whose change restarts the backend.
     pub fn wants_file(&self, path: &Path) -> bool {
+        if self.dropped.contains(path) {
+            return false;
+        }
+        if self.also.contains(path) {
+            return true;
+        }
         let relative = self.relative(path);
         let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let in_ignored_dir = relative
@@ -172,9 +185,6 @@ pub struct Batch {
 
 type RawEvent = (Instant, notify::Result<notify::Event>);
 
-/// How often the polling fallback looks at the kept folders.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
 /// How long `sync` waits for its fence before it trusts what the watcher delivered so far.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a watch root that was deleted is looked for.
@@ -193,8 +203,11 @@ struct MissingRoot {
 /// The live watch: OS watches on every kept folder, and the filter.
 pub struct Watch {
     watcher: Box<dyn notify::Watcher + Send>,
-    /// Set when the OS refused more watches and the kept folders are polled instead.
+    /// Set when the kept folders are polled (see `poll_reason`; without one, the OS refused
+    /// more watches).
     pub polling: bool,
+    /// Why polling was chosen by `[watch] poll` ("auto": which root sits on what filesystem).
+    pub poll_reason: Option<String>,
     sender: mpsc::UnboundedSender<RawEvent>,
     raw: mpsc::UnboundedReceiver<RawEvent>,
     filter: Filter,
@@ -237,14 +250,21 @@ impl Watch {
     /// (inotify's limit), says so and polls the kept folders instead of giving up.
     pub fn start(config: &WatchConfig, root: &Path, warn: Warn) -> Result<Watch, WatchError> {
         let (sender, raw) = mpsc::unbounded_channel();
-        let tx = sender.clone();
-        let watcher = notify::recommended_watcher(move |event| {
-            // Stamped here, so the debounce measures quiet from the real event time.
-            let _ = tx.send((Instant::now(), event));
-        })?;
+        let poll_reason = poll_reason(config);
+        let watcher: Box<dyn notify::Watcher + Send> = match poll_reason {
+            Some(_) => Box::new(poller(&sender, config.poll_interval)),
+            None => {
+                let tx = sender.clone();
+                Box::new(notify::recommended_watcher(move |event| {
+                    // Stamped here, so the debounce measures quiet from the real event time.
+                    let _ = tx.send((Instant::now(), event));
+                })?)
+            }
+        };
         let mut watch = Watch {
-            watcher: Box::new(watcher),
-            polling: false,
+            watcher,
+            polling: poll_reason.is_some(),
+            poll_reason,
             sender,
             raw,
             filter: Filter::new(config, root)?,
@@ -264,14 +284,7 @@ impl Watch {
         };
         match watch.add_paths(&config.paths) {
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                let tx = watch.sender.clone();
-                let poller = PollWatcher::new(
-                    move |event| {
-                        let _ = tx.send((Instant::now(), event));
-                    },
-                    notify::Config::default().with_poll_interval(POLL_INTERVAL),
-                )?;
-                watch.watcher = Box::new(poller);
+                watch.watcher = Box::new(poller(&watch.sender, config.poll_interval));
                 watch.polling = true;
                 watch.watched.clear();
                 watch.missing.clear();
@@ -279,6 +292,7 @@ impl Watch {
             }
             other => other?,
         }
+        watch.watch_also(&config.also);
         if cfg!(target_os = "linux") && !watch.polling {
             let dir = root.join(crate::state::STATE_DIR);
             let watched = std::fs::create_dir_all(&dir)
@@ -338,6 +352,22 @@ impl Watch {
         batch.paths.sort();
         batch.paths.dedup();
         batch
+    }
+
+    /// The env file's folder, when no watch path covers it.
+    fn watch_also(&mut self, files: &[PathBuf]) {
+        for dir in files.iter().filter_map(|f| f.parent()) {
+            if !self.watched.contains(dir)
+                && self.watcher.watch(dir, RecursiveMode::NonRecursive).is_ok()
+            {
+                self.watched.insert(dir.to_path_buf());
+            }
+        }
+    }
+
+    /// The reload-loop guard gave up on `path`: its changes never count again this run.
+    pub fn drop_path(&mut self, path: &Path) {
+        self.filter.dropped.insert(path.to_path_buf());
     }
 
     fn add_paths(&mut self, paths: &[PathBuf]) -> Result<(), notify::Error> {
@@ -619,6 +649,35 @@ impl Watch {
     }
 }
 
+/// The polling watcher, sending into the same queue as the OS's.
+fn poller(sender: &mpsc::UnboundedSender<RawEvent>, interval: Duration) -> Poller {
+    let tx = sender.clone();
+    Poller::start(
+        move |event| {
+            let _ = tx.send((Instant::now(), event));
+        },
+        interval,
+    )
+}
+
+/// Why the watch polls, per `[watch] poll`: forced, or ("auto") the first watch path on a
+/// filesystem whose notifications miss changes made from outside. None: OS notifications.
+fn poll_reason(config: &WatchConfig) -> Option<String> {
+    let every = format!("every {} ms", config.poll_interval.as_millis());
+    match config.poll {
+        PollMode::Never => None,
+        PollMode::Always => Some(format!("polling {every} ([watch] poll = true)")),
+        PollMode::Auto => config.paths.iter().find_map(|path| {
+            let why = crate::sys::blind_filesystem(path)?;
+            Some(format!(
+                "polling {every}: {} is on {why}, whose change notifications miss edits made \
+                 from outside (set [watch] poll = false to use them anyway)",
+                path.display()
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +690,9 @@ mod tests {
             ignore: ignore.iter().map(|s| s.to_string()).collect(),
             gitignore: true,
             debounce: Duration::from_millis(50),
+            also: Vec::new(),
+            poll: PollMode::Auto,
+            poll_interval: Duration::from_millis(500),
         }
     }
 

@@ -155,3 +155,42 @@ mod tests {
         assert!(group_members(group).contains(&me));
     }
 }
+
+/// Why changes made from outside may never be reported for files under `path` (its
+/// filesystem forwards them from another machine or kernel), or None for a local filesystem.
+pub fn blind_filesystem(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
+        return None;
+    }
+    let name = match fs.f_type as i64 {
+        0x0102_1997 => "9p",
+        0x6573_5546 => "FUSE (virtiofs, Docker Desktop bind mounts, sshfs)",
+        0x6969 => "NFS",
+        0xFF53_4D42 | 0xFE53_4D42 | 0x517B => "CIFS/SMB",
+        _ => {
+            let wsl = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .is_ok_and(|r| r.to_lowercase().contains("microsoft"));
+            let drive = path
+                .strip_prefix("/mnt")
+                .ok()
+                .and_then(|rest| rest.components().next())
+                .is_some_and(|c| c.as_os_str().len() == 1);
+            return (wsl && drive).then(|| "a Windows drive under WSL (/mnt/<drive>)".into());
+        }
+    };
+    Some(format!("a {name} filesystem"))
+}
+
+/// Whether any of `pids` has `path` open (its /proc fd links).
+pub fn holds_open(pids: &[u32], path: &std::path::Path) -> bool {
+    pids.iter().any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+        })
+    })
+}

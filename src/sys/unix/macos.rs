@@ -130,3 +130,13 @@ pub fn listen_addresses(port: u16) -> Vec<SocketAddr> {
 pub fn closing_only(_port: u16) -> Option<String> {
     None
 }
+
+/// Network and FUSE mounts are not told apart here yet: `poll = true` forces polling.
+pub fn blind_filesystem(_path: &std::path::Path) -> Option<String> {
+    None
+}
+
+/// Not looked up on macOS: only changes before ready count for the reload-loop guard.
+pub fn holds_open(_pids: &[u32], _path: &std::path::Path) -> bool {
+    false
+}

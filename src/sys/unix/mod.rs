@@ -28,8 +28,8 @@ use macos as os;
 pub use macos::{closing_only, listen_addresses, listener_pids};
 
 pub use os::{
-    children, command_line, group_members, is_zombie, marked, parent, prepare_supervisor,
-    process_group, program_path, start_time,
+    blind_filesystem, children, command_line, group_members, holds_open, is_zombie, marked, parent,
+    prepare_supervisor, process_group, program_path, start_time,
 };
 
 /// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.

@@ -74,3 +74,13 @@ pub fn closing_only(_port: u16) -> Option<String> {
 pub fn listen_addresses(_port: u16) -> Vec<SocketAddr> {
     Vec::new()
 }
+
+/// ReadDirectoryChangesW sees network shares' changes well enough: `poll = true` forces it.
+pub fn blind_filesystem(_path: &std::path::Path) -> Option<String> {
+    None
+}
+
+/// Not looked up on Windows: only changes before ready count for the reload-loop guard.
+pub fn holds_open(_pids: &[u32], _path: &std::path::Path) -> bool {
+    false
+}

@@ -1,0 +1,167 @@
+//! A polling watcher for folders whose filesystem does not report changes made from outside
+//! (9p and drvfs of WSL2, virtiofs, NFS, SMB, FUSE), and the fallback when the OS refuses
+//! more watches. Each watched folder (non-recursive, like the OS watches `Watch` places) is
+//! listed every interval and each entry's size, modification time, change time and inode are
+//! compared for *inequality*: a copy that keeps an older mtime (`cp -p`) still differs in its
+//! change time and inode. notify's own `PollWatcher` compares mtimes in whole seconds with `>`,
+//! which misses exactly that copy.
+
+use notify::event::{CreateKind, DataChange, EventKind, ModifyKind, RemoveKind};
+use notify::{Event, EventHandler, RecursiveMode, WatcherKind};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// What is compared of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    is_dir: bool,
+    len: u64,
+    modified: Option<SystemTime>,
+    /// Unix: change time (ns) and inode, which no copy can carry over.
+    changed: i64,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let (changed, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.ctime() * 1_000_000_000 + meta.ctime_nsec(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (changed, inode) = (0, 0);
+        Stamp {
+            is_dir: meta.is_dir(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            changed,
+            inode,
+        }
+    }
+}
+
+/// A folder's entries by name; a watched single file is the entry with the empty name.
+type Snapshot = HashMap<OsString, Stamp>;
+
+/// None: the path is gone.
+fn scan(path: &Path) -> Option<Snapshot> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let mut snapshot = Snapshot::new();
+    if !meta.is_dir() {
+        snapshot.insert(OsString::new(), Stamp::of(&meta));
+        return Some(snapshot);
+    }
+    for entry in std::fs::read_dir(path).ok()?.flatten() {
+        if let Ok(meta) = entry.metadata() {
+            snapshot.insert(entry.file_name(), Stamp::of(&meta));
+        }
+    }
+    Some(snapshot)
+}
+
+type Watched = Arc<Mutex<HashMap<PathBuf, Snapshot>>>;
+
+pub struct Poller {
+    watched: Watched,
+    stop: Arc<AtomicBool>,
+}
+
+impl Poller {
+    pub fn start<F: EventHandler>(handler: F, interval: Duration) -> Poller {
+        let watched: Watched = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, s) = (watched.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut handler = handler;
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(interval);
+                poll_once(&w, &mut handler);
+            }
+        });
+        Poller { watched, stop }
+    }
+}
+
+/// One pass over every watched path, sending an event per difference.
+fn poll_once(watched: &Watched, handler: &mut impl EventHandler) {
+    let paths: Vec<PathBuf> = match watched.lock() {
+        Ok(w) => w.keys().cloned().collect(),
+        Err(_) => return,
+    };
+    for path in paths {
+        // Listed without the lock, so `watch` never waits for a slow filesystem.
+        let now = scan(&path);
+        let old = match watched.lock() {
+            Ok(mut w) => match &now {
+                Some(snapshot) => w.insert(path.clone(), snapshot.clone()),
+                None => w.remove(&path),
+            },
+            Err(_) => return,
+        };
+        let Some(old) = old else { continue };
+        let Some(now) = now else {
+            handler.handle_event(Ok(event(EventKind::Remove(RemoveKind::Any), path)));
+            continue;
+        };
+        let at = |name: &OsString| match name.is_empty() {
+            true => path.clone(),
+            false => path.join(name),
+        };
+        for (name, stamp) in &now {
+            let kind = match old.get(name) {
+                None => EventKind::Create(CreateKind::Any),
+                Some(before) if before != stamp => {
+                    EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                }
+                Some(_) => continue,
+            };
+            handler.handle_event(Ok(event(kind, at(name))));
+        }
+        for name in old.keys().filter(|n| !now.contains_key(*n)) {
+            handler.handle_event(Ok(event(EventKind::Remove(RemoveKind::Any), at(name))));
+        }
+    }
+}
+
+fn event(kind: EventKind, path: PathBuf) -> Event {
+    Event::new(kind).add_path(path)
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl notify::Watcher for Poller {
+    fn new<F: EventHandler>(handler: F, config: notify::Config) -> notify::Result<Poller> {
+        let interval = config.poll_interval().unwrap_or(Duration::from_millis(500));
+        Ok(Poller::start(handler, interval))
+    }
+
+    fn watch(&mut self, path: &Path, _mode: RecursiveMode) -> notify::Result<()> {
+        let Some(snapshot) = scan(path) else {
+            return Err(notify::Error::path_not_found().add_path(path.to_path_buf()));
+        };
+        if let Ok(mut w) = self.watched.lock() {
+            w.insert(path.to_path_buf(), snapshot);
+        }
+        Ok(())
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        if let Ok(mut w) = self.watched.lock() {
+            w.remove(path);
+        }
+        Ok(())
+    }
+
+    fn kind() -> WatcherKind {
+        WatcherKind::PollWatcher
+    }
+}
