@@ -9,6 +9,7 @@ mod harness;
 
 mod config;
 mod control;
+mod env_poll_guard;
 mod events;
 mod fastapi;
 mod hostile_tree;

@@ -139,23 +139,6 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_its_own_process_from_proc() {
-        let me = std::process::id();
-        let exe = std::env::current_exe().unwrap();
-        assert_eq!(program_path(me), exe.to_string_lossy());
-        assert!(command_line(me).contains(&*exe.file_name().unwrap().to_string_lossy()));
-        assert!(parent(me).is_some_and(|p| p > 0));
-        assert!(!is_zombie(me));
-        let group = process_group(me).unwrap();
-        assert!(group_members(group).contains(&me));
-    }
-}
-
 /// Why changes made from outside may never be reported for files under `path` (its
 /// filesystem forwards them from another machine or kernel), or None for a local filesystem.
 pub fn blind_filesystem(path: &std::path::Path) -> Option<String> {
@@ -193,4 +176,21 @@ pub fn holds_open(pids: &[u32], path: &std::path::Path) -> bool {
                 .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process_from_proc() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(program_path(me), exe.to_string_lossy());
+        assert!(command_line(me).contains(&*exe.file_name().unwrap().to_string_lossy()));
+        assert!(parent(me).is_some_and(|p| p > 0));
+        assert!(!is_zombie(me));
+        let group = process_group(me).unwrap();
+        assert!(group_members(group).contains(&me));
+    }
 }
