@@ -134,3 +134,18 @@ fn saving_right_after_each_answer_never_trips_the_guard() {
     assert_eq!(served.generation, Some(6));
     assert!(!p.stderr().contains("reload loop"), "{}", p.stderr());
 }
+
+/// A log file the backend holds open and writes just after ready (a watched `*.log`) is the
+/// backend's own write too: stopped after the third loop, with the glob that silences it.
+#[test]
+fn a_log_written_just_after_ready_is_stopped_after_the_third_loop() {
+    let p = Project::testapp("logs_after_ready.py")
+        .watch("include = [\"**/*.py\", \"**/*.log\"]")
+        .start();
+    assert!(stderr_has(&p, "reload loop: app.log"), "{}", p.stderr());
+    assert!(p.stderr().contains("--ignore 'app.log'"), "{}", p.stderr());
+    let served = p.wait_for_version("v1", WAIT);
+    assert_eq!(served.generation, Some(3));
+    sleep(QUIET * 2);
+    assert!(!p.stderr().contains("started generation 4"), "{}", p.stderr());
+}
