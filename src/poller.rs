@@ -97,35 +97,45 @@ fn poll_once(watched: &Watched, handler: &mut impl EventHandler) {
         // Listed without the lock, so `watch` never waits for a slow filesystem.
         let now = scan(&path);
         let old = match watched.lock() {
-            Ok(mut w) => match &now {
-                Some(snapshot) => w.insert(path.clone(), snapshot.clone()),
+            Ok(mut w) => match now {
+                Some(snapshot) => w.insert(path.clone(), snapshot),
                 None => w.remove(&path),
             },
             Err(_) => return,
         };
         let Some(old) = old else { continue };
-        let Some(now) = now else {
-            handler.handle_event(Ok(event(EventKind::Remove(RemoveKind::Any), path)));
-            continue;
+        let events = match watched.lock() {
+            Ok(w) => match w.get(&path) {
+                Some(now) => differences(&path, &old, now),
+                None => vec![event(EventKind::Remove(RemoveKind::Any), path.clone())],
+            },
+            Err(_) => return,
         };
-        let at = |name: &OsString| match name.is_empty() {
-            true => path.clone(),
-            false => path.join(name),
-        };
-        for (name, stamp) in &now {
-            let kind = match old.get(name) {
-                None => EventKind::Create(CreateKind::Any),
-                Some(before) if before != stamp => {
-                    EventKind::Modify(ModifyKind::Data(DataChange::Any))
-                }
-                Some(_) => continue,
-            };
-            handler.handle_event(Ok(event(kind, at(name))));
-        }
-        for name in old.keys().filter(|n| !now.contains_key(*n)) {
-            handler.handle_event(Ok(event(EventKind::Remove(RemoveKind::Any), at(name))));
+        for event in events {
+            handler.handle_event(Ok(event));
         }
     }
+}
+
+/// One event per entry created, changed or removed between two listings of `path`.
+fn differences(path: &Path, old: &Snapshot, now: &Snapshot) -> Vec<Event> {
+    let at = |name: &OsString| match name.is_empty() {
+        true => path.to_path_buf(),
+        false => path.join(name),
+    };
+    let mut events = Vec::new();
+    for (name, stamp) in now {
+        let kind = match old.get(name) {
+            None => EventKind::Create(CreateKind::Any),
+            Some(before) if before != stamp => EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            Some(_) => continue,
+        };
+        events.push(event(kind, at(name)));
+    }
+    for name in old.keys().filter(|n| !now.contains_key(*n)) {
+        events.push(event(EventKind::Remove(RemoveKind::Any), at(name)));
+    }
+    events
 }
 
 fn event(kind: EventKind, path: PathBuf) -> Event {

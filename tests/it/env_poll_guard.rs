@@ -111,7 +111,11 @@ fn a_self_writing_backend_is_stopped_after_the_third_loop() {
     // A generation killed while starting may not have recorded its start: devrun's own lines
     // count the spawns here, the record that generation 3 is the one alive.
     sleep(QUIET * 2);
-    assert!(!p.stderr().contains("started generation 4"), "{}", p.stderr());
+    assert!(
+        !p.stderr().contains("started generation 4"),
+        "{}",
+        p.stderr()
+    );
     assert!(served.alive());
     // Any other path resumes normally.
     p.write_atomic("version.py", "VERSION = \"v2\"\n");
@@ -147,5 +151,9 @@ fn a_log_written_just_after_ready_is_stopped_after_the_third_loop() {
     let served = p.wait_for_version("v1", WAIT);
     assert_eq!(served.generation, Some(3));
     sleep(QUIET * 2);
-    assert!(!p.stderr().contains("started generation 4"), "{}", p.stderr());
+    assert!(
+        !p.stderr().contains("started generation 4"),
+        "{}",
+        p.stderr()
+    );
 }
