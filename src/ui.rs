@@ -221,6 +221,27 @@ fn control_unreachable(pid: u32, control_port: Option<u16>, error: Option<&str>)
     }
 }
 
+/// The text of the warnings about what counts as a change (polling, the env file, the
+/// reload-loop guard).
+fn change_warning(warn: &Warn) -> String {
+    match warn {
+        Warn::Polling { reason } => reason.clone(),
+        Warn::EnvChanged { file, keys } if keys.is_empty() => {
+            format!("{file} changed (no variable changed)")
+        }
+        Warn::EnvChanged { file, keys } => {
+            format!("{file} changed: {} (values not shown)", keys.join(", "))
+        }
+        Warn::EnvFileUnreadable { error } => format!("{error}: keeping the previous values"),
+        Warn::ReloadLoop { path, glob } => format!(
+            "reload loop: {path} changed while each of the last 3 generations was starting \
+             (the backend writes it itself?); ignoring its changes for the rest of this run. \
+             Add \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 impl fmt::Display for Warn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -284,20 +305,10 @@ impl fmt::Display for Warn {
                  {why}: nothing of ours is left, nothing was signalled"
             ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
-            Warn::Polling { reason } => f.write_str(reason),
-            Warn::EnvChanged { file, keys } => match keys.is_empty() {
-                true => write!(f, "{file} changed (no variable changed)"),
-                false => write!(f, "{file} changed: {} (values not shown)", keys.join(", ")),
-            },
-            Warn::EnvFileUnreadable { error } => {
-                write!(f, "{error}: keeping the previous values")
-            }
-            Warn::ReloadLoop { path, glob } => write!(
-                f,
-                "reload loop: {path} changed while each of the last 3 generations was starting \
-                 (the backend writes it itself?); ignoring its changes for the rest of this run. \
-                 Add \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
-            ),
+            Warn::Polling { .. }
+            | Warn::EnvChanged { .. }
+            | Warn::EnvFileUnreadable { .. }
+            | Warn::ReloadLoop { .. } => f.write_str(&change_warning(self)),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
             Warn::StateNotWritten { path, error } => {
