@@ -999,6 +999,41 @@ mod tests {
     }
 
     #[test]
+    fn poll_and_env_file_are_read_and_located() {
+        let c = load("command = \"x\"\nport = 1\n", &RunArgs::default()).unwrap();
+        assert_eq!(
+            (c.watch.poll, c.watch.poll_interval, c.env_file.as_ref()),
+            (PollMode::Auto, Duration::from_millis(DEFAULT_POLL_MS), None)
+        );
+        let c = load(
+            "command = \"x\"\nport = 1\n[watch]\npoll = true\npoll_ms = 250\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.watch.poll, c.watch.poll_interval),
+            (PollMode::Always, Duration::from_millis(250))
+        );
+        let e = load(
+            "command = \"x\"\nport = 1\n[watch]\npoll = \"sometimes\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("devrun.toml:4:8:"), "{e}");
+        let e = load(
+            "command = \"x\"\nport = 1\nenv_file = \"no-such.env\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("devrun.toml:3:12:") && e.contains("no-such.env"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_host_that_does_not_resolve_is_a_config_error() {
         let e = load(
             "command = \"x\"\nport = 1\nhost = \"no-such-host.invalid\"\n",

@@ -234,7 +234,7 @@ fn change_warning(warn: &Warn) -> String {
         }
         Warn::EnvFileUnreadable { error } => format!("{error}: keeping the previous values"),
         Warn::ReloadLoop { path, glob } => format!(
-            "reload loop: {path} changed while each of the last 3 generations was starting \
+            "reload loop: {path} changed while each of the last 3 generations was starting or just ready \
              (the backend writes it itself?); ignoring its changes for the rest of this run. \
              Add \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
         ),
