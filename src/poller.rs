@@ -175,3 +175,41 @@ impl notify::Watcher for Poller {
         WatcherKind::PollWatcher
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::Watcher;
+
+    /// Reads events until one names `path` (a pass may split one edit in two events).
+    fn wait_for(rx: &std::sync::mpsc::Receiver<notify::Result<Event>>, path: &Path) {
+        loop {
+            let event = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+            if event.paths == [path] {
+                return;
+            }
+        }
+    }
+
+    /// A copy that keeps an older mtime, a new file and a removed one are each seen.
+    #[test]
+    fn sees_an_older_mtime_copy_a_new_file_and_a_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.py");
+        std::fs::write(&file, "v1").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut poller = Poller::start(tx, Duration::from_millis(100));
+        poller
+            .watch(dir.path(), RecursiveMode::NonRecursive)
+            .unwrap();
+        // Same size, mtime set back: only the change time tells.
+        std::fs::write(&file, "v2").unwrap();
+        let old = std::fs::File::options().write(true).open(&file).unwrap();
+        old.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        wait_for(&rx, &file);
+        std::fs::write(dir.path().join("b.py"), "").unwrap();
+        wait_for(&rx, &dir.path().join("b.py"));
+        std::fs::remove_file(&file).unwrap();
+        wait_for(&rx, &file);
+    }
+}
