@@ -182,10 +182,10 @@ mod tests {
     use notify::Watcher;
 
     /// Reads events until one names `path` (a pass may split one edit in two events).
-    fn wait_for(rx: &std::sync::mpsc::Receiver<notify::Result<Event>>, path: &Path) {
+    fn wait_for(rx: &std::sync::mpsc::Receiver<notify::Result<Event>>, path: &Path, gone: bool) {
         loop {
             let event = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
-            if event.paths == [path] {
+            if event.paths == [path] && event.kind.is_remove() == gone {
                 return;
             }
         }
@@ -206,10 +206,10 @@ mod tests {
         std::fs::write(&file, "v2").unwrap();
         let old = std::fs::File::options().write(true).open(&file).unwrap();
         old.set_modified(SystemTime::UNIX_EPOCH).unwrap();
-        wait_for(&rx, &file);
+        wait_for(&rx, &file, false);
         std::fs::write(dir.path().join("b.py"), "").unwrap();
-        wait_for(&rx, &dir.path().join("b.py"));
+        wait_for(&rx, &dir.path().join("b.py"), false);
         std::fs::remove_file(&file).unwrap();
-        wait_for(&rx, &file);
+        wait_for(&rx, &file, true);
     }
 }
