@@ -23,6 +23,7 @@ use crate::process::{self, Backend};
 use crate::procs;
 use crate::project::{recover_orphan, take_project};
 use crate::state::{self, BackendRecord, ProjectLock, State, StateDir, RUN_MARKER};
+use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::{Batch, Watch};
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         ui.emit(&Warn::Console { text }.into());
     }
     let shutdown = Shutdown::install()?;
+    // `rs` typed in the terminal is the same request as `devrun restart`.
+    let typed = Typed::start(shutdown.control_sender(), ui.clone());
     let state_dir = config.state_dir();
     let lock = take_project(&state_dir, &config, &ui, config.options.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
@@ -74,6 +77,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         state,
         _lock: lock,
         kill_port_holder: options.kill_port_holder,
+        typed,
     };
     supervisor.record(None);
     let result = if options.once {
@@ -200,6 +204,8 @@ struct Supervisor {
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+    /// Lines typed in devrun's terminal, when it is one: forwarded to the running generation.
+    typed: Option<Typed>,
 }
 
 /// One supervised process: where it is in its cycle, its running generation, how many it has
@@ -346,7 +352,7 @@ impl Supervisor {
         // group (setsid, double fork) after a devrun that was killed.
         env.push((RUN_MARKER.into(), self.state.run.clone()));
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
+        let mut backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -363,6 +369,9 @@ impl Supervisor {
                 _ => Error::io(format!("cannot start `{shown}`"), e),
             }
         })?;
+        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
+            typed.attach(stdin);
+        }
         self.ui.emit(&Event::Started {
             generation: unit.generation,
             pid: backend.pid(),
@@ -422,9 +431,11 @@ impl Supervisor {
                 Err(request) => return Ok(self.take_request(request)),
                 Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
+                    let summary = backend.summary(&self.config.root).await;
                     self.ui.emit(&Event::Exited {
                         generation,
                         status: process::describe_status(&status),
+                        summary,
                     });
                     return Ok(Step::Exited);
                 }
@@ -470,8 +481,8 @@ impl Supervisor {
                 });
                 Step::Shutdown
             }
-            Request::Restart => {
-                self.ui.emit(&Warn::RestartRequested.into());
+            Request::Restart(by) => {
+                self.ui.emit(&Warn::RestartRequested { by }.into());
                 Step::Restart
             }
         }
@@ -481,6 +492,9 @@ impl Supervisor {
     /// the last stop; one more (or any, when `exiting` already) kills at once.
     async fn stop(&mut self, unit: &mut Unit, exiting: bool) -> Result<Step, Error> {
         let (mut shutdown, generation) = (false, unit.generation);
+        if let Some(typed) = &self.typed {
+            typed.detach(); // its stdin closes; lines typed from now on are dropped
+        }
         let Some(mut backend) = unit.backend.take() else {
             return Ok(Step::Stopped { shutdown });
         };
@@ -878,7 +892,7 @@ impl Shutdown {
             tokio::select! {
                 biased;
                 request = self.next() => match request {
-                    Request::Restart if !restarts => continue,
+                    Request::Restart(_) if !restarts => continue,
                     request => return Err(request),
                 },
                 done = &mut work => return Ok(done),
@@ -903,7 +917,7 @@ impl Shutdown {
 fn reason(request: Request) -> &'static str {
     match request {
         Request::Stop(reason) => reason,
-        Request::Restart => "restart requested",
+        Request::Restart(_) => "restart requested",
     }
 }
 

@@ -9,6 +9,7 @@ mod harness;
 
 mod config;
 mod control;
+mod crash_summary;
 mod events;
 mod fastapi;
 mod hostile_tree;
@@ -22,6 +23,7 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod typed;
 mod validation;
 mod watch_filter;
 mod watching;
