@@ -60,9 +60,7 @@ impl Witness {
     /// project's files from the rest. Waits (briefly) for the rest of stderr first.
     pub async fn summary(&mut self, status: &ExitStatus, root: &Path) -> Option<String> {
         self.done.store(true, Ordering::Relaxed);
-        if let Some(drained) = self.drained.as_mut() {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|done| *done)).await;
-        }
+        self.drained().await;
         let memory = self.memory.lock().map(|m| *m).unwrap_or_default();
         let oom_killed = crate::sys::oom_kills()
             .zip(self.oom_kills_at_start)
@@ -72,6 +70,16 @@ impl Witness {
         }
         let tail = self.tail.lock().ok()?;
         python_exception(&String::from_utf8_lossy(&tail), root)
+    }
+}
+
+impl Witness {
+    /// Waits (briefly: a survivor may hold the pipe) until the backend's stderr has all been
+    /// copied, so its last lines come before devrun's next status line, and before devrun exits.
+    pub async fn drained(&mut self) {
+        if let Some(drained) = self.drained.as_mut() {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|done| *done)).await;
+        }
     }
 }
 

@@ -500,6 +500,7 @@ impl Supervisor {
         };
         if !backend.alive() {
             // Exited on its own with nothing left behind: nothing to stop or report.
+            backend.drain_output().await;
             self.record(None);
             return Ok(Step::Stopped { shutdown });
         }

@@ -196,6 +196,11 @@ impl Backend {
         self.stdin.take()
     }
 
+    /// Waits (at most briefly) until what the backend wrote to stderr reached devrun's.
+    pub async fn drain_output(&mut self) {
+        self.witness.drained().await;
+    }
+
     /// After it exited on its own: what killed it, in one line, if its status and stderr say.
     /// `root` tells the project's files from installed ones in a traceback.
     pub async fn summary(&mut self, root: &Path) -> Option<String> {
@@ -262,6 +267,8 @@ impl Backend {
         };
         let whom = format!("pid {pid}");
         let stopped = escalate(members, send, signal, grace, hurry, Some(&whom)).await?;
+        // The group is gone: what it wrote last reaches devrun's stderr before anything else.
+        self.witness.drained().await;
         Ok(Stopped {
             status: self.status,
             ..stopped.unwrap_or(Stopped {
