@@ -104,7 +104,7 @@ impl Typed {
                 }
                 Ok(_) => {
                     if !self.forward(line.clone()) {
-                        let why = "no backend is running to read it";
+                        let why = "no backend is running, or its stdin was closed (Ctrl-D)";
                         ui.emit(&Warn::InputDropped { why }.into());
                     }
                 }

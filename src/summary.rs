@@ -20,14 +20,27 @@ const TAIL_BYTES: usize = 64 * 1024;
 const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
 /// How long an exit waits for the rest of the backend's stderr (a survivor may hold the pipe).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-/// Growth that makes a SIGKILL "probably out of memory": at least this much, and doubling.
-const MEMORY_GROWTH_BYTES: u64 = 64 * 1024 * 1024;
+/// Growth that makes a SIGKILL "probably out of memory": at least this much within
+/// [`MEMORY_WINDOW`] samples before the end, and at least doubling.
+const MEMORY_GROWTH_BYTES: u64 = 256 * 1024 * 1024;
+/// The samples "right before" the end: 3 s.
+const MEMORY_WINDOW: usize = 30;
 
-/// The memory a generation's leader was seen using: first and last samples (bytes).
+/// The memory a generation's leader was seen using (bytes): the least over its last
+/// [`MEMORY_WINDOW`] samples, and the last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
     pub first: u64,
     pub last: u64,
+}
+
+impl Memory {
+    fn from_samples(samples: &std::collections::VecDeque<u64>) -> Memory {
+        Memory {
+            first: samples.iter().copied().min().unwrap_or(0),
+            last: samples.back().copied().unwrap_or(0),
+        }
+    }
 }
 
 /// What watches one generation for its summary.
@@ -129,13 +142,17 @@ fn sample_memory(pid: u32, memory: Arc<Mutex<Memory>>, done: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("devrun-memory".into())
         .spawn(move || {
+            let mut samples = std::collections::VecDeque::with_capacity(MEMORY_WINDOW + 1);
             while !done.load(Ordering::Relaxed) {
                 // A zombie has no resident memory: the last sample is from before the end.
                 match crate::sys::resident_bytes(pid) {
                     Some(bytes) if bytes > 0 => {
+                        samples.push_back(bytes);
+                        if samples.len() > MEMORY_WINDOW {
+                            samples.pop_front();
+                        }
                         if let Ok(mut m) = memory.lock() {
-                            m.first = if m.first == 0 { bytes } else { m.first };
-                            m.last = bytes;
+                            *m = Memory::from_samples(&samples);
                         }
                     }
                     _ => return,
@@ -155,7 +172,7 @@ pub fn describe_signal(name: &str, oom_killed: bool, memory: Memory) -> String {
             "killed, probably out of memory (the kernel's out-of-memory killer ran)".into()
         }
         "SIGKILL" if grew => format!(
-            "killed, probably out of memory (its memory grew from {} MB to {} MB)",
+            "killed, probably out of memory (its memory grew from {} MB to {} MB just before)",
             mb(memory.first),
             mb(memory.last)
         ),
@@ -291,6 +308,12 @@ SyntaxError: invalid syntax
         assert!(describe_signal("SIGKILL", false, grown).contains("probably out of memory"));
         assert!(describe_signal("SIGKILL", true, flat).contains("probably out of memory"));
         assert!(!describe_signal("SIGKILL", false, flat).contains("memory"));
+        // An app importing its dependencies grows too: that is no sign of running out.
+        let started = Memory {
+            first: 10 * mb,
+            last: 150 * mb,
+        };
+        assert!(!describe_signal("SIGKILL", false, started).contains("memory"));
         assert!(describe_signal("SIGSEGV", false, flat).contains("crashed in native code"));
     }
 
