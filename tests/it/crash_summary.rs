@@ -87,3 +87,21 @@ impl Drop for ShowStderr<'_> {
         }
     }
 }
+
+/// The backend's last words (written while it stops) come before devrun's `stopped` line and
+/// are not lost when devrun exits right after.
+#[test]
+fn the_backends_last_stderr_lines_come_before_stopped_and_exit() {
+    let mut project = Project::testapp("says_goodbye.py").start();
+    project.wait_for_version("v1", WAIT);
+    project.signal(SIGINT);
+    assert_eq!(project.wait_exit(WAIT), 0);
+    let stderr = project.stderr();
+    let goodbye = stderr
+        .find("goodbye from the backend")
+        .expect("the last line");
+    let stopped = stderr
+        .find("generation 1 stopped")
+        .expect("the stopped line");
+    assert!(goodbye < stopped, "{stderr}");
+}

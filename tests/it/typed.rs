@@ -138,3 +138,24 @@ fn without_a_terminal_the_backend_reads_dev_null() {
     let served = project.wait_for_version("v1", WAIT);
     assert_eq!(stdin_of(served.pid), "/dev/null");
 }
+
+/// `rs` never reaches the backend: pdb, which would answer it with a NameError, sees nothing,
+/// and a new generation starts instead.
+#[test]
+fn rs_is_not_forwarded_to_the_backend() {
+    let mut pty = Pty::open();
+    let project = pty.start(Project::testapp("debugs.py"));
+    project.wait_until("the pdb prompt", WAIT, || {
+        project.stdout().contains("(Pdb)")
+    });
+    pty.type_line("rs");
+    let second = project.wait_for_starts(2, WAIT)[1].clone();
+    assert_eq!(second.generation, Some(2));
+    pty.type_line("c");
+    project.wait_for_version("v1", WAIT);
+    assert!(
+        !project.stdout().contains("NameError"),
+        "{}",
+        project.stdout()
+    );
+}
