@@ -24,12 +24,15 @@ use tokio::sync::mpsc::UnboundedSender;
 pub enum Request {
     /// Shut down with the full confirmed teardown; the text says who asked.
     Stop(&'static str),
-    /// Restart the backend now with the full confirmed teardown.
-    Restart,
+    /// Restart the backend now with the full confirmed teardown; the text says who asked
+    /// (`devrun restart`, or `rs` typed in devrun's terminal).
+    Restart(&'static str),
 }
 
 pub const STOP_REASON: &str = "stop requested by `devrun stop`";
 pub const REPLACE_REASON: &str = "replaced by another devrun (--replace)";
+/// Who asked for a restart through this channel.
+pub const RESTART_BY: &str = "devrun restart";
 
 /// What the client sends: the verbs of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +94,7 @@ async fn answer(
     let reply = match parse(&line, token) {
         Ok(request) => {
             // The supervisor is gone only while devrun exits: a stop is then under way anyway.
-            if requests.send(request).is_ok() || request != Request::Restart {
+            if requests.send(request).is_ok() || !matches!(request, Request::Restart(_)) {
                 "ok".to_string()
             } else {
                 "error: devrun is shutting down".to_string()
@@ -112,7 +115,7 @@ fn parse(line: &str, token: &str) -> Result<Request, &'static str> {
     let request = match words.next() {
         Some("stop") => Request::Stop(STOP_REASON),
         Some("replace") => Request::Stop(REPLACE_REASON),
-        Some("restart") => Request::Restart,
+        Some("restart") => Request::Restart(RESTART_BY),
         _ => return Err("unknown request (expected stop, replace or restart)"),
     };
     if words.next().is_some() {
@@ -200,7 +203,7 @@ mod tests {
         );
         assert_eq!(
             parse(&format!("{token} restart\r\n"), token),
-            Ok(Request::Restart)
+            Ok(Request::Restart(RESTART_BY))
         );
         assert!(parse("0123456789abcdef0123456789abcdee stop", token).is_err());
         assert!(parse("stop", token).is_err());
@@ -213,7 +216,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let control = listen(tx).await.unwrap();
         send(&control, Verb::Restart).await.unwrap();
-        assert_eq!(rx.recv().await, Some(Request::Restart));
+        assert_eq!(rx.recv().await, Some(Request::Restart(RESTART_BY)));
         let forged = ControlRecord {
             port: control.port,
             token: state::random_id().unwrap(),

@@ -16,6 +16,8 @@ pub mod process;
 pub mod procs;
 pub mod project;
 pub mod state;
+pub mod stdin;
+pub mod summary;
 pub mod supervisor;
 mod sys;
 pub mod ui;

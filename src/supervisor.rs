@@ -25,6 +25,7 @@ use crate::process::{self, Backend};
 use crate::procs;
 use crate::project::{recover_orphan, take_project};
 use crate::state::{self, BackendRecord, ProjectLock, State, StateDir, RUN_MARKER};
+use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::{Batch, Watch};
 use std::time::{Duration, Instant};
@@ -43,6 +44,8 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         ui.emit(&Warn::Console { text }.into());
     }
     let shutdown = Shutdown::install()?;
+    // `rs` typed in the terminal is the same request as `devrun restart`.
+    let typed = Typed::start(shutdown.control_sender(), ui.clone());
     let state_dir = config.state_dir();
     let lock = take_project(&state_dir, &config, &ui, config.options.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
@@ -77,6 +80,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         _lock: lock,
         kill_port_holder: options.kill_port_holder,
         env_file_vars: EnvVars::new(),
+        typed,
     };
     supervisor.record(None);
     let result = if options.once {
@@ -205,6 +209,8 @@ struct Supervisor {
     kill_port_holder: bool,
     /// The env file's variables as the last generation got them.
     env_file_vars: EnvVars,
+    /// Lines typed in devrun's terminal, when it is one: forwarded to the running generation.
+    typed: Option<Typed>,
 }
 
 /// One supervised process: where it is in its cycle, its running generation, how many it has
@@ -359,7 +365,7 @@ impl Supervisor {
         // group (setsid, double fork) after a devrun that was killed.
         env.push((RUN_MARKER.into(), self.state.run.clone()));
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
+        let mut backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -376,6 +382,9 @@ impl Supervisor {
                 _ => Error::io(format!("cannot start `{shown}`"), e),
             }
         })?;
+        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
+            typed.attach(stdin);
+        }
         self.ui.emit(&Event::Started {
             generation: unit.generation,
             pid: backend.pid(),
@@ -501,9 +510,11 @@ impl Supervisor {
                 Err(request) => return Ok(self.take_request(request)),
                 Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
+                    let summary = backend.summary(&self.config.root).await;
                     self.ui.emit(&Event::Exited {
                         generation,
                         status: process::describe_status(&status),
+                        summary,
                     });
                     return Ok(Step::Exited);
                 }
@@ -554,8 +565,8 @@ impl Supervisor {
                 });
                 Step::Shutdown
             }
-            Request::Restart => {
-                self.ui.emit(&Warn::RestartRequested.into());
+            Request::Restart(by) => {
+                self.ui.emit(&Warn::RestartRequested { by }.into());
                 Step::Restart
             }
         }
@@ -565,11 +576,15 @@ impl Supervisor {
     /// the last stop; one more (or any, when `exiting` already) kills at once.
     async fn stop(&mut self, unit: &mut Unit, exiting: bool) -> Result<Step, Error> {
         let (mut shutdown, generation) = (false, unit.generation);
+        if let Some(typed) = &self.typed {
+            typed.detach(); // its stdin closes; lines typed from now on are dropped
+        }
         let Some(mut backend) = unit.backend.take() else {
             return Ok(Step::Stopped { shutdown });
         };
         if !backend.alive() {
             // Exited on its own with nothing left behind: nothing to stop or report.
+            backend.drain_output().await;
             self.record(None);
             return Ok(Step::Stopped { shutdown });
         }
@@ -962,7 +977,7 @@ impl Shutdown {
             tokio::select! {
                 biased;
                 request = self.next() => match request {
-                    Request::Restart if !restarts => continue,
+                    Request::Restart(_) if !restarts => continue,
                     request => return Err(request),
                 },
                 done = &mut work => return Ok(done),
@@ -987,7 +1002,7 @@ impl Shutdown {
 fn reason(request: Request) -> &'static str {
     match request {
         Request::Stop(reason) => reason,
-        Request::Restart => "restart requested",
+        Request::Restart(_) => "restart requested",
     }
 }
 

@@ -73,6 +73,9 @@ pub enum Event {
     Exited {
         generation: u32,
         status: String,
+        /// What killed it, in one line (exception and project frame, or the signal's meaning);
+        /// `null` when its output and status say nothing more.
+        summary: Option<String>,
     },
     Waiting,
     ShuttingDown {
@@ -144,8 +147,10 @@ pub enum Warn {
     },
     /// A second shutdown request while stopping: the backend is killed now.
     KillNow { reason: String },
-    /// `devrun restart` asked for a new generation.
-    RestartRequested,
+    /// `devrun restart`, or `rs` typed in devrun's terminal (`by`), asked for a new generation.
+    RestartRequested { by: &'static str },
+    /// A line typed in devrun's terminal reached no backend (`why`); it was dropped.
+    InputDropped { why: &'static str },
     /// `.devrun/state.json` (`path`) could not be written.
     StateNotWritten { path: String, error: String },
     /// Status lines were lost because nobody read devrun's stderr.
@@ -310,7 +315,11 @@ impl fmt::Display for Warn {
             | Warn::EnvFileUnreadable { .. }
             | Warn::ReloadLoop { .. } => f.write_str(&change_warning(self)),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
-            Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
+            Warn::RestartRequested { by } => write!(f, "restart requested by `{by}`"),
+            Warn::InputDropped { why } => write!(
+                f,
+                "typed line dropped: {why} (type `rs` and Enter to restart the backend)"
+            ),
             Warn::StateNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}")
             }
@@ -409,9 +418,14 @@ impl Event {
                 "generation {generation} not ready after {} ms: {reason}",
                 elapsed.as_millis()
             ),
-            Event::Exited { generation, status } => {
-                format!("generation {generation} exited with {status}")
-            }
+            Event::Exited {
+                generation,
+                status,
+                summary,
+            } => match summary {
+                Some(summary) => format!("generation {generation} exited with {status}: {summary}"),
+                None => format!("generation {generation} exited with {status}"),
+            },
             Event::Waiting => "waiting for changes".to_string(),
             Event::ShuttingDown { reason } => format!("{reason}: shutting down"),
             Event::Warning(text) => text.clone(),
@@ -718,8 +732,9 @@ mod tests {
                 Event::Exited {
                     generation: 3,
                     status: "code 1".into(),
+                    summary: Some("ValueError: boom (app.py:3)".into()),
                 },
-                json!({"event": "exited", "generation": 3, "status": "code 1"}),
+                json!({"event": "exited", "generation": 3, "status": "code 1", "summary": "ValueError: boom (app.py:3)"}),
             ),
             (Event::Waiting, json!({"event": "waiting"})),
             (
@@ -755,10 +770,12 @@ mod tests {
                 "wait_ms": 5000,
             })
         );
-        let restart = Event::from(Warn::RestartRequested);
+        let restart = Event::from(Warn::RestartRequested {
+            by: "devrun restart",
+        });
         assert_eq!(
             restart.to_json(),
-            json!({"event": "warning", "message": "restart requested by `devrun restart`", "kind": "restart_requested"})
+            json!({"event": "warning", "message": "restart requested by `devrun restart`", "kind": "restart_requested", "by": "devrun restart"})
         );
         let orphan = Event::from(Warn::OrphanStopped {
             what: "generation 2 (pid 40)".into(),

@@ -108,6 +108,10 @@ pub struct Backend {
     spawned_at: Instant,
     group: platform::Group,
     status: Option<ExitStatus>,
+    /// The write end of the backend's stdin, when typed lines are forwarded to it.
+    stdin: Option<std::io::PipeWriter>,
+    /// Passes its stderr through, keeping what a crash summary reads.
+    witness: crate::summary::Witness,
 }
 
 /// After SIGKILL the kernel ends a group within milliseconds; only a process stuck in the
@@ -116,8 +120,10 @@ const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Backend {
     /// Starts `command` in `cwd` as the leader of a new process group with `env` added.
-    /// stdin is closed (a background group reading the terminal would be stopped);
-    /// stdout and stderr are the terminal's, untouched.
+    /// stdin is a pipe devrun writes typed lines into when devrun's stdin is a terminal
+    /// ([`crate::stdin`]), else /dev/null (never the terminal: a background group reading it
+    /// would be stopped). stdout is devrun's, untouched; stderr is a pipe devrun copies to its
+    /// own unchanged, keeping a tail for the crash summary.
     ///
     /// With `socket`, the listening socket devrun holds becomes the backend's fd 3, with
     /// `LISTEN_FDS=1` and `LISTEN_PID` set to the backend's own pid (systemd's convention).
@@ -151,11 +157,21 @@ impl Backend {
         if socket.is_some() {
             cmd.env("LISTEN_FDS", "1");
         }
+        let (stdin, stdin_writer) = match crate::stdin::forwarding() {
+            true => {
+                let (read, write) = std::io::pipe()?;
+                (Stdio::from(read), Some(write))
+            }
+            false => (Stdio::null(), None),
+        };
+        let (stderr_reader, stderr) = std::io::pipe()?;
         cmd.args(args)
             .current_dir(cwd)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(stdin)
+            .stderr(stderr)
             .kill_on_drop(false);
+        // The command (and with it devrun's copy of the pipes' other ends) is gone after this.
         let (child, group) = platform::spawn_group(cmd, socket)?;
         let pid = child
             .id()
@@ -166,11 +182,30 @@ impl Backend {
             spawned_at,
             group,
             status: None,
+            stdin: stdin_writer,
+            witness: crate::summary::Witness::start(pid, Some(stderr_reader)),
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The write end of the backend's stdin, for [`crate::stdin::Typed::attach`].
+    pub fn take_stdin(&mut self) -> Option<std::io::PipeWriter> {
+        self.stdin.take()
+    }
+
+    /// Waits (at most briefly) until what the backend wrote to stderr reached devrun's.
+    pub async fn drain_output(&mut self) {
+        self.witness.drained().await;
+    }
+
+    /// After it exited on its own: what killed it, in one line, if its status and stderr say.
+    /// `root` tells the project's files from installed ones in a traceback.
+    pub async fn summary(&mut self, root: &Path) -> Option<String> {
+        let status = self.status?;
+        self.witness.summary(&status, root).await
     }
 
     pub fn spawned_at(&self) -> Instant {
@@ -232,6 +267,8 @@ impl Backend {
         };
         let whom = format!("pid {pid}");
         let stopped = escalate(members, send, signal, grace, hurry, Some(&whom)).await?;
+        // The group is gone: what it wrote last reaches devrun's stderr before anything else.
+        self.witness.drained().await;
         Ok(Stopped {
             status: self.status,
             ..stopped.unwrap_or(Stopped {

@@ -9,6 +9,7 @@ mod harness;
 
 mod config;
 mod control;
+mod crash_summary;
 mod env_poll_guard;
 mod events;
 mod fastapi;
@@ -23,6 +24,7 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod typed;
 mod validation;
 mod watch_filter;
 mod watching;

@@ -35,6 +35,16 @@ fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
 }
 
 /// Microseconds since the epoch.
+/// Not sampled on macOS: a SIGKILL is then described without the memory hint.
+pub fn resident_bytes(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// macOS has no counter of out-of-memory kills (jetsam) to read.
+pub fn oom_kills() -> Option<u64> {
+    None
+}
+
 pub fn start_time(pid: u32) -> Option<u64> {
     let info = bsd_info(pid)?;
     Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)

@@ -28,8 +28,8 @@ use macos as os;
 pub use macos::{closing_only, listen_addresses, listener_pids};
 
 pub use os::{
-    blind_filesystem, children, command_line, group_members, holds_open, is_zombie, marked, parent,
-    prepare_supervisor, process_group, program_path, start_time,
+    blind_filesystem, children, command_line, group_members, holds_open, is_zombie, marked,
+    oom_kills, parent, prepare_supervisor, process_group, program_path, resident_bytes, start_time,
 };
 
 /// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.
@@ -213,6 +213,11 @@ fn send(pgid: Pid, signal: Signal) -> io::Result<()> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+/// The name of the signal that ended a process ("SIGKILL"), if one did.
+pub fn exit_signal(status: &ExitStatus) -> Option<&'static str> {
+    Signal::try_from(status.signal()?).ok().map(Signal::as_str)
 }
 
 /// "signal 9 (SIGKILL)".

@@ -37,6 +37,21 @@ fn check(ok: i32) -> io::Result<()> {
 }
 
 /// No process groups in the Unix sense: the job object is the group.
+/// Not sampled on Windows.
+pub fn resident_bytes(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// Windows has no out-of-memory killer counter.
+pub fn oom_kills() -> Option<u64> {
+    None
+}
+
+/// Windows processes end by exit code, never by a signal.
+pub fn exit_signal(_status: &std::process::ExitStatus) -> Option<&'static str> {
+    None
+}
+
 pub fn process_group(_pid: u32) -> Option<u32> {
     None
 }

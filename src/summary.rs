@@ -1,0 +1,330 @@
+//! Crash summaries: when a generation exits on its own, one line says what killed it — the
+//! Python exception and the deepest frame in the project's own files, or the signal in plain
+//! words.
+//!
+//! A [`Witness`] watches one generation: it passes the backend's stderr through to devrun's,
+//! byte for byte, keeping a bounded tail to read the traceback from, and (where the OS says)
+//! samples the leader's memory, so a SIGKILL right after it grew reads "probably out of memory".
+
+use std::io::{PipeReader, Read, Write};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How much of the backend's stderr is kept: a deep traceback fits many times over.
+const TAIL_BYTES: usize = 64 * 1024;
+/// How often the leader's memory is sampled.
+const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
+/// How long an exit waits for the rest of the backend's stderr (a survivor may hold the pipe).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Growth that makes a SIGKILL "probably out of memory": at least this much within
+/// [`MEMORY_WINDOW`] samples before the end, and at least doubling.
+const MEMORY_GROWTH_BYTES: u64 = 256 * 1024 * 1024;
+/// The samples "right before" the end: 3 s.
+const MEMORY_WINDOW: usize = 30;
+
+/// The memory a generation's leader was seen using (bytes): the least over its last
+/// [`MEMORY_WINDOW`] samples, and the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Memory {
+    fn from_samples(samples: &std::collections::VecDeque<u64>) -> Memory {
+        Memory {
+            first: samples.iter().copied().min().unwrap_or(0),
+            last: samples.back().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What watches one generation for its summary.
+pub struct Witness {
+    tail: Arc<Mutex<Vec<u8>>>,
+    drained: Option<watch::Receiver<bool>>,
+    memory: Arc<Mutex<Memory>>,
+    done: Arc<AtomicBool>,
+    oom_kills_at_start: Option<u64>,
+}
+
+impl Witness {
+    /// Starts passing `stderr` (the read end of the backend's stderr pipe) through, and
+    /// sampling the memory of `pid`.
+    pub fn start(pid: u32, stderr: Option<PipeReader>) -> Witness {
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let drained = stderr.map(|pipe| pass_through(pipe, tail.clone()));
+        let (memory, done) = (Arc::new(Mutex::new(Memory::default())), Arc::default());
+        sample_memory(pid, memory.clone(), Arc::clone(&done));
+        Witness {
+            tail,
+            drained,
+            memory,
+            done,
+            oom_kills_at_start: crate::sys::oom_kills(),
+        }
+    }
+
+    /// The one line for a generation that exited on its own with `status`; `root` tells the
+    /// project's files from the rest. Waits (briefly) for the rest of stderr first.
+    pub async fn summary(&mut self, status: &ExitStatus, root: &Path) -> Option<String> {
+        self.done.store(true, Ordering::Relaxed);
+        self.drained().await;
+        let memory = self.memory.lock().map(|m| *m).unwrap_or_default();
+        let oom_killed = crate::sys::oom_kills()
+            .zip(self.oom_kills_at_start)
+            .is_some_and(|(now, then)| now > then);
+        if let Some(signal) = crate::sys::exit_signal(status) {
+            return Some(describe_signal(signal, oom_killed, memory));
+        }
+        let tail = self.tail.lock().ok()?;
+        python_exception(&String::from_utf8_lossy(&tail), root)
+    }
+}
+
+impl Witness {
+    /// Waits (briefly: a survivor may hold the pipe) until the backend's stderr has all been
+    /// copied, so its last lines come before devrun's next status line, and before devrun exits.
+    pub async fn drained(&mut self) {
+        if let Some(drained) = self.drained.as_mut() {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|done| *done)).await;
+        }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies the pipe to devrun's stderr unchanged on a thread of its own (a stderr nobody reads
+/// blocks the backend as it did when it wrote there itself, never devrun), keeping the tail.
+/// The receiver turns true at the pipe's end.
+fn pass_through(mut pipe: PipeReader, tail: Arc<Mutex<Vec<u8>>>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let _ = std::thread::Builder::new()
+        .name("devrun-stderr".into())
+        .spawn(move || {
+            let mut buffer = [0u8; 8192];
+            loop {
+                let n = match pipe.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let _ = std::io::stderr().write_all(&buffer[..n]);
+                if let Ok(mut tail) = tail.lock() {
+                    keep_tail(&mut tail, &buffer[..n]);
+                }
+            }
+            let _ = tx.send(true);
+        });
+    rx
+}
+
+fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    tail.extend_from_slice(more);
+    if tail.len() > 2 * TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+}
+
+fn sample_memory(pid: u32, memory: Arc<Mutex<Memory>>, done: Arc<AtomicBool>) {
+    if crate::sys::resident_bytes(pid).is_none() {
+        return; // not on this OS, or gone already
+    }
+    let _ = std::thread::Builder::new()
+        .name("devrun-memory".into())
+        .spawn(move || {
+            let mut samples = std::collections::VecDeque::with_capacity(MEMORY_WINDOW + 1);
+            while !done.load(Ordering::Relaxed) {
+                // A zombie has no resident memory: the last sample is from before the end.
+                match crate::sys::resident_bytes(pid) {
+                    Some(bytes) if bytes > 0 => {
+                        samples.push_back(bytes);
+                        if samples.len() > MEMORY_WINDOW {
+                            samples.pop_front();
+                        }
+                        if let Ok(mut m) = memory.lock() {
+                            *m = Memory::from_samples(&samples);
+                        }
+                    }
+                    _ => return,
+                }
+                std::thread::sleep(MEMORY_SAMPLE);
+            }
+        });
+}
+
+/// The signal that ended a process, in plain words.
+pub fn describe_signal(name: &str, oom_killed: bool, memory: Memory) -> String {
+    let mb = |bytes: u64| bytes / (1024 * 1024);
+    let grew = memory.last >= memory.first.saturating_mul(2)
+        && memory.last.saturating_sub(memory.first) >= MEMORY_GROWTH_BYTES;
+    match name {
+        "SIGKILL" if oom_killed => {
+            "killed, probably out of memory (the kernel's out-of-memory killer ran)".into()
+        }
+        "SIGKILL" if grew => format!(
+            "killed, probably out of memory (its memory grew from {} MB to {} MB just before)",
+            mb(memory.first),
+            mb(memory.last)
+        ),
+        "SIGKILL" => "killed by SIGKILL from outside devrun".into(),
+        "SIGSEGV" => "crashed in native code (segmentation fault in a C extension or the \
+                      interpreter)"
+            .into(),
+        "SIGBUS" => "crashed in native code (bus error)".into(),
+        "SIGABRT" => "aborted (SIGABRT), usually a failed check in native code".into(),
+        "SIGFPE" => "crashed in native code (arithmetic error)".into(),
+        "SIGILL" => "crashed in native code (illegal instruction)".into(),
+        other => format!("ended by {other} from outside devrun"),
+    }
+}
+
+/// One frame of a traceback: `File "path", line N`.
+fn frame(line: &str) -> Option<(&str, u32)> {
+    let rest = line.trim_start().strip_prefix("File \"")?;
+    let (path, rest) = rest.split_once("\", line ")?;
+    let number = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((path, number.parse().ok()?))
+}
+
+/// Is `path` (as a traceback shows it) one of the project's own files: under `root`, and not
+/// in an installed package (a venv inside the project)?
+fn own_file<'a>(path: &'a str, root: &Path) -> Option<std::borrow::Cow<'a, str>> {
+    if path.starts_with('<') {
+        return None; // <frozen runpy>, <string>
+    }
+    let file = Path::new(path);
+    let relative = match file.is_absolute() {
+        true => file.strip_prefix(root).ok()?,
+        false => file,
+    };
+    let installed = relative.components().any(|c| {
+        let c = c.as_os_str();
+        c == "site-packages" || c == "dist-packages"
+    });
+    (!installed).then(|| match file.is_absolute() {
+        true => relative.to_string_lossy().into_owned().into(),
+        false => path.into(),
+    })
+}
+
+/// From a stderr tail: the last traceback's exception (`Type: message`, its first line) and
+/// its deepest frame in the project's own files, as `ValueError: boom (app/main.py:12)`.
+pub fn python_exception(tail: &str, root: &Path) -> Option<String> {
+    let start = tail.rfind("Traceback (most recent call last):")?;
+    let mut deepest = None;
+    let mut exception = None;
+    for line in tail[start..].lines().skip(1) {
+        if let Some((path, number)) = frame(line) {
+            if let Some(own) = own_file(path, root) {
+                deepest = Some(format!("{own}:{number}"));
+            }
+        } else if !line.starts_with([' ', '\t']) && !line.trim().is_empty() {
+            exception = Some(line.trim_end());
+            break;
+        }
+    }
+    let exception = crate::ui::shorten(exception?);
+    Some(match deepest {
+        Some(at) => format!("{exception} ({at})"),
+        None => exception,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "/home/me/shop";
+
+    #[test]
+    fn names_the_exception_and_the_deepest_project_frame() {
+        let tail = r#"INFO:     Started server process [42]
+Traceback (most recent call last):
+  File "/home/me/shop/main.py", line 5, in <module>
+    import app.routes
+  File "/home/me/shop/app/routes.py", line 12, in <module>
+    load()
+    ~~~~^^
+  File "/home/me/shop/.venv/lib/python3.12/site-packages/lib/x.py", line 99, in load
+    raise KeyError("price")
+KeyError: 'price'
+"#;
+        assert_eq!(
+            python_exception(tail, Path::new(ROOT)).as_deref(),
+            Some("KeyError: 'price' (app/routes.py:12)")
+        );
+    }
+
+    #[test]
+    fn the_last_traceback_counts_and_a_syntax_error_has_its_file() {
+        let tail = r#"Traceback (most recent call last):
+  File "/home/me/shop/a.py", line 1, in <module>
+ValueError: first
+Traceback (most recent call last):
+  File "/home/me/shop/main.py", line 3, in <module>
+    import broken
+  File "/home/me/shop/broken.py", line 7
+    def (
+        ^
+SyntaxError: invalid syntax
+"#;
+        assert_eq!(
+            python_exception(tail, Path::new(ROOT)).as_deref(),
+            Some("SyntaxError: invalid syntax (broken.py:7)")
+        );
+    }
+
+    #[test]
+    fn no_project_frame_means_no_place_and_no_traceback_means_nothing() {
+        let tail = "Traceback (most recent call last):\n  File \"<frozen runpy>\", line 198, in x\n  File \"/usr/lib/python3.12/a.py\", line 2, in y\nSystemExit: 3\n";
+        assert_eq!(
+            python_exception(tail, Path::new(ROOT)).as_deref(),
+            Some("SystemExit: 3")
+        );
+        assert_eq!(python_exception("bye\n", Path::new(ROOT)), None);
+    }
+
+    #[test]
+    fn signals_in_plain_words() {
+        let mb = 1024 * 1024;
+        let grown = Memory {
+            first: 30 * mb,
+            last: 400 * mb,
+        };
+        let flat = Memory {
+            first: 30 * mb,
+            last: 32 * mb,
+        };
+        assert!(describe_signal("SIGKILL", false, grown).contains("probably out of memory"));
+        assert!(describe_signal("SIGKILL", true, flat).contains("probably out of memory"));
+        assert!(!describe_signal("SIGKILL", false, flat).contains("memory"));
+        // An app importing its dependencies grows too: that is no sign of running out.
+        let started = Memory {
+            first: 10 * mb,
+            last: 150 * mb,
+        };
+        assert!(!describe_signal("SIGKILL", false, started).contains("memory"));
+        assert!(describe_signal("SIGSEGV", false, flat).contains("crashed in native code"));
+    }
+
+    #[test]
+    fn the_tail_stays_bounded_and_keeps_the_end() {
+        let mut tail = Vec::new();
+        for _ in 0..100 {
+            keep_tail(&mut tail, &[b'x'; 4096]);
+        }
+        keep_tail(&mut tail, b"the end");
+        assert!(tail.len() <= 2 * TAIL_BYTES);
+        assert!(tail.ends_with(b"the end"));
+    }
+}
