@@ -57,7 +57,18 @@ pub struct Config {
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
     /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
     pub inherit_socket: bool,
+    /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter.
+    pub preload: Option<Preload>,
     pub options: RunOptions,
+}
+
+/// What the preloader imports before it forks generations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preload {
+    /// The third-party modules the project's files import, and the module the command runs.
+    Auto,
+    /// Exactly these modules.
+    Modules(Vec<String>),
 }
 
 /// What this run may do beyond supervising (flags only: they have no key in the file).
@@ -187,6 +198,7 @@ struct FileReady {
 #[serde(deny_unknown_fields)]
 struct FileServer {
     socket: Option<Spanned<String>>,
+    preload: Option<Spanned<toml::Value>>,
 }
 
 /// `pyproject.toml`: only `[tool.devrun]` is read (same keys, same errors); the rest is the
@@ -414,11 +426,17 @@ impl Config {
         let project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
         substitute_placeholders(&mut command, &project);
         let watch = derive_watch(inputs, args, &project.root)?;
+        let preload = derive_preload(inputs, args, inherit_socket)?;
+        #[cfg(target_os = "linux")]
+        if preload.is_some() {
+            crate::preload::launch(&command, &project.root).map_err(|m| inputs.err(None, m))?;
+        }
         Ok(Config {
             command,
             watch,
             ready: derive_ready(inputs, args)?,
             env: derive_env(inputs)?,
+            preload,
             inherit_socket,
             options: RunOptions {
                 once: args.once,
@@ -541,6 +559,64 @@ fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
             format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
         )),
     }
+}
+
+/// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
+/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork.
+fn derive_preload(
+    inputs: &Inputs,
+    args: &RunArgs,
+    inherit_socket: bool,
+) -> Result<Option<Preload>, ConfigError> {
+    let at = inputs.file.server.preload.as_ref().map(|v| v.span().start);
+    let preload = match inputs.file.server.preload.as_ref().map(|v| v.get_ref()) {
+        _ if args.preload => Some(Preload::Auto),
+        None | Some(toml::Value::Boolean(false)) => None,
+        Some(toml::Value::Boolean(true)) => Some(Preload::Auto),
+        Some(toml::Value::String(s)) if s == "auto" => Some(Preload::Auto),
+        Some(toml::Value::Array(items)) => {
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+                .collect();
+            match names {
+                Some(names) => Some(Preload::Modules(names)),
+                None => return Err(inputs.err(at, "[server] preload lists module names (strings)")),
+            }
+        }
+        Some(other) => {
+            return Err(inputs.err(
+                at,
+                format!(
+                    "[server] preload must be false, \"auto\" or a list of modules, not {other}"
+                ),
+            ))
+        }
+    };
+    if preload.is_none() {
+        return Ok(None);
+    }
+    if cfg!(target_os = "macos") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on macOS: forking a process that loaded system frameworks \
+             without exec is unsafe there; remove `preload` / --preload",
+        ));
+    }
+    if !cfg!(target_os = "linux") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on this system: it needs fork (Linux only); remove \
+             `preload` / --preload",
+        ));
+    }
+    if inherit_socket {
+        return Err(inputs.err(
+            at,
+            "preload cannot be combined with [server] socket = \"inherit\" yet; use one of them",
+        ));
+    }
+    Ok(preload)
 }
 
 /// The command: flags win; a string is split shell-style, an array is used as is.

@@ -9,6 +9,11 @@ pub mod control;
 pub mod error;
 pub mod init;
 pub mod port;
+#[cfg(target_os = "linux")]
+pub mod preload;
+#[cfg(not(target_os = "linux"))]
+#[path = "preload_off.rs"]
+pub mod preload;
 pub mod process;
 pub mod procs;
 pub mod project;

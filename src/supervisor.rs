@@ -74,6 +74,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         state,
         _lock: lock,
         kill_port_holder: options.kill_port_holder,
+        preload: crate::preload::Slot::default(),
     };
     supervisor.record(None);
     let result = if options.once {
@@ -200,6 +201,8 @@ struct Supervisor {
     state: State,
     _lock: ProjectLock,
     kill_port_holder: bool,
+    /// `[server] preload`: the preloader generations are forked from (Linux).
+    preload: crate::preload::Slot,
 }
 
 /// One supervised process: where it is in its cycle, its running generation, how many it has
@@ -233,7 +236,7 @@ impl Supervisor {
         self.bind_listener(&mut unit)?;
         loop {
             let step = match unit.phase {
-                Phase::Starting => self.start(&mut unit)?,
+                Phase::Starting => self.start(&mut unit).await?,
                 Phase::Serving => self.serve(&mut unit, &mut watch).await?,
                 Phase::Stopping(then) => self.stop(&mut unit, then == Then::Exit).await?,
                 Phase::Settling { last, .. } => self.settle(&mut watch, last).await,
@@ -265,7 +268,7 @@ impl Supervisor {
         let mut unit = Unit::new();
         self.claim_port(&unit).await?;
         self.bind_listener(&mut unit)?;
-        unit.backend = Some(self.spawn(&mut unit)?);
+        unit.backend = Some(self.spawn(&mut unit).await?);
         let http = self.config.ready.http.clone();
         let (generation, check) = (unit.generation, ready_check(&unit, &http));
         let Some(running) = unit.backend.as_mut() else {
@@ -316,8 +319,8 @@ impl Supervisor {
 
     /// Starting: the next generation, or (for a later one that cannot be spawned) the error
     /// said and a wait for a change. The first generation failing to spawn ends devrun.
-    fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
-        match self.spawn(unit) {
+    async fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
+        match self.spawn(unit).await {
             Ok(started) => {
                 unit.backend = Some(started);
                 Ok(Step::Started)
@@ -330,23 +333,58 @@ impl Supervisor {
         }
     }
 
-    /// Spawns the next generation with devrun's variables in its environment.
-    fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
+    /// Spawns the next generation with devrun's variables in its environment: forked from the
+    /// preloader when preload is on and it agreed, else a fresh interpreter.
+    async fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
         unit.generation += 1;
         let config = &self.config;
-        let mut env: Vec<(String, String)> = config
+        // What the preloader also starts with (some variables act only at interpreter start).
+        let mut base: Vec<(String, String)> = config
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        env.push(("PORT".into(), config.port.to_string()));
-        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
-        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        base.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
-        env.push((RUN_MARKER.into(), self.state.run.clone()));
+        base.push((RUN_MARKER.into(), self.state.run.clone()));
+        let mut env = base.clone();
+        env.push(("PORT".into(), config.port.to_string()));
+        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
+        let whole: std::collections::BTreeMap<String, String> =
+            std::env::vars().chain(env.iter().cloned()).collect();
         let command_line = shell_words::join(&config.command);
-        let backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
+        let (backend, preloaded) = match self.preload.fork(config, &base, &whole, &self.ui).await? {
+            Some((backend, modules)) => (backend, Some(modules)),
+            None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
+        };
+        self.ui.emit(&Event::Started {
+            generation: unit.generation,
+            pid: backend.pid(),
+            command: command_line,
+            preloaded,
+        });
+        let pid = backend.pid();
+        self.record(Some(BackendRecord {
+            pid,
+            pgid: backend.pgid(),
+            start: procs::start_time(pid).unwrap_or(0),
+            generation: unit.generation,
+            command: self.config.command.clone(),
+            started_at: state::unix_now(),
+        }));
+        Ok(backend)
+    }
+
+    /// A fresh interpreter running the command.
+    fn spawn_cold(
+        &self,
+        env: &[(String, String)],
+        listener: Option<&socket2::Socket>,
+    ) -> Result<Backend, Error> {
+        let config = &self.config;
+        let command_line = shell_words::join(&config.command);
+        Backend::spawn(&config.command, &config.root, env, listener).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -362,22 +400,7 @@ impl Supervisor {
                 )),
                 _ => Error::io(format!("cannot start `{shown}`"), e),
             }
-        })?;
-        self.ui.emit(&Event::Started {
-            generation: unit.generation,
-            pid: backend.pid(),
-            command: command_line,
-        });
-        let pid = backend.pid();
-        self.record(Some(BackendRecord {
-            pid,
-            pgid: backend.pgid(),
-            start: procs::start_time(pid).unwrap_or(0),
-            generation: unit.generation,
-            command: self.config.command.clone(),
-            started_at: state::unix_now(),
-        }));
-        Ok(backend)
+        })
     }
 
     /// Serving: reports readiness, and returns at the first change, exit or request.
@@ -747,6 +770,7 @@ impl Supervisor {
 
     /// Exiting: the backend is stopped; confirm the port is free before exiting.
     async fn finish(&mut self, unit: &mut Unit) -> Result<(), Error> {
+        self.preload.stop().await;
         // devrun's own socket goes first; then the port must be free for everyone.
         unit.listener = None;
         let port = self.config.port;

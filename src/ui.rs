@@ -57,6 +57,9 @@ pub enum Event {
         generation: u32,
         pid: u32,
         command: String,
+        /// Forked from the preloader: how many modules it preloaded (absent on a cold start).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preloaded: Option<usize>,
     },
     Ready {
         generation: u32,
@@ -146,6 +149,12 @@ pub enum Warn {
     KillNow { reason: String },
     /// `devrun restart` asked for a new generation.
     RestartRequested,
+    /// Preload was refused (project code or a thread in the preloader, or it could not
+    /// start): every generation of this run starts cold.
+    PreloadRefused { reason: String },
+    /// A fresh preloader replaces the old one (a file it loaded changed, the environment
+    /// changed, or it exited).
+    PreloadRestarted { reason: String },
     /// `.devrun/state.json` (`path`) could not be written.
     StateNotWritten { path: String, error: String },
     /// Status lines were lost because nobody read devrun's stderr.
@@ -276,6 +285,12 @@ impl fmt::Display for Warn {
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested => f.write_str("restart requested by `devrun restart`"),
+            Warn::PreloadRefused { reason } => {
+                write!(f, "preload refused: {reason}; starting cold for this run")
+            }
+            Warn::PreloadRestarted { reason } => {
+                write!(f, "starting a fresh preloader: {reason}")
+            }
             Warn::StateNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}")
             }
@@ -357,7 +372,16 @@ impl Event {
                 generation,
                 pid,
                 command,
+                preloaded: None,
             } => format!("started generation {generation} (pid {pid}): {command}"),
+            Event::Started {
+                generation,
+                pid,
+                command,
+                preloaded: Some(modules),
+            } => format!(
+                "started generation {generation} (pid {pid}, preloaded {modules} modules): {command}"
+            ),
             Event::Ready {
                 generation,
                 elapsed,
@@ -660,6 +684,7 @@ mod tests {
                     generation: 2,
                     pid: 8,
                     command: "python app.py".into(),
+                    preloaded: None,
                 },
                 json!({"event": "started", "generation": 2, "pid": 8, "command": "python app.py"}),
             ),
