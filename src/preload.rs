@@ -122,7 +122,7 @@ fn console_script(program: &str, args: &[String], cwd: &Path) -> Option<Launch> 
 
 /// What starting a preloader gave.
 pub enum Started {
-    Ready(Preloader),
+    Ready(Box<Preloader>),
     /// It would hold project code or threads (or could not start): a cold start is used.
     Refused(String),
 }
@@ -220,7 +220,7 @@ impl Preloader {
             }
             reaped_tx.send_modify(|r| r.closed = true);
         });
-        Ok(Started::Ready(Preloader {
+        Ok(Started::Ready(Box::new(Preloader {
             child,
             pid,
             writer,
@@ -228,7 +228,7 @@ impl Preloader {
             reaped,
             env: env.to_vec(),
             modules,
-        }))
+        })))
     }
 
     /// Asks for the next generation: a child running `launch` in `cwd` with exactly `env`.
@@ -320,7 +320,7 @@ impl Slot {
                         .await
                         .map_err(|e| Error::io("cannot start the preloader", e))?;
                 match started {
-                    Started::Ready(preloader) => self.preloader = Some(preloader),
+                    Started::Ready(preloader) => self.preloader = Some(*preloader),
                     Started::Refused(reason) => {
                         ui.emit(&Warn::PreloadRefused { reason }.into());
                         self.off = true;
