@@ -400,18 +400,26 @@ fn socket_path() -> io::Result<PathBuf> {
     Ok(std::env::temp_dir().join(format!("devrun-preload-{}.sock", &id[..id.len().min(16)])))
 }
 
-/// The first loaded module whose file the watch filter wants, said with who imported it.
+/// The loaded modules whose files the watch filter wants, said with the first one's file and
+/// the preload that imported it.
 fn project_module(loaded: &[Value], is_project: &dyn Fn(&Path) -> bool) -> Option<String> {
-    loaded.iter().find_map(|entry| {
-        let (name, file, by) = (entry[0].as_str()?, entry[1].as_str()?, entry[2].as_str()?);
-        is_project(Path::new(file)).then(|| {
-            let by = match by {
-                "" => "the interpreter's start (a .pth file or sitecustomize?)".to_string(),
-                by => format!("preloading {by}"),
-            };
-            format!("project module {name} ({file}) was imported by {by}")
-        })
-    })
+    let found: Vec<(&str, &str, &str)> = loaded
+        .iter()
+        .filter_map(|entry| Some((entry[0].as_str()?, entry[1].as_str()?, entry[2].as_str()?)))
+        .filter(|(_, file, _)| is_project(Path::new(file)))
+        .collect();
+    let (_, file, by) = *found.first()?;
+    let mut names: Vec<&str> = found.iter().map(|(name, _, _)| *name).collect();
+    names.sort_unstable();
+    let by = match by {
+        "" => "the interpreter's start (a .pth file or sitecustomize?)".to_string(),
+        by => format!("preloading {by}"),
+    };
+    Some(format!(
+        "project code was imported by {by}: {} ({file}{})",
+        names.join(", "),
+        if names.len() > 1 { ", …" } else { "" }
+    ))
 }
 
 #[cfg(test)]
