@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-15}
+port=${BENCH_PORT:-8411}
 venv=.venv-bench
 if ! "$venv/bin/python" -c 'import fastapi, uvicorn, sqlalchemy, pydantic_settings, httpx' 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -26,19 +27,19 @@ cp -r bench/heavy_app/app "$scratch/heavy/"
 run() {
   local dir=$1 label=$2 cmd=$3
   python3 "$probe" --quiet --label "$label" --cwd "$scratch/$dir" --results-dir "$scratch/results" \
-    -n "$n" --port 8011 --edit app/version.py --cmd "$cmd" | tail -1
+    -n "$n" --port $port --edit app/version.py --cmd "$cmd" | tail -1
 }
 for dir in fastapi heavy; do
-  uv="$py -m uvicorn app.main:app --port 8011"
+  uv="$py -m uvicorn app.main:app --port $port"
   run "$dir" "$dir uvicorn-reload" "$uv --reload"
-  run "$dir" "$dir devrun-cold" "$devrun --port 8011 -- $uv"
-  run "$dir" "$dir devrun-preload" "$devrun --port 8011 --preload -- $uv"
+  run "$dir" "$dir devrun-cold" "$devrun --port $port -- $uv"
+  run "$dir" "$dir devrun-preload" "$devrun --port $port --preload -- $uv"
 done
 # The preloader's RSS (heavy fixture), and one cold import time for scale.
 cd "$scratch/heavy"
-"$devrun" --port 8011 --preload -- $py -m uvicorn app.main:app --port 8011 >"$scratch/rss.log" 2>&1 &
+"$devrun" --port $port --preload -- $py -m uvicorn app.main:app --port $port >"$scratch/rss.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do curl -sf localhost:8011/health >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf localhost:$port/health >/dev/null && break; sleep 0.1; done
 for child in $(pgrep -P "$pid"); do
   echo "preloader pid $child: $(grep VmRSS /proc/"$child"/status)"
 done

@@ -7,7 +7,7 @@ import os
 import httpx  # noqa: F401  (a typical client dependency: import cost only)
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: F401
+from sqlalchemy.dialects import mysql, postgresql  # noqa: F401  (import cost only)
 
 from app.models import count_users
 from app.version import VERSION
