@@ -35,6 +35,14 @@ for dir in fastapi heavy; do
   run "$dir" "$dir devrun-cold" "$devrun --port $port -- $uv"
   run "$dir" "$dir devrun-preload" "$devrun --port $port --preload -- $uv"
 done
+# Per phase, devrun cold and preloaded, on both fixtures.
+for dir in fastapi heavy; do
+  for mode in "" --preload; do
+    echo "breakdown: $dir ${mode:-cold}"
+    python3 bench/reload_breakdown.py --devrun "$devrun" --python "$py" --app-dir "$scratch/$dir" \
+      -n "$n" --port "$port" $mode | tail -8
+  done
+done
 # The preloader's RSS (heavy fixture), and one cold import time for scale.
 cd "$scratch/heavy"
 "$devrun" --port $port --preload -- $py -m uvicorn app.main:app --port $port >"$scratch/rss.log" 2>&1 &
