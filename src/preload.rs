@@ -206,20 +206,7 @@ impl Preloader {
         }
         let (replies_tx, replies) = mpsc::unbounded_channel();
         let (reaped_tx, reaped) = watch::channel(Reaped::default());
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let reply: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                match (reply["exited"].as_u64(), reply["status"].as_i64()) {
-                    (Some(pid), Some(status)) => reaped_tx.send_modify(|r| {
-                        r.statuses.insert(pid as u32, status as i32);
-                    }),
-                    _ => {
-                        let _ = replies_tx.send(reply);
-                    }
-                }
-            }
-            reaped_tx.send_modify(|r| r.closed = true);
-        });
+        tokio::spawn(relay(lines, replies_tx, reaped_tx));
         Ok(Started::Ready(Box::new(Preloader {
             child,
             pid,
@@ -348,6 +335,27 @@ impl Slot {
             let _ = preloader.child.kill().await;
         }
     }
+}
+
+/// Everything the preloader says after it is ready: exit statuses into `reaped` (as soon as
+/// it reaped a child), answers to fork requests into `replies`; `closed` when it is gone.
+async fn relay(
+    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    replies: mpsc::UnboundedSender<Value>,
+    reaped: watch::Sender<Reaped>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        match (reply["exited"].as_u64(), reply["status"].as_i64()) {
+            (Some(pid), Some(status)) => reaped.send_modify(|r| {
+                r.statuses.insert(pid as u32, status as i32);
+            }),
+            _ => {
+                let _ = replies.send(reply);
+            }
+        }
+    }
+    reaped.send_modify(|r| r.closed = true);
 }
 
 fn spawn(

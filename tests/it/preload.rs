@@ -154,3 +154,20 @@ fn once_under_preload_exits_0_and_leaves_nothing() {
     assert!(p.stderr().contains("preloaded"), "{}", p.stderr());
     p.assert_nothing_left();
 }
+
+#[test]
+fn a_crash_on_import_is_reported_as_in_a_cold_start_and_the_fix_is_served() {
+    let p = preloading("\"auto\"").start();
+    p.wait_for_version("v1", WAIT);
+    p.write_atomic(
+        "app/version.py",
+        "raise RuntimeError('broken on purpose')\n",
+    );
+    p.wait_until("the crash to be reported", WAIT, || {
+        p.stderr().contains("exited with code 1")
+    });
+    assert!(p.stderr().contains("broken on purpose"), "{}", p.stderr());
+    p.write_atomic("app/version.py", &version_py("v3"));
+    let served = p.wait_for_version("v3", WAIT);
+    assert_ne!(parent_of(served.pid), p.pid(), "the fix was not forked");
+}
