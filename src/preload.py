@@ -17,6 +17,17 @@ import sys
 PR_SET_PDEATHSIG = 1
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
 MAX_FILES = 5000
+# What a server imports only once it runs (its event loop, protocols), so "auto" preloads it
+# too; each only if installed.
+SERVER_EXTRAS = {
+    "uvicorn": [
+        "uvicorn.loops.auto", "uvicorn.loops.uvloop", "uvicorn.loops.asyncio",
+        "uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
+        "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.auto",
+        "uvicorn.protocols.websockets.websockets_impl", "uvicorn.lifespan.on", "uvloop",
+        "httptools", "h11", "websockets",
+    ],
+}
 
 
 def send(sock, obj):
@@ -38,6 +49,8 @@ def is_project_path(root, path):
 
 
 def imported_names(root):
+    """Every absolute import in the project's files: `a.b` for `import a.b` and `from a.b import
+    c`, plus `?a.b.c` (a submodule only if it is one) for the latter."""
     names, seen = set(), 0
     for folder, dirs, files in os.walk(root):
         dirs[:] = [
@@ -56,31 +69,40 @@ def imported_names(root):
                 continue
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):
-                    names.update(a.name.split(".")[0] for a in node.names)
+                    names.update(a.name for a in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names.add(node.module.split(".")[0])
+                    names.add(node.module)
+                    names.update(f"?{node.module}.{a.name}" for a in node.names if a.name != "*")
     return names
 
 
 def auto_modules(root, main_module):
-    chosen = [main_module] if main_module else []
-    for name in sorted(imported_names(root)):
-        if name in sys.builtin_module_names or name in chosen:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        origin = spec.origin
-        if origin in (None, "built-in", "frozen"):
-            locations = list(spec.submodule_search_locations or [])
-            origin = locations[0] if locations else None
-        if origin is None or origin in ("built-in", "frozen") or is_project_path(root, origin):
-            continue
-        chosen.append(name)
+    chosen, verdicts = [main_module] if main_module else [], {}
+    chosen += [f"?{extra}" for extra in SERVER_EXTRAS.get(main_module, [])]
+    for name in sorted(imported_names(root), key=lambda n: (n.lstrip("?").count("."), n)):
+        top = name.lstrip("?").split(".")[0]
+        if top not in verdicts:
+            verdicts[top] = third_party(root, top)
+        if verdicts[top] and name not in chosen:
+            chosen.append(name)
     return chosen
+
+
+def third_party(root, name):
+    """Whether top-level module `name` resolves outside the project (and is not built in)."""
+    if name in sys.builtin_module_names:
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    origin = spec.origin
+    if origin in (None, "built-in", "frozen"):
+        locations = list(spec.submodule_search_locations or [])
+        origin = locations[0] if locations else None
+    return not (origin is None or origin in ("built-in", "frozen") or is_project_path(root, origin))
 
 
 def thread_count():
@@ -89,13 +111,19 @@ def thread_count():
 
 def preload(sock, modules):
     """Imports `modules` one at a time. Returns the loaded files, or None when refused."""
-    loaded_by = {}
+    loaded_by, count = {}, 0
     for name in modules:
+        optional = name.startswith("?")
+        name = name.lstrip("?")
         before = set(sys.modules)
         try:
+            if optional and (name in sys.modules or not findable(name)):
+                continue
             importlib.import_module(name)
+            count += 1
         except BaseException as e:  # the child would fail the same way: leave it to the child
-            send(sock, {"skipped": name, "error": f"{type(e).__name__}: {e}"})
+            if not optional:
+                send(sock, {"skipped": name, "error": f"{type(e).__name__}: {e}"})
             continue
         for new in set(sys.modules) - before:
             loaded_by[new] = name
@@ -107,7 +135,18 @@ def preload(sock, modules):
         path = getattr(module, "__file__", None)
         if isinstance(path, str):
             loaded.append([name, os.path.abspath(path), loaded_by.get(name, "")])
-    return loaded
+    return loaded, count
+
+
+def findable(name):
+    """`a.b` is a module (not an attribute of `a`); `a` is installed. Parents come first."""
+    parent = name.rpartition(".")[0]
+    if parent and (parent not in sys.modules or not hasattr(sys.modules[parent], "__path__")):
+        return False
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def stamps(loaded):
@@ -219,11 +258,12 @@ def main():
     modules = spec["modules"]
     if modules is None:
         modules = auto_modules(root, spec.get("module"))
-    loaded = preload(sock, modules)
-    if loaded is None:
+    result = preload(sock, modules)
+    if result is None:
         sys.exit(0)
+    loaded, count = result
     stamped = stamps(loaded)
-    send(sock, {"loaded": loaded, "modules": len(modules)})
+    send(sock, {"loaded": loaded, "modules": count})
     return serve(sock, stamped), libc
 
 
