@@ -1088,6 +1088,43 @@ mod tests {
         assert_eq!((c.port, c.host.as_str()), (8001, DEFAULT_HOST));
     }
 
+    /// Issue 12: `[server] preload` takes false, "auto" or a list; `--preload` is "auto"; the
+    /// command must be one preload can fork (Linux only).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn preload_values_and_the_commands_it_can_run() {
+        let python = "command = \"python -m uvicorn app:app\"\nport = 1\n";
+        let with = |server: &str| {
+            load(
+                &format!("{python}[server]\n{server}\n"),
+                &RunArgs::default(),
+            )
+        };
+        assert_eq!(with("preload = false").unwrap().preload, None);
+        assert_eq!(
+            with("preload = \"auto\"").unwrap().preload,
+            Some(Preload::Auto)
+        );
+        assert_eq!(
+            with("preload = [\"fastapi\"]").unwrap().preload,
+            Some(Preload::Modules(vec!["fastapi".into()]))
+        );
+        let bad = with("preload = 3").unwrap_err().to_string();
+        assert!(bad.contains("[server] preload must be"), "{bad}");
+        let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap_err();
+        assert!(both.to_string().contains("socket"), "{both}");
+        let flag = RunArgs {
+            preload: true,
+            ..RunArgs::default()
+        };
+        assert_eq!(load(python, &flag).unwrap().preload, Some(Preload::Auto));
+        let node = load("command = \"node server.js\"\nport = 1\n", &flag).unwrap_err();
+        assert!(
+            node.to_string().contains("preload needs a Python command"),
+            "{node}"
+        );
+    }
+
     #[test]
     fn missing_command_or_port_is_an_error() {
         assert!(load("port = 1\n", &RunArgs::default()).is_err());

@@ -689,6 +689,15 @@ mod tests {
                 json!({"event": "started", "generation": 2, "pid": 8, "command": "python app.py"}),
             ),
             (
+                Event::Started {
+                    generation: 3,
+                    pid: 9,
+                    command: "python app.py".into(),
+                    preloaded: Some(12),
+                },
+                json!({"event": "started", "generation": 3, "pid": 9, "command": "python app.py", "preloaded": 12}),
+            ),
+            (
                 Event::Ready {
                     generation: 2,
                     elapsed: ms(40),
