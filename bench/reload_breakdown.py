@@ -13,6 +13,7 @@ devrun's own event timestamps:
   total    save -> new version served
 
 Usage: reload_breakdown.py --devrun PATH --python VENV_PYTHON --app-dir DIR [-n 30] [--port 8012]
+       [--preload]
 DIR must contain the package `app` with app/main.py (FastAPI) and app/version.py (VERSION = "...").
 """
 import argparse
@@ -49,10 +50,11 @@ def main():
     ap.add_argument("--app-dir", required=True)
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--port", type=int, default=8012)
+    ap.add_argument("--preload", action="store_true", help="run devrun with --preload (issue 12)")
     a = ap.parse_args()
 
     events = []
-    cmd = [a.devrun, "--events", "json", "--port", str(a.port), "--",
+    cmd = [a.devrun, "--events", "json", "--port", str(a.port)] + (["--preload"] if a.preload else []) + ["--",
            a.python, "-m", "uvicorn", "app.main:app", "--port", str(a.port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=a.app_dir, stderr=subprocess.PIPE, text=True, start_new_session=True)
 

@@ -147,6 +147,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub kill_port_holder: bool,
 
+    /// Fork each generation from a preloaded interpreter (`[server] preload = "auto"`; Linux)
+    #[arg(long)]
+    pub preload: bool,
+
     /// The backend's command (overrides `command` in the config)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -63,7 +63,18 @@ pub struct Config {
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
     /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
     pub inherit_socket: bool,
+    /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter.
+    pub preload: Option<Preload>,
     pub options: RunOptions,
+}
+
+/// What the preloader imports before it forks generations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preload {
+    /// The third-party modules the project's files import, and the module the command runs.
+    Auto,
+    /// Exactly these modules.
+    Modules(Vec<String>),
 }
 
 /// What this run may do beyond supervising (flags only: they have no key in the file).
@@ -212,6 +223,7 @@ struct FileReady {
 #[serde(deny_unknown_fields)]
 struct FileServer {
     socket: Option<Spanned<String>>,
+    preload: Option<Spanned<toml::Value>>,
 }
 
 /// `pyproject.toml`: only `[tool.devrun]` is read (same keys, same errors); the rest is the
@@ -441,12 +453,18 @@ impl Config {
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
         watch.also.extend(env_file.clone());
+        let preload = derive_preload(inputs, args, inherit_socket)?;
+        #[cfg(target_os = "linux")]
+        if preload.is_some() {
+            crate::preload::launch(&command, &project.root).map_err(|m| inputs.err(None, m))?;
+        }
         Ok(Config {
             command,
             watch,
             ready: derive_ready(inputs, args)?,
             env: derive_env(inputs)?,
             env_file,
+            preload,
             inherit_socket,
             options: RunOptions {
                 once: args.once,
@@ -569,6 +587,64 @@ fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
             format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
         )),
     }
+}
+
+/// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
+/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork.
+fn derive_preload(
+    inputs: &Inputs,
+    args: &RunArgs,
+    inherit_socket: bool,
+) -> Result<Option<Preload>, ConfigError> {
+    let at = inputs.file.server.preload.as_ref().map(|v| v.span().start);
+    let preload = match inputs.file.server.preload.as_ref().map(|v| v.get_ref()) {
+        _ if args.preload => Some(Preload::Auto),
+        None | Some(toml::Value::Boolean(false)) => None,
+        Some(toml::Value::Boolean(true)) => Some(Preload::Auto),
+        Some(toml::Value::String(s)) if s == "auto" => Some(Preload::Auto),
+        Some(toml::Value::Array(items)) => {
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+                .collect();
+            match names {
+                Some(names) => Some(Preload::Modules(names)),
+                None => return Err(inputs.err(at, "[server] preload lists module names (strings)")),
+            }
+        }
+        Some(other) => {
+            return Err(inputs.err(
+                at,
+                format!(
+                    "[server] preload must be false, \"auto\" or a list of modules, not {other}"
+                ),
+            ))
+        }
+    };
+    if preload.is_none() {
+        return Ok(None);
+    }
+    if cfg!(target_os = "macos") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on macOS: forking a process that loaded system frameworks \
+             without exec is unsafe there; remove `preload` / --preload",
+        ));
+    }
+    if !cfg!(target_os = "linux") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on this system: it needs fork (Linux only); remove \
+             `preload` / --preload",
+        ));
+    }
+    if inherit_socket {
+        return Err(inputs.err(
+            at,
+            "preload cannot be combined with [server] socket = \"inherit\" yet; use one of them",
+        ));
+    }
+    Ok(preload)
 }
 
 /// The command: flags win; a string is split shell-style, an array is used as is.
@@ -1116,6 +1192,43 @@ mod tests {
         );
         assert_eq!(c.project.stop.timeout, Duration::from_millis(10));
         assert_eq!((c.port, c.host.as_str()), (8001, DEFAULT_HOST));
+    }
+
+    /// Issue 12: `[server] preload` takes false, "auto" or a list; `--preload` is "auto"; the
+    /// command must be one preload can fork (Linux only).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn preload_values_and_the_commands_it_can_run() {
+        let python = "command = \"python -m uvicorn app:app\"\nport = 1\n";
+        let with = |server: &str| {
+            load(
+                &format!("{python}[server]\n{server}\n"),
+                &RunArgs::default(),
+            )
+        };
+        assert_eq!(with("preload = false").unwrap().preload, None);
+        assert_eq!(
+            with("preload = \"auto\"").unwrap().preload,
+            Some(Preload::Auto)
+        );
+        assert_eq!(
+            with("preload = [\"fastapi\"]").unwrap().preload,
+            Some(Preload::Modules(vec!["fastapi".into()]))
+        );
+        let bad = with("preload = 3").unwrap_err().to_string();
+        assert!(bad.contains("[server] preload must be"), "{bad}");
+        let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap_err();
+        assert!(both.to_string().contains("socket"), "{both}");
+        let flag = RunArgs {
+            preload: true,
+            ..RunArgs::default()
+        };
+        assert_eq!(load(python, &flag).unwrap().preload, Some(Preload::Auto));
+        let node = load("command = \"node server.js\"\nport = 1\n", &flag).unwrap_err();
+        assert!(
+            node.to_string().contains("preload needs a Python command"),
+            "{node}"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         kill_port_holder: options.kill_port_holder,
         env_file_vars: EnvVars::new(),
         typed,
+        preload: crate::preload::Slot::default(),
     };
     supervisor.record(None);
     let result = if options.once {
@@ -211,6 +212,8 @@ struct Supervisor {
     env_file_vars: EnvVars,
     /// Lines typed in devrun's terminal, when it is one: forwarded to the running generation.
     typed: Option<Typed>,
+    /// `[server] preload`: the preloader generations are forked from (Linux).
+    preload: crate::preload::Slot,
 }
 
 /// One supervised process: where it is in its cycle, its running generation, how many it has
@@ -246,7 +249,7 @@ impl Supervisor {
         self.bind_listener(&mut unit)?;
         loop {
             let step = match unit.phase {
-                Phase::Starting => self.start(&mut unit)?,
+                Phase::Starting => self.start(&mut unit).await?,
                 Phase::Serving => self.serve(&mut unit, &mut watch).await?,
                 Phase::Stopping(then) => self.stop(&mut unit, then == Then::Exit).await?,
                 Phase::Settling { last, .. } => self.settle(&mut watch, last).await,
@@ -281,7 +284,7 @@ impl Supervisor {
         let mut unit = Unit::new();
         self.claim_port(&unit).await?;
         self.bind_listener(&mut unit)?;
-        unit.backend = Some(self.spawn(&mut unit)?);
+        unit.backend = Some(self.spawn(&mut unit).await?);
         let http = self.config.ready.http.clone();
         let (generation, check) = (unit.generation, ready_check(&unit, &http));
         let Some(running) = unit.backend.as_mut() else {
@@ -332,8 +335,8 @@ impl Supervisor {
 
     /// Starting: the next generation, or (for a later one that cannot be spawned) the error
     /// said and a wait for a change. The first generation failing to spawn ends devrun.
-    fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
-        match self.spawn(unit) {
+    async fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
+        match self.spawn(unit).await {
             Ok(started) => {
                 unit.backend = Some(started);
                 Ok(Step::Started)
@@ -346,26 +349,65 @@ impl Supervisor {
         }
     }
 
-    /// Spawns the next generation with devrun's variables in its environment.
-    fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
+    /// Spawns the next generation with devrun's variables in its environment: forked from the
+    /// preloader when preload is on and it agreed, else a fresh interpreter.
+    async fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
         unit.generation += 1;
         self.reread_env_file(unit.generation);
         let config = &self.config;
+        // What the preloader also starts with (some variables act only at interpreter start).
         // Later entries win: the env file, then `[env]`, then devrun's own variables.
-        let mut env: Vec<(String, String)> = self
+        let mut base: Vec<(String, String)> = self
             .env_file_vars
             .iter()
             .chain(&config.env)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        env.push(("PORT".into(), config.port.to_string()));
-        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
-        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        base.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
-        env.push((RUN_MARKER.into(), self.state.run.clone()));
+        base.push((RUN_MARKER.into(), self.state.run.clone()));
+        let mut env = base.clone();
+        env.push(("PORT".into(), config.port.to_string()));
+        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
+        let whole: std::collections::BTreeMap<String, String> =
+            std::env::vars().chain(env.iter().cloned()).collect();
         let command_line = shell_words::join(&config.command);
-        let mut backend = Backend::spawn(&config.command, &config.root, &env, unit.listener.as_ref()).map_err(|e| {
+        let (mut backend, preloaded) =
+            match self.preload.fork(config, &base, &whole, &self.ui).await? {
+                Some((backend, modules)) => (backend, Some(modules)),
+                None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
+            };
+        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
+            typed.attach(stdin);
+        }
+        self.ui.emit(&Event::Started {
+            generation: unit.generation,
+            pid: backend.pid(),
+            command: command_line,
+            preloaded,
+        });
+        let pid = backend.pid();
+        self.record(Some(BackendRecord {
+            pid,
+            pgid: backend.pgid(),
+            start: procs::start_time(pid).unwrap_or(0),
+            generation: unit.generation,
+            command: self.config.command.clone(),
+            started_at: state::unix_now(),
+        }));
+        Ok(backend)
+    }
+
+    /// A fresh interpreter running the command.
+    fn spawn_cold(
+        &self,
+        env: &[(String, String)],
+        listener: Option<&socket2::Socket>,
+    ) -> Result<Backend, Error> {
+        let config = &self.config;
+        let command_line = shell_words::join(&config.command);
+        Backend::spawn(&config.command, &config.root, env, listener).map_err(|e| {
             // A command can be megabytes long: errors show its start and its size.
             let shown = crate::ui::shorten(&command_line);
             match e.kind() {
@@ -381,25 +423,7 @@ impl Supervisor {
                 )),
                 _ => Error::io(format!("cannot start `{shown}`"), e),
             }
-        })?;
-        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
-            typed.attach(stdin);
-        }
-        self.ui.emit(&Event::Started {
-            generation: unit.generation,
-            pid: backend.pid(),
-            command: command_line,
-        });
-        let pid = backend.pid();
-        self.record(Some(BackendRecord {
-            pid,
-            pgid: backend.pgid(),
-            start: procs::start_time(pid).unwrap_or(0),
-            generation: unit.generation,
-            command: self.config.command.clone(),
-            started_at: state::unix_now(),
-        }));
-        Ok(backend)
+        })
     }
 
     /// The env file as it is now (the watch restarts for its edits): the keys that changed
@@ -846,6 +870,7 @@ impl Supervisor {
 
     /// Exiting: the backend is stopped; confirm the port is free before exiting.
     async fn finish(&mut self, unit: &mut Unit) -> Result<(), Error> {
+        self.preload.stop().await;
         // devrun's own socket goes first; then the port must be free for everyone.
         unit.listener = None;
         let port = self.config.port;

@@ -57,6 +57,9 @@ pub enum Event {
         generation: u32,
         pid: u32,
         command: String,
+        /// Forked from the preloader: how many modules it preloaded (absent on a cold start).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preloaded: Option<usize>,
     },
     Ready {
         generation: u32,
@@ -151,6 +154,12 @@ pub enum Warn {
     RestartRequested { by: &'static str },
     /// A line typed in devrun's terminal reached no backend (`why`); it was dropped.
     InputDropped { why: &'static str },
+    /// Preload was refused (project code or a thread in the preloader, or it could not
+    /// start): every generation of this run starts cold.
+    PreloadRefused { reason: String },
+    /// A fresh preloader replaces the old one (a file it loaded changed, the environment
+    /// changed, or it exited).
+    PreloadRestarted { reason: String },
     /// `.devrun/state.json` (`path`) could not be written.
     StateNotWritten { path: String, error: String },
     /// Status lines were lost because nobody read devrun's stderr.
@@ -320,6 +329,12 @@ impl fmt::Display for Warn {
                 f,
                 "typed line dropped: {why} (type `rs` and Enter to restart the backend)"
             ),
+            Warn::PreloadRefused { reason } => {
+                write!(f, "preload refused: {reason}; starting cold for this run")
+            }
+            Warn::PreloadRestarted { reason } => {
+                write!(f, "starting a fresh preloader: {reason}")
+            }
             Warn::StateNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}")
             }
@@ -401,7 +416,16 @@ impl Event {
                 generation,
                 pid,
                 command,
+                preloaded: None,
             } => format!("started generation {generation} (pid {pid}): {command}"),
+            Event::Started {
+                generation,
+                pid,
+                command,
+                preloaded: Some(modules),
+            } => format!(
+                "started generation {generation} (pid {pid}, preloaded {modules} modules): {command}"
+            ),
             Event::Ready {
                 generation,
                 elapsed,
@@ -709,8 +733,18 @@ mod tests {
                     generation: 2,
                     pid: 8,
                     command: "python app.py".into(),
+                    preloaded: None,
                 },
                 json!({"event": "started", "generation": 2, "pid": 8, "command": "python app.py"}),
+            ),
+            (
+                Event::Started {
+                    generation: 3,
+                    pid: 9,
+                    command: "python app.py".into(),
+                    preloaded: Some(12),
+                },
+                json!({"event": "started", "generation": 3, "pid": 9, "command": "python app.py", "preloaded": 12}),
             ),
             (
                 Event::Ready {

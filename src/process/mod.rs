@@ -100,9 +100,65 @@ pub struct Stopped {
     pub warning: Option<String>,
 }
 
-/// One running generation: the group leader devrun spawned and its whole group.
+/// Exit statuses (raw wait statuses, by pid) reported by the process that reaps a backend
+/// devrun did not spawn itself: the preloader. `closed` once it can report no more.
+#[derive(Debug, Clone, Default)]
+pub struct Reaped {
+    pub statuses: std::collections::HashMap<u32, i32>,
+    pub closed: bool,
+}
+
+/// Who the group leader is to devrun: its own child, or a child of the preloader whose exit
+/// the preloader reports.
+enum Leader {
+    Spawned(tokio::process::Child),
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Forked(tokio::sync::watch::Receiver<Reaped>),
+}
+
+impl Leader {
+    /// The leader's exit status if it has exited (and was reaped). Never blocks.
+    fn try_status(&mut self, pid: u32) -> Option<ExitStatus> {
+        match self {
+            Leader::Spawned(child) => child.try_wait().ok().flatten(),
+            Leader::Forked(reports) => reported(&reports.borrow(), pid),
+        }
+    }
+
+    async fn wait(&mut self, pid: u32) -> io::Result<ExitStatus> {
+        match self {
+            Leader::Spawned(child) => child.wait().await,
+            Leader::Forked(reports) => loop {
+                if let Some(status) = reported(&reports.borrow_and_update(), pid) {
+                    return Ok(status);
+                }
+                if reports.changed().await.is_err() {
+                    return reported(&reports.borrow(), pid)
+                        .ok_or_else(|| io::Error::other("the preloader stopped reporting"));
+                }
+            },
+        }
+    }
+}
+
+/// A reported status; once the preloader is gone its children were killed with it
+/// (parent-death signal): SIGKILL, as the kernel delivered it.
+fn reported(reaped: &Reaped, pid: u32) -> Option<ExitStatus> {
+    #[cfg(unix)]
+    use std::os::unix::process::ExitStatusExt;
+    #[cfg(windows)]
+    use std::os::windows::process::ExitStatusExt;
+    match reaped.statuses.get(&pid) {
+        Some(raw) => Some(ExitStatus::from_raw(*raw as _)),
+        None if reaped.closed => Some(ExitStatus::from_raw(9)),
+        None => None,
+    }
+}
+
+/// One running generation: the group leader devrun spawned (or had the preloader fork) and
+/// its whole group.
 pub struct Backend {
-    child: tokio::process::Child,
+    child: Leader,
     pid: u32,
     /// Taken just before the spawn: files changed earlier are what this interpreter imports.
     spawned_at: Instant,
@@ -177,13 +233,35 @@ impl Backend {
             .id()
             .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;
         Ok(Backend {
-            child,
+            child: Leader::Spawned(child),
             pid,
             spawned_at,
             group,
             status: None,
             stdin: stdin_writer,
             witness: crate::summary::Witness::start(pid, Some(stderr_reader)),
+        })
+    }
+
+    /// The generation the preloader (`preloader`, a child of devrun) forked as `pid`, leading
+    /// its own group; `reports` carries its exit status once the preloader reaped it.
+    #[cfg(target_os = "linux")]
+    pub fn adopt(
+        pid: u32,
+        preloader: u32,
+        spawned_at: Instant,
+        reports: tokio::sync::watch::Receiver<Reaped>,
+    ) -> io::Result<Backend> {
+        Ok(Backend {
+            child: Leader::Forked(reports),
+            pid,
+            spawned_at,
+            group: platform::Group::adopt(pid, preloader)?,
+            status: None,
+            // A forked generation keeps the preloader's stdio: no typed lines, no stderr tail
+            // (its crash summary can still name a signal).
+            stdin: None,
+            witness: crate::summary::Witness::start(pid, None),
         })
     }
 
@@ -222,7 +300,7 @@ impl Backend {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let status = self.child.wait().await?;
+        let status = self.child.wait(self.pid).await?;
         self.status = Some(status);
         Ok(status)
     }
@@ -231,9 +309,7 @@ impl Backend {
     /// Reaps what it may.
     pub fn alive(&mut self) -> bool {
         if self.status.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-            }
+            self.status = self.child.try_status(self.pid);
         }
         self.group.alive(self.status.is_some())
     }
@@ -252,9 +328,7 @@ impl Backend {
             (self.pid, &mut self.child, &mut self.status, &self.group);
         let members = || {
             if status.is_none() {
-                if let Ok(Some(exit)) = child.try_wait() {
-                    *status = Some(exit);
-                }
+                *status = child.try_status(pid);
             }
             match group.alive(status.is_some()) {
                 true => vec![pid],

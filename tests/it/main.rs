@@ -18,6 +18,7 @@ mod inherit;
 mod init;
 mod once;
 mod orphan;
+mod preload;
 mod pyproject;
 mod reliability;
 mod restart;

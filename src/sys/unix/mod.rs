@@ -74,6 +74,8 @@ fn pid_of(pid: u32) -> io::Result<Pid> {
 /// The backend's process group.
 pub struct Group {
     pgid: Pid,
+    /// devrun's own long-lived helper (the preloader): a descendant that is never an escapee.
+    spare: Option<u32>,
 }
 
 pub fn spawn_group(
@@ -102,10 +104,32 @@ pub fn spawn_group(
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;
-    Ok((child, Group { pgid: pid_of(pid)? }))
+    Ok((
+        child,
+        Group {
+            pgid: pid_of(pid)?,
+            spare: None,
+        },
+    ))
 }
 
 impl Group {
+    /// The group led by `pid`, a process another of devrun's children forked (the preloader,
+    /// `spare`, which is itself never part of the teardown).
+    #[cfg(target_os = "linux")]
+    pub fn adopt(pid: u32, spare: u32) -> io::Result<Group> {
+        Ok(Group {
+            pgid: pid_of(pid)?,
+            spare: Some(spare),
+        })
+    }
+
+    fn escapees(&self) -> Vec<u32> {
+        let mut escapees = os::escapees(self.pgid.as_raw() as u32);
+        escapees.retain(|pid| Some(*pid) != self.spare);
+        escapees
+    }
+
     pub fn signal(&self, signal: StopSignal) -> io::Result<()> {
         self.send_all(native(signal))
     }
@@ -118,7 +142,7 @@ impl Group {
     /// "every process devrun started, directly or not", not just "the group".
     fn send_all(&self, signal: Signal) -> io::Result<()> {
         send(self.pgid, signal)?;
-        for pid in os::escapees(self.pgid.as_raw() as u32) {
+        for pid in self.escapees() {
             let _ = kill(Pid::from_raw(pid as i32), signal);
         }
         Ok(())
@@ -136,8 +160,7 @@ impl Group {
                 }
             }
         }
-        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH))
-            || !os::escapees(self.pgid.as_raw() as u32).is_empty()
+        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) || !self.escapees().is_empty()
     }
 }
 

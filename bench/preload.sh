@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 12: save → new code served, with ../shared/bench/reload_probe.py, in one sitting:
+# uvicorn --reload, devrun (cold start each generation) and devrun --preload, on the shared
+# FastAPI fixture and on bench/heavy_app (FastAPI + SQLAlchemy + pydantic-settings + httpx).
+# Usage: bench/preload.sh [N]. Needs .venv-bench (made here once; never used by CI):
+# fastapi, uvicorn[standard], sqlalchemy, pydantic-settings, httpx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-15}
+port=${BENCH_PORT:-8411}
+venv=.venv-bench
+if ! "$venv/bin/python" -c 'import fastapi, uvicorn, sqlalchemy, pydantic_settings, httpx' 2>/dev/null; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check fastapi 'uvicorn[standard]' \
+    sqlalchemy pydantic-settings httpx
+fi
+py=$PWD/$venv/bin/python
+probe=$PWD/../shared/bench/reload_probe.py
+[ -f "$probe" ] || probe=/work/shared/bench/reload_probe.py
+cargo build --release --quiet
+devrun=$PWD/target/release/devrun
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch/fastapi" "$scratch/heavy"
+cp -r "$(dirname "$probe")/app" "$scratch/fastapi/"
+cp -r bench/heavy_app/app "$scratch/heavy/"
+run() {
+  local dir=$1 label=$2 cmd=$3
+  python3 "$probe" --quiet --label "$label" --cwd "$scratch/$dir" --results-dir "$scratch/results" \
+    -n "$n" --port $port --edit app/version.py --cmd "$cmd" | tail -1
+}
+for dir in fastapi heavy; do
+  uv="$py -m uvicorn app.main:app --port $port"
+  run "$dir" "$dir uvicorn-reload" "$uv --reload"
+  run "$dir" "$dir devrun-cold" "$devrun --port $port -- $uv"
+  run "$dir" "$dir devrun-preload" "$devrun --port $port --preload -- $uv"
+done
+# Per phase, devrun cold and preloaded, on both fixtures.
+for dir in fastapi heavy; do
+  for mode in "" --preload; do
+    echo "breakdown: $dir ${mode:-cold}"
+    python3 bench/reload_breakdown.py --devrun "$devrun" --python "$py" --app-dir "$scratch/$dir" \
+      -n "$n" --port "$port" $mode | tail -8
+  done
+done
+# The preloader's RSS (heavy fixture), and one cold import time for scale.
+cd "$scratch/heavy"
+"$devrun" --port $port --preload -- $py -m uvicorn app.main:app --port $port >"$scratch/rss.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -sf localhost:$port/health >/dev/null && break; sleep 0.1; done
+for child in $(pgrep -P "$pid"); do
+  echo "preloader pid $child: $(grep VmRSS /proc/"$child"/status)"
+done
+kill -INT "$pid"; wait "$pid" || true
+echo "cold import of app.main (heavy): $("$py" -c 'import time; t=time.perf_counter(); import app.main; print(round(time.perf_counter()-t, 3))') s"
