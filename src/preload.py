@@ -225,6 +225,12 @@ def serve(sock, stamped):
                 sock.close()
                 request["parent"] = me
                 return request
+            try:
+                # The child does the same: whichever runs first, the group exists before
+                # devrun hears of the pid and may signal it.
+                os.setpgid(pid, pid)
+            except OSError:
+                pass  # the child already did (or is gone: devrun finds that out itself)
             send(sock, {"forked": pid})
 
 

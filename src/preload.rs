@@ -162,6 +162,8 @@ impl Preloader {
         let listener = UnixListener::bind(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let _remove = RemoveOnDrop(path.clone());
+        // Only this user may connect (the fork requests carry the backend's environment).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let mut child = spawn(launch, preload, root, env, &path)?;
         let pid = child.id().unwrap_or(0);
         let accepted = tokio::select! {
@@ -246,7 +248,20 @@ impl Preloader {
         let pid = reply["forked"]
             .as_u64()
             .ok_or_else(|| io::Error::other(format!("unexpected preloader answer {reply}")))?;
-        let backend = Backend::adopt(pid as u32, self.pid, spawned_at, self.reaped.clone())?;
+        // Evidence, not orders: the pid must be the preloader's own child leading its group.
+        let pid = u32::try_from(pid)
+            .ok()
+            .filter(|pid| {
+                *pid > 1
+                    && crate::sys::parent(*pid) == Some(self.pid)
+                    && crate::procs::process_group(*pid) == Some(*pid)
+            })
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "the preloader named pid {pid}, which is not its child leading its own group"
+                ))
+            })?;
+        let backend = Backend::adopt(pid, self.pid, spawned_at, self.reaped.clone())?;
         Ok(Forked::Backend(Box::new(backend)))
     }
 
@@ -351,6 +366,12 @@ async fn relay(
                 r.statuses.insert(pid as u32, status as i32);
             }),
             _ => {
+                // A new fork may reuse the pid of an earlier one: its old status is not its.
+                if let Some(pid) = reply["forked"].as_u64() {
+                    reaped.send_modify(|r| {
+                        r.statuses.remove(&(pid as u32));
+                    });
+                }
                 let _ = replies.send(reply);
             }
         }

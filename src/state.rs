@@ -34,6 +34,10 @@ pub struct State {
     /// Where the running devrun takes `stop` and `restart` requests.
     #[serde(default)]
     pub control: Option<ControlRecord>,
+    /// The `.devrun/` folder this was written for: a state file copied with its project
+    /// (`cp -r`, a backup) names another project's devrun and backend, and is no evidence here.
+    #[serde(default)]
+    pub project: Option<PathBuf>,
     /// The live generation, if one is running.
     pub backend: Option<BackendRecord>,
 }
@@ -66,6 +70,11 @@ impl State {
             && crate::procs::is_same(self.devrun_pid, self.devrun_start)
             && crate::procs::is_devrun(self.devrun_pid)
     }
+}
+
+fn same_folder(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || canonical(a) == canonical(b)
 }
 
 /// 128 random bits from the OS, as hex: run ids and control tokens.
@@ -146,9 +155,19 @@ impl StateDir {
         self.dir.join("state.json")
     }
 
+    /// The state file, if it was written for this project's `.devrun/` (see `State::project`).
     pub fn read(&self) -> Option<State> {
         let text = std::fs::read_to_string(self.state_path()).ok()?;
-        serde_json::from_str(&text).ok()
+        let state: State = serde_json::from_str(&text).ok()?;
+        match &state.project {
+            Some(project) if !same_folder(project, &self.dir) => None,
+            _ => Some(state),
+        }
+    }
+
+    /// What a state file written now records as its project.
+    pub fn project(&self) -> PathBuf {
+        std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone())
     }
 
     /// Written to a temporary file and renamed over the old one: a reader never sees half.
@@ -170,7 +189,6 @@ impl StateDir {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         file.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
-        file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, self.state_path())
     }
@@ -296,6 +314,7 @@ mod tests {
                 port: 9,
                 token: random_id().unwrap(),
             }),
+            project: Some(state_dir.project()),
             backend: Some(BackendRecord {
                 pid: 4,
                 pgid: 4,
@@ -306,7 +325,12 @@ mod tests {
             }),
         };
         state_dir.write(&state).unwrap();
-        assert_eq!(state_dir.read(), Some(state));
+        assert_eq!(state_dir.read(), Some(state.clone()));
+        // The same file copied into another project (cp -r, a backup) is no evidence there.
+        let copy = tempfile::tempdir().unwrap();
+        let copied = StateDir::new(copy.path());
+        copied.write(&state).unwrap();
+        assert_eq!(copied.read(), None);
         drop(lock);
         assert!(state_dir.try_lock().unwrap().is_some());
     }

@@ -68,6 +68,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         started_at: state::unix_now(),
         run,
         control,
+        project: Some(state_dir.project()),
         backend: None,
     };
     let options = config.options;
@@ -284,7 +285,15 @@ impl Supervisor {
         let mut unit = Unit::new();
         self.claim_port(&unit).await?;
         self.bind_listener(&mut unit)?;
-        unit.backend = Some(self.spawn(&mut unit).await?);
+        unit.backend = match self.spawn(&mut unit).await? {
+            Ok(backend) => Some(backend),
+            Err(request) => {
+                self.take_request(request);
+                return Err(Error::BackendFailed(
+                    "asked to stop before the backend was started".into(),
+                ));
+            }
+        };
         let http = self.config.ready.http.clone();
         let (generation, check) = (unit.generation, ready_check(&unit, &http));
         let Some(running) = unit.backend.as_mut() else {
@@ -337,10 +346,11 @@ impl Supervisor {
     /// said and a wait for a change. The first generation failing to spawn ends devrun.
     async fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
         match self.spawn(unit).await {
-            Ok(started) => {
+            Ok(Ok(started)) => {
                 unit.backend = Some(started);
                 Ok(Step::Started)
             }
+            Ok(Err(request)) => Ok(self.take_request(request)),
             Err(e) if unit.generation == 1 => Err(e),
             Err(e) => {
                 self.ui.error(&e.to_string());
@@ -351,7 +361,7 @@ impl Supervisor {
 
     /// Spawns the next generation with devrun's variables in its environment: forked from the
     /// preloader when preload is on and it agreed, else a fresh interpreter.
-    async fn spawn(&mut self, unit: &mut Unit) -> Result<Backend, Error> {
+    async fn spawn(&mut self, unit: &mut Unit) -> Result<Result<Backend, Request>, Error> {
         unit.generation += 1;
         self.reread_env_file(unit.generation);
         let config = &self.config;
@@ -373,11 +383,20 @@ impl Supervisor {
         let whole: std::collections::BTreeMap<String, String> =
             std::env::vars().chain(env.iter().cloned()).collect();
         let command_line = shell_words::join(&config.command);
-        let (mut backend, preloaded) =
-            match self.preload.fork(config, &base, &whole, &self.ui).await? {
-                Some((backend, modules)) => (backend, Some(modules)),
-                None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
-            };
+        let fork = self.preload.fork(config, &base, &whole, &self.ui);
+        let forked = match self.shutdown.wait(false, fork).await {
+            Ok(forked) => forked?,
+            Err(request) => {
+                // Asked to stop while the preloader started or forked (which can take as long
+                // as the imports): end it now; a fork it made dies with it.
+                self.preload.stop().await;
+                return Ok(Err(request));
+            }
+        };
+        let (mut backend, preloaded) = match forked {
+            Some((backend, modules)) => (backend, Some(modules)),
+            None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
+        };
         if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
             typed.attach(stdin);
         }
@@ -396,7 +415,7 @@ impl Supervisor {
             command: self.config.command.clone(),
             started_at: state::unix_now(),
         }));
-        Ok(backend)
+        Ok(Ok(backend))
     }
 
     /// A fresh interpreter running the command.
@@ -451,11 +470,12 @@ impl Supervisor {
 
     /// The reload-loop guard on a batch that would restart generation `unit.generation`:
     /// paths the generation itself wrote (see `guard`) in three generations in a row are
-    /// given up on, said once, and taken out of the batch.
+    /// given up on, said once; while given up on, only their changes during a start are left
+    /// out of the batch (a change after the start is a person's and restarts).
     fn guard_batch(
         &self,
         (guard, generation, pgid): (&mut LoopGuard, u32, u32),
-        watch: &mut Watch,
+        watch: &Watch,
         batch: &mut Batch,
         ready_at: Option<Instant>,
     ) {
@@ -463,20 +483,12 @@ impl Supervisor {
             Some(_) => crate::sys::group_members(pgid),
             None => Vec::new(),
         };
-        let suspects: Vec<_> = batch
-            .paths
-            .iter()
-            .filter(|path| match ready_at {
-                None => true,
-                Some(at) => {
-                    batch.last_at <= at + guard::JUST_READY
-                        && crate::sys::holds_open(&members, path)
-                }
-            })
-            .cloned()
-            .collect();
-        for path in guard.strike(generation, &suspects) {
-            watch.drop_path(&path);
+        let last_at = batch.last_at;
+        let suspect = |path: &std::path::Path| match ready_at {
+            None => true,
+            Some(at) => last_at <= at + guard::JUST_READY && crate::sys::holds_open(&members, path),
+        };
+        for path in guard.filter(generation, &mut batch.paths, suspect) {
             let relative = watch.filter().relative(&path).to_path_buf();
             self.ui.emit(
                 &Warn::ReloadLoop {
@@ -485,7 +497,6 @@ impl Supervisor {
                 }
                 .into(),
             );
-            batch.paths.retain(|p| *p != path);
         }
     }
 

@@ -60,8 +60,6 @@ pub struct Filter {
     gitignores: HashMap<PathBuf, Vec<Gitignore>>,
     /// Files wanted whatever the globs say (the env file).
     also: HashSet<PathBuf>,
-    /// Paths the reload-loop guard gave up on: never a change again this run.
-    dropped: HashSet<PathBuf>,
 }
 
 fn globset(globs: &[String]) -> Result<GlobSet, globset::Error> {
@@ -81,7 +79,6 @@ impl Filter {
             use_gitignore: config.gitignore,
             gitignores: HashMap::new(),
             also: config.also.iter().cloned().collect(),
-            dropped: HashSet::new(),
         };
         // .gitignore files above the watched folders apply too, up to the repository's top.
         for path in &config.paths {
@@ -155,9 +152,6 @@ impl Filter {
 
     /// A file whose change restarts the backend.
     pub fn wants_file(&self, path: &Path) -> bool {
-        if self.dropped.contains(path) {
-            return false;
-        }
         if self.also.contains(path) {
             return true;
         }
@@ -363,11 +357,6 @@ impl Watch {
                 self.watched.insert(dir.to_path_buf());
             }
         }
-    }
-
-    /// The reload-loop guard gave up on `path`: its changes never count again this run.
-    pub fn drop_path(&mut self, path: &Path) {
-        self.filter.dropped.insert(path.to_path_buf());
     }
 
     fn add_paths(&mut self, paths: &[PathBuf]) -> Result<(), notify::Error> {

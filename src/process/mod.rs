@@ -477,6 +477,14 @@ pub async fn stop_foreign(
     signal: StopSignal,
     grace: Duration,
 ) -> io::Result<Option<Stopped>> {
+    // Even when asked: never init, devrun itself or a process devrun runs inside (the IDE,
+    // the shell, a terminal multiplexer that holds the port).
+    if pid <= 1 || crate::procs::self_and_ancestors().contains(&pid) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("pid {pid} is init, devrun itself or one of its ancestors: not ending it"),
+        ));
+    }
     let Some(start) = crate::procs::start_time(pid) else {
         return Ok(None);
     };

@@ -5,7 +5,7 @@ use crate::process::{StopSignal, INHERITED_FD};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{dup2, getpgrp, getsid, Pid};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -153,10 +153,12 @@ impl Group {
     /// re-parented to the subreaper) are reaped here; a zombie counts as alive for `kill`.
     pub fn alive(&self, leader_reaped: bool) -> bool {
         if leader_reaped {
-            // Never before: waitpid(-1) could take the leader's status from tokio.
-            while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                if status == WaitStatus::StillAlive {
-                    break;
+            // Never before: reaping could take the leader's status from tokio. Only zombies,
+            // one by one, and never the preloader (`spare`): tokio owns its status, and a pid
+            // reaped behind its back could be reused by the time tokio signals it.
+            for pid in os::children(std::process::id()) {
+                if Some(pid) != self.spare && os::is_zombie(pid) {
+                    let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
                 }
             }
         }
