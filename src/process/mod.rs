@@ -424,8 +424,14 @@ pub async fn stop_orphan(
     signal: StopSignal,
     grace: Duration,
 ) -> io::Result<Recovery> {
+    // A leader record that fails the checks is left alone; the run's marked processes are
+    // proven on their own and still ended.
+    let mut refused = None;
     let leader = match leader.as_ref().map(check_leader) {
-        Some(LeaderCheck::NotOurs(why)) => return Ok(Recovery::Refused(why)),
+        Some(LeaderCheck::NotOurs(why)) => {
+            refused = Some(why);
+            None
+        }
         Some(LeaderCheck::Ours) => leader,
         Some(LeaderCheck::Gone) | None => None,
     };
@@ -461,12 +467,13 @@ pub async fn stop_orphan(
         platform::signal_pids(group, members, signal)
     };
     let stopped = escalate(members, send, signal, grace, &mut || false, None).await?;
-    Ok(match stopped {
-        Some(stopped) => Recovery::Stopped {
+    Ok(match (stopped, refused) {
+        (Some(stopped), _) => Recovery::Stopped {
             pids: first,
             stopped,
         },
-        None => Recovery::NothingLeft,
+        (None, Some(why)) => Recovery::Refused(why),
+        (None, None) => Recovery::NothingLeft,
     })
 }
 

@@ -197,6 +197,20 @@ fn the_run_marker_proves_a_process_only_with_a_start_time_after_the_run() {
         proven.stderr
     );
     assert!(proven.sibling_alive, "{}", proven.stderr);
+
+    // A refused leader record does not shield the run's proven processes.
+    let both = forged_state("marker_proven_refused_leader");
+    assert_eq!(both.code, 0, "devrun stop said:\n{}", both.stderr);
+    assert!(
+        !both.lone_alive,
+        "a refused leader record kept the run's marked process alive:\n{}",
+        both.stderr
+    );
+    assert!(
+        both.sibling_alive,
+        "the refused leader (in devrun's own group) was signalled:\n{}",
+        both.stderr
+    );
 }
 
 // ---- #9.3: one lock per project, not per inode ----
