@@ -3,20 +3,9 @@
 
 use crate::harness::*;
 
-const CONFIG: &str = r#"
-command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[ready]
-http = "/health"
-"#;
-
 #[test]
 fn uvicorn_serves_the_saved_version_from_one_process() {
-    let p = Project::fastapi_app(CONFIG).start();
+    let p = Project::fastapi_app(UVICORN_CONFIG).start();
     let v1 = p.wait_for_version("v1", WAIT);
     assert_eq!(p.listeners(), vec![v1.pid]);
 
@@ -31,7 +20,9 @@ fn uvicorn_serves_the_saved_version_from_one_process() {
 
 #[test]
 fn uvicorn_once_exits_0_and_leaves_nothing() {
-    let mut p = Project::fastapi_app(CONFIG).args(["--once"]).start();
+    let mut p = Project::fastapi_app(UVICORN_CONFIG)
+        .args(["--once"])
+        .start();
     assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());
     assert_eq!(p.starts().len(), 1);
     assert_eq!(p.tagged_processes(), Vec::<i32>::new());

@@ -48,6 +48,18 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// The config most tests use: one entry script of `fixtures/testapp`, default everything else
 /// except a short debounce. Knobs fill in `$DEBOUNCE` ([`Project::debounce_ms`]) and `$WATCH`
 /// ([`Project::watch`]); [`Project::config_also`] adds sections after it.
+/// The FastAPI fixture under real uvicorn (no --reload), `{port}` filled in by devrun.
+pub const UVICORN_CONFIG: &str = r#"
+command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}"]
+port = $PORT
+
+[watch]
+debounce_ms = 50
+
+[ready]
+http = "/health"
+"#;
+
 const TESTAPP_CONFIG: &str = r#"
 command = ["$PYTHON", "$SCRIPT"]
 port = $PORT

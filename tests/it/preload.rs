@@ -5,22 +5,10 @@ use crate::harness::*;
 use std::fs;
 use std::path::PathBuf;
 
-const CONFIG: &str = r#"
-command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[ready]
-http = "/health"
-
-[server]
-preload = $PRELOAD
-"#;
-
 fn preloading(modules: &str) -> Project {
-    Project::fastapi_app(&CONFIG.replace("$PRELOAD", modules))
+    Project::fastapi_app(&format!(
+        "{UVICORN_CONFIG}\n[server]\npreload = {modules}\n"
+    ))
 }
 
 /// A third-party module outside the project, on PYTHONPATH: `lib/<name>.py`.
