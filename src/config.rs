@@ -66,6 +66,57 @@ pub struct Config {
     /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter.
     pub preload: Option<Preload>,
     pub options: RunOptions,
+    /// `[processes.NAME]` tables: the stack's other members, in a valid start order (each after
+    /// those it names in `after`), filtered by `--only`.
+    pub processes: Vec<ProcessConfig>,
+    /// False when `--only` names members but not `backend`: the backend is not run.
+    pub run_backend: bool,
+}
+
+/// One member of the stack besides the backend (`[processes.NAME]`).
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// `[a-z0-9][a-z0-9_-]*`, never `backend`.
+    pub name: String,
+    /// `{port}`, `{host}` and `{ports.NAME}` already filled.
+    pub command: Vec<String>,
+    /// Absolute: the `cwd` key resolved against the project root; default the root.
+    pub cwd: PathBuf,
+    /// `port = N`, or `port = "auto"` (a free port picked once per run, at load).
+    pub port: Option<u16>,
+    /// Placeholders already filled.
+    pub env: BTreeMap<String, String>,
+    /// Members it starts after (once they are ready).
+    pub after: Vec<String>,
+    pub watch: ProcessWatch,
+    pub ready: ReadyConfig,
+    pub restart: RestartPolicy,
+    /// Members whose restart also restarts this one.
+    pub restart_with: Vec<String>,
+}
+
+/// What restarts a member besides `devrun restart`, `rs`, and its restart policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProcessWatch {
+    /// Nothing (the default).
+    #[default]
+    None,
+    /// `watch = "backend"`: whenever a change restarts the backend (its watch filter).
+    Backend,
+    /// `watch = [paths]`: a change to one of these files, or under one of these folders
+    /// (absolute, resolved against the project root).
+    Paths(Vec<PathBuf>),
+}
+
+/// `restart = "never" | "on-failure"`: what follows an exit on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Reported; it waits for its next change (as the backend does).
+    #[default]
+    Never,
+    /// A failing exit (non-zero status or a signal) restarts it after a backoff (1 s doubling
+    /// to 30 s).
+    OnFailure,
 }
 
 /// What the preloader imports before it forks generations.
@@ -472,6 +523,8 @@ impl Config {
                 kill_port_holder: args.kill_port_holder,
             },
             project,
+            processes: Vec::new(),
+            run_backend: true,
         })
     }
 }

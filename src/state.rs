@@ -40,6 +40,26 @@ pub struct State {
     pub project: Option<PathBuf>,
     /// The live generation, if one is running.
     pub backend: Option<BackendRecord>,
+    /// False when this run does not run the backend (`--only` without `backend`): `port` and
+    /// `backend` are then nobody's.
+    #[serde(default = "yes")]
+    pub backend_run: bool,
+    /// The stack's other members (`[processes.NAME]`), each with its live generation if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessRecord>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One member of the stack besides the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub name: String,
+    pub port: Option<u16>,
+    /// Its live generation, if one is running.
+    pub running: Option<BackendRecord>,
 }
 
 /// The running devrun's control channel: a TCP port on 127.0.0.1 and the token it wants.
@@ -62,6 +82,19 @@ pub struct BackendRecord {
 }
 
 impl State {
+    /// Records member `name`'s live generation (None: not running), replacing its record.
+    pub fn set_process(&mut self, name: &str, port: Option<u16>, running: Option<BackendRecord>) {
+        let record = ProcessRecord {
+            name: name.to_string(),
+            port,
+            running,
+        };
+        match self.processes.iter_mut().find(|p| p.name == name) {
+            Some(existing) => *existing = record,
+            None => self.processes.push(record),
+        }
+    }
+
     /// Whether the devrun this names is alive right now (pid *and* start time, and that
     /// process is a devrun), and is not us.
     pub fn devrun_alive(&self) -> bool {
@@ -323,6 +356,8 @@ mod tests {
                 command: vec!["python".into()],
                 started_at: 7,
             }),
+            backend_run: true,
+            processes: Vec::new(),
         };
         state_dir.write(&state).unwrap();
         assert_eq!(state_dir.read(), Some(state.clone()));

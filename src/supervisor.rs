@@ -70,6 +70,8 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         control,
         project: Some(state_dir.project()),
         backend: None,
+        backend_run: true,
+        processes: Vec::new(),
     };
     let options = config.options;
     let mut supervisor = Supervisor {
