@@ -83,7 +83,8 @@ class Scratch:
 
     def write_config(self, name, members, web_after=False):
         def arr(cmd):
-            return json.dumps(cmd)
+            """The command as devrun gets it: its port as the `{port}` placeholder."""
+            return json.dumps(cmd).replace(f'"{self.backend_port}"', '"{port}"').replace(f'"{self.web_port}"', '"{port}"')
 
         text = f"""command = {arr(self.backend_cmd())}
 port = {self.backend_port}
