@@ -7,7 +7,8 @@
     (fixtures/fastapi_app), the stand-in dev server and a worker (fixtures/stack), all started
     at once (no `after`), against each member's own command started alone, without devrun, in
     the same sitting (interleaved, medians over --runs). Target: stack <= slowest member alone
-    + 50 ms. Also shown: devrun running the backend alone, and the stack with web
+    + 50 ms. Also shown: the three commands started at once without devrun (what sharing the
+    cores costs by itself), devrun running the backend alone, and the stack with web
     `after = ["backend"]` against backend alone + web alone (the chain is serial by design).
     Ready is observed from outside, the same way for every variant: the backend answers
     GET /health, the dev server GET /, the worker has written its start line.
@@ -183,6 +184,21 @@ def measure_direct(s, cmd, cwd, check, ports):
     return elapsed
 
 
+def measure_parallel(s, commands, checks, ports):
+    """Every member's own command started at once, without devrun: the machine's floor for
+    starting them side by side (they share its cores)."""
+    if os.path.exists(s.worker_record):
+        os.remove(s.worker_record)
+    t0 = time.monotonic()
+    procs = [start(cmd, cwd) for cmd, cwd in commands]
+    for proc, check in zip(procs, checks):
+        time_to([check], proc)
+    elapsed = time.monotonic() - t0
+    for proc in procs:
+        stop(proc, signal.SIGTERM, ports)
+    return elapsed
+
+
 def ms(seconds):
     return f"{seconds * 1000:7.0f} ms"
 
@@ -197,9 +213,11 @@ def stack_start(s, devrun, runs):
     all_ready = [backend_ready, web_ready, worker_ready]
     ports = [s.backend_port, s.web_port]
     web_dir = os.path.join(s.dir, "web")
-    t = {k: [] for k in ("stack", "chain", "devrun_backend", "backend", "web", "worker")}
+    t = {k: [] for k in ("stack", "chain", "devrun_backend", "backend", "web", "worker", "parallel")}
+    everyone = [(s.backend_cmd(), s.dir), (s.web_cmd(), web_dir), (s.worker_cmd(), s.dir)]
     for i in range(runs):
         t["stack"].append(measure_start(s, devrun, stack_cfg, all_ready, ports))
+        t["parallel"].append(measure_parallel(s, everyone, all_ready, ports))
         t["backend"].append(measure_direct(s, s.backend_cmd(), s.dir, backend_ready, ports))
         t["web"].append(measure_direct(s, s.web_cmd(), web_dir, web_ready, ports))
         t["worker"].append(measure_direct(s, s.worker_cmd(), s.dir, worker_ready, ports))
@@ -211,9 +229,11 @@ def stack_start(s, devrun, runs):
     slowest = max(("backend", "web", "worker"), key=lambda k: med[k])
     print(f"(1) stack start, launch -> all ready (medians of {runs} runs, interleaved)")
     print(f"    alone, no devrun:  backend {ms(med['backend'])}   web {ms(med['web'])}   worker {ms(med['worker'])}")
+    print(f"    all three at once, no devrun:       {ms(med['parallel'])}   (the cores shared, no supervisor)")
     print(f"    devrun, backend alone:              {ms(med['devrun_backend'])}")
     print(f"    devrun, stack (no after):           {ms(med['stack'])}   = slowest alone ({slowest}) "
-          f"{(med['stack'] - med[slowest]) * 1000:+.0f} ms (target <= +50 ms)")
+          f"{(med['stack'] - med[slowest]) * 1000:+.0f} ms (target <= +50 ms); "
+          f"= all at once without devrun {(med['stack'] - med['parallel']) * 1000:+.0f} ms")
     chain_floor = med["backend"] + med["web"]
     print(f"    devrun, stack (web after backend):  {ms(med['chain'])}   = backend + web alone "
           f"{(med['chain'] - chain_floor) * 1000:+.0f} ms")
