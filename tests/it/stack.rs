@@ -464,7 +464,7 @@ fn once_fails_with_exit_1_naming_the_member_that_never_got_ready() {
 fn on_failure_restarts_a_failing_member_and_the_default_policy_waits() {
     let members = worker("flaky", r#", "--exit", "1""#, r#"restart = "on-failure""#)
         + &worker("done", r#", "--exit", "0""#, "");
-    let mut p = Project::stack(&members).start();
+    let mut p = Project::stack(&members).args(["--events", "json"]).start();
     let backend = p.wait_for_version("v1", WAIT);
 
     let flaky = p.wait_for_member_starts("flaky", 2, WAIT);
@@ -480,6 +480,21 @@ fn on_failure_restarts_a_failing_member_and_the_default_policy_waits() {
     assert!(p.running(), "a member's exit ended devrun");
     assert!(backend.alive(), "a member's exit stopped the backend");
     assert_eq!(p.served().map(|s| s.pid), Some(backend.pid));
+    // Both exits were reported, each naming its member.
+    let events = p.events();
+    let exited = |process: &str, status: &str| {
+        events_named(&events, "exited")
+            .iter()
+            .any(|e| process_of(e) == process && e["status"] == status)
+    };
+    assert!(
+        exited("done", "code 0"),
+        "done's exit not reported: {events:?}"
+    );
+    assert!(
+        exited("flaky", "code 1"),
+        "flaky's exit not reported: {events:?}"
+    );
 }
 
 #[test]
