@@ -182,6 +182,66 @@ fn a_change_to_the_frontends_watch_file_restarts_only_the_frontend() {
     assert_eq!(p.starts().len(), 1, "the backend was restarted");
 }
 
+/// The grandchild web's dev server started with `--child` (setsid, forked again: in no
+/// member's group, holding web's port).
+fn escaped_grandchild(p: &Project) -> MemberRecord {
+    p.wait_until("web's escaped grandchild", WAIT, || {
+        p.member_records("web").iter().any(|r| r.event == "child")
+    });
+    let child = p
+        .member_records("web")
+        .into_iter()
+        .find(|r| r.event == "child")
+        .unwrap();
+    assert!(child.alive(), "the grandchild is gone already");
+    child
+}
+
+#[test]
+fn a_frontend_restart_ends_its_escaped_grandchild_too() {
+    let web_port = free_port();
+    let keys = r#"watch = ["web/vite.config.json"]"#;
+    let p = Project::stack(&web(&port_text(web_port), r#", "--child""#, keys)).start();
+    let backend = p.wait_for_version("v1", WAIT);
+    let first = wait_for_devserver(web_port, WAIT, |_| true);
+    let child = escaped_grandchild(&p);
+
+    p.write_atomic("web/vite.config.json", "{\"changed\": 1}\n");
+    let second = wait_for_devserver(web_port, WAIT, |s| s.pid != first.pid);
+
+    assert!(
+        !child.alive(),
+        "the old web's escaped grandchild is still alive"
+    );
+    let start = p.member_starts("web")[1].clone();
+    assert!(
+        start.prev_alive.is_empty() && start.port_free == Some(true),
+        "the new web started while the old tree lived or held the port: {start:?}"
+    );
+    assert!(listeners(web_port).contains(&second.pid));
+    assert!(backend.alive(), "the backend was stopped");
+}
+
+#[test]
+fn a_backend_restart_leaves_the_frontends_escaped_grandchild_alone() {
+    let web_port = free_port();
+    let p = Project::stack(&web(&port_text(web_port), r#", "--child""#, "")).start();
+    p.wait_for_version("v1", WAIT);
+    let frontend = wait_for_devserver(web_port, WAIT, |_| true);
+    let child = escaped_grandchild(&p);
+
+    p.write_atomic("app/version.py", &version_py("v2"));
+    p.wait_for_version("v2", WAIT);
+    p.settle();
+
+    assert!(
+        child.alive(),
+        "a backend restart ended a process of web's tree (its escaped grandchild)"
+    );
+    assert_eq!(devserver_on(web_port).map(|s| s.pid), Some(frontend.pid));
+    assert_eq!(p.member_starts("web").len(), 1, "web was started again");
+}
+
 #[test]
 fn a_worker_that_watches_backend_restarts_with_it() {
     let members = worker("worker", "", r#"watch = "backend""#)
