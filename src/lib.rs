@@ -10,6 +10,7 @@ pub mod envfile;
 pub mod error;
 pub mod guard;
 pub mod init;
+pub mod output;
 pub mod poller;
 pub mod port;
 #[cfg(target_os = "linux")]

@@ -6,7 +6,8 @@
 //! byte for byte, keeping a bounded tail to read the traceback from, and (where the OS says)
 //! samples the leader's memory, so a SIGKILL right after it grew reads "probably out of memory".
 
-use std::io::{PipeReader, Read, Write};
+use crate::output::{self, Label, Stream};
+use std::io::PipeReader;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +47,8 @@ impl Memory {
 /// What watches one generation for its summary.
 pub struct Witness {
     tail: Arc<Mutex<Vec<u8>>>,
-    drained: Option<watch::Receiver<bool>>,
+    /// One per copied pipe (stderr, and stdout when it is labelled).
+    drained: Vec<watch::Receiver<bool>>,
     memory: Arc<Mutex<Memory>>,
     done: Arc<AtomicBool>,
     oom_kills_at_start: Option<u64>,
@@ -54,10 +56,20 @@ pub struct Witness {
 
 impl Witness {
     /// Starts passing `stderr` (the read end of the backend's stderr pipe) through, and
-    /// sampling the memory of `pid`.
-    pub fn start(pid: u32, stderr: Option<PipeReader>) -> Witness {
+    /// sampling the memory of `pid`. With a `label` (a stack member), its lines are prefixed,
+    /// and so are those of `stdout` (else devrun's own, untouched).
+    pub fn start(
+        pid: u32,
+        stderr: Option<PipeReader>,
+        stdout: Option<PipeReader>,
+        label: Option<Label>,
+    ) -> Witness {
         let tail = Arc::new(Mutex::new(Vec::new()));
-        let drained = stderr.map(|pipe| pass_through(pipe, tail.clone()));
+        let mut drained: Vec<_> = stderr
+            .map(|pipe| output::copy(pipe, Stream::Stderr, label.clone(), Some(tail.clone())))
+            .into_iter()
+            .collect();
+        drained.extend(stdout.map(|pipe| output::copy(pipe, Stream::Stdout, label, None)));
         let (memory, done) = (Arc::new(Mutex::new(Memory::default())), Arc::default());
         sample_memory(pid, memory.clone(), Arc::clone(&done));
         Witness {
@@ -90,8 +102,9 @@ impl Witness {
     /// Waits (briefly: a survivor may hold the pipe) until the backend's stderr has all been
     /// copied, so its last lines come before devrun's next status line, and before devrun exits.
     pub async fn drained(&mut self) {
-        if let Some(drained) = self.drained.as_mut() {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.wait_for(|done| *done)).await;
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for drained in &mut self.drained {
+            let _ = tokio::time::timeout_at(deadline, drained.wait_for(|done| *done)).await;
         }
     }
 }
@@ -102,33 +115,7 @@ impl Drop for Witness {
     }
 }
 
-/// Copies the pipe to devrun's stderr unchanged on a thread of its own (a stderr nobody reads
-/// blocks the backend as it did when it wrote there itself, never devrun), keeping the tail.
-/// The receiver turns true at the pipe's end.
-fn pass_through(mut pipe: PipeReader, tail: Arc<Mutex<Vec<u8>>>) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let _ = std::thread::Builder::new()
-        .name("devrun-stderr".into())
-        .spawn(move || {
-            let mut buffer = [0u8; 8192];
-            loop {
-                let n = match pipe.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let _ = std::io::stderr().write_all(&buffer[..n]);
-                if let Ok(mut tail) = tail.lock() {
-                    keep_tail(&mut tail, &buffer[..n]);
-                }
-            }
-            let _ = tx.send(true);
-        });
-    rx
-}
-
-fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+pub fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
     tail.extend_from_slice(more);
     if tail.len() > 2 * TAIL_BYTES {
         tail.drain(..tail.len() - TAIL_BYTES);

@@ -481,6 +481,9 @@ pub struct Ui {
     quiet: bool,
     color: bool,
     format: EventFormat,
+    /// The stack member these lines are about (`devrun[web]:`, `"process": "web"`); None for
+    /// devrun itself, and for the backend when it runs alone.
+    process: Option<std::sync::Arc<str>>,
 }
 
 impl Ui {
@@ -502,7 +505,21 @@ impl Ui {
             quiet,
             color,
             format,
+            process: None,
         }
+    }
+
+    /// The same, for lines about stack member `name`.
+    pub fn for_process(&self, name: &str) -> Ui {
+        Ui {
+            process: Some(name.into()),
+            ..self.clone()
+        }
+    }
+
+    /// Whether lines are coloured (member output labels follow the status lines).
+    pub fn colour(&self) -> bool {
+        self.color
     }
 
     pub fn emit(&self, event: &Event) {
@@ -525,6 +542,9 @@ impl Ui {
     }
 
     fn json_line(&self, mut value: Value) {
+        if let Some(process) = &self.process {
+            value["process"] = json!(process.as_ref());
+        }
         value["ts_ms"] = json!(unix_millis());
         writer::write(format!("{value}\n").into_bytes());
     }
@@ -540,7 +560,10 @@ impl Ui {
         let prefix = Style::new()
             .cyan()
             .force_styling(self.color)
-            .apply_to("devrun:");
+            .apply_to(match &self.process {
+                Some(process) => format!("devrun[{process}]:"),
+                None => "devrun:".to_string(),
+            });
         // One write per line, so it doesn't interleave with the backend's output mid-line.
         let line = format!("{prefix} {}\n", style.apply_to(text));
         writer::write(line.into_bytes());

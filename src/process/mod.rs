@@ -183,11 +183,14 @@ impl Backend {
     ///
     /// With `socket`, the listening socket devrun holds becomes the backend's fd 3, with
     /// `LISTEN_FDS=1` and `LISTEN_PID` set to the backend's own pid (systemd's convention).
+    /// With a `label` (a stack member), stdout is a pipe too and both are copied line by line
+    /// with the label in front.
     pub fn spawn(
         command: &[String],
         cwd: &Path,
         env: &[(String, String)],
         socket: Option<&socket2::Socket>,
+        label: Option<crate::output::Label>,
     ) -> io::Result<Backend> {
         let spawned_at = Instant::now();
         let mut command = command.to_vec();
@@ -221,6 +224,14 @@ impl Backend {
             false => (Stdio::null(), None),
         };
         let (stderr_reader, stderr) = std::io::pipe()?;
+        let stdout_reader = match label.is_some() {
+            true => {
+                let (read, write) = std::io::pipe()?;
+                cmd.stdout(write);
+                Some(read)
+            }
+            false => None,
+        };
         cmd.args(args)
             .current_dir(cwd)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -239,7 +250,7 @@ impl Backend {
             group,
             status: None,
             stdin: stdin_writer,
-            witness: crate::summary::Witness::start(pid, Some(stderr_reader)),
+            witness: crate::summary::Witness::start(pid, Some(stderr_reader), stdout_reader, label),
         })
     }
 
@@ -261,7 +272,7 @@ impl Backend {
             // A forked generation keeps the preloader's stdio: no typed lines, no stderr tail
             // (its crash summary can still name a signal).
             stdin: None,
-            witness: crate::summary::Witness::start(pid, None),
+            witness: crate::summary::Witness::start(pid, None, None, None),
         })
     }
 

@@ -1,0 +1,532 @@
+//! The supervisor: one [`Runner`](unit::Runner) per supervised process (the backend, and each
+//! `[processes.NAME]` of a stack), each moving through its own cycle (`phase`), and one
+//! coordinator that owns what they share:
+//!
+//! - requests (Ctrl-C, SIGTERM, `devrun stop`/`restart`, `rs`): said once, handed to every
+//!   runner ([`requests`]);
+//! - the one watch: each batch of changes goes to the members whose watch it matches (the
+//!   backend's filter for the backend and `watch = "backend"`; a member's own paths), and a
+//!   member that restarts for a change takes those that name it in `restart_with` along;
+//! - start order: no member starts before every port is claimed (a held port names its holder
+//!   and starts nothing), nor before the members in its `after` are ready;
+//! - `--once`: the stack is torn down once every member is ready, or as soon as one fails.
+//!
+//! Each runner keeps the invariants for its own process: the next generation is spawned only
+//! after the previous group is confirmed gone and its port free.
+
+mod phase;
+mod requests;
+mod unit;
+
+use crate::config::{Config, ProcessConfig, ProcessWatch, ReadyConfig, RestartPolicy};
+use crate::control::{self, Request};
+use crate::error::Error;
+use crate::output::Label;
+use crate::process;
+use crate::procs;
+use crate::project::{recover_orphan, take_project};
+use crate::state::{self, BackendRecord, State, StateDir};
+use crate::stdin::Typed;
+use crate::ui::{Event, Ui, Warn};
+use crate::watch::{Batch, Filter, Watch};
+use requests::{Requests, Shutdown};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use tokio::sync::{mpsc, oneshot, watch};
+use unit::{Changes, Runner};
+
+/// Why `--once` tears a stack down that is all ready, or after a member failed.
+const ONCE_DONE: &str = "every process is ready";
+const ONCE_ABORT: &str = "another process failed";
+/// Why the rest of a stack is stopped when a member ends devrun with an error.
+const MEMBER_FAILED: &str = "a process could not go on";
+/// Who a `restart_with` restart says asked for it.
+const RESTART_WITH: &str = "restart_with";
+
+/// What one supervised process runs: the backend (the top-level keys) or a `[processes.NAME]`.
+pub(super) struct Member {
+    pub name: String,
+    /// The top-level command: the env file, `[env]`, preload, the held socket and typed
+    /// lines are its alone.
+    pub backend: bool,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub port: Option<u16>,
+    pub env: Vec<(String, String)>,
+    pub ready: ReadyConfig,
+    pub restart: RestartPolicy,
+    /// In a stack, the prefix of its output lines.
+    pub label: Option<Label>,
+}
+
+/// What every runner reads or records.
+pub(super) struct Shared {
+    pub config: Config,
+    pub state_dir: StateDir,
+    /// What `.devrun/state.json` says; rewritten on every generation of any member.
+    pub state: RefCell<State>,
+    /// More than one member runs: status lines and output say which.
+    pub stack: bool,
+}
+
+impl Shared {
+    /// Records `member`'s live generation (None: not running) and rewrites the state file.
+    /// A failure is reported, not fatal: the lock still guarantees one devrun per project;
+    /// only orphan recovery after a crash would miss this generation.
+    pub fn record(&self, ui: &Ui, member: &Member, running: Option<BackendRecord>) {
+        let mut state = self.state.borrow_mut();
+        match member.backend {
+            true => state.backend = running,
+            false => state.set_process(&member.name, member.port, running),
+        }
+        if let Err(e) = self.state_dir.write(&state) {
+            let path = self.state_dir.path().join("state.json");
+            ui.emit(
+                &Warn::StateNotWritten {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                }
+                .into(),
+            );
+        }
+    }
+
+    /// "the backend", or the member's name in a stack (for messages).
+    pub fn who(&self, member: &Member) -> String {
+        match (self.stack, member.backend) {
+            (false, _) => "the backend".to_string(),
+            (true, _) => member.name.clone(),
+        }
+    }
+}
+
+/// What a runner tells the coordinator.
+pub(super) enum Up {
+    /// Its port is confirmed free (or it has none): it may start once the rest are too.
+    Claimed(usize),
+    /// Ready (its port answers, or it has no port and started): members `after` it may start.
+    Ready(usize),
+    /// `--once`: ready (then the same as `Ready`) or failed.
+    Outcome(usize, Result<(), Error>),
+    /// It restarts for a change: members naming it in `restart_with` restart too.
+    Restarting(usize),
+    /// Settling: deliver every change the OS has queued (the watch's fence), then answer.
+    Sync(oneshot::Sender<()>),
+    /// It is done: stopped for good, or an error that ends devrun.
+    Done(usize, Result<(), Error>),
+}
+
+/// Runs devrun in watch mode, or `--once`.
+pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
+    process::prepare_supervisor().map_err(|e| Error::io("cannot become a child subreaper", e))?;
+    if let Some(text) = process::prepare_console() {
+        ui.emit(&Warn::Console { text }.into());
+    }
+    let shutdown = Shutdown::install()?;
+    // `rs` typed in the terminal is the same request as `devrun restart`.
+    let typed = Typed::start(shutdown.control_sender(), ui.clone());
+    let state_dir = config.state_dir();
+    let lock = take_project(&state_dir, &config, &ui, config.options.replace).await?;
+    recover_orphan(&state_dir, &config, &ui).await?;
+    let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
+    // Without the channel devrun still runs: `devrun stop` then falls back to a signal.
+    let control = match control::listen(shutdown.control_sender()).await {
+        Ok(control) => Some(control),
+        Err(e) => {
+            let error = e.to_string();
+            ui.emit(&Warn::ControlUnavailable { error }.into());
+            None
+        }
+    };
+    let me = std::process::id();
+    let state = State {
+        devrun_pid: me,
+        devrun_start: procs::start_time(me).unwrap_or(0),
+        port: config.port,
+        host: config.host.clone(),
+        started_at: state::unix_now(),
+        run,
+        control,
+        project: Some(state_dir.project()),
+        backend: None,
+        backend_run: config.run_backend,
+        processes: Vec::new(),
+    };
+    let members = members(&config, &ui);
+    let shared = Rc::new(Shared {
+        stack: members.len() > 1,
+        config,
+        state_dir,
+        state: RefCell::new(state),
+    });
+    for member in &members {
+        shared.record(&ui, member, None);
+    }
+    let local = tokio::task::LocalSet::new();
+    let result = local
+        .run_until(coordinate(shared.clone(), members, shutdown, typed, ui))
+        .await;
+    if result.is_ok() {
+        shared.state_dir.clear();
+    }
+    drop(lock);
+    result
+}
+
+/// The members this run supervises, in start order: the backend first (when run), then the
+/// `[processes.NAME]` in the order the config put them (each after those it names in `after`).
+fn members(config: &Config, ui: &Ui) -> Vec<Member> {
+    let mut members = Vec::new();
+    if config.run_backend {
+        members.push(Member {
+            name: "backend".into(),
+            backend: true,
+            command: config.command.clone(),
+            cwd: config.root.clone(),
+            port: Some(config.port),
+            env: config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ready: config.ready.clone(),
+            restart: RestartPolicy::Never,
+            label: None,
+        });
+    }
+    members.extend(config.processes.iter().map(|p| Member {
+        name: p.name.clone(),
+        backend: false,
+        command: p.command.clone(),
+        cwd: p.cwd.clone(),
+        port: p.port,
+        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ready: p.ready.clone(),
+        restart: p.restart,
+        label: None,
+    }));
+    if members.len() > 1 {
+        let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        for (index, member) in members.iter_mut().enumerate() {
+            member.label = Some(Label::new(&member.name, width, index, ui.colour()));
+        }
+    }
+    members
+}
+
+/// Which changes restart a member.
+enum Route {
+    Nothing,
+    /// The backend's own filter (the backend, and `watch = "backend"`).
+    Backend,
+    /// These files, or anything under these folders.
+    Paths(Vec<PathBuf>),
+}
+
+impl Route {
+    fn wants(&self, path: &Path, backend: &Filter) -> bool {
+        match self {
+            Route::Nothing => false,
+            Route::Backend => backend.wants_file(path),
+            Route::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
+        }
+    }
+}
+
+/// The coordinator's view of one runner.
+struct Handle {
+    name: String,
+    requests: mpsc::UnboundedSender<Request>,
+    changes: mpsc::UnboundedSender<Batch>,
+    go: watch::Sender<bool>,
+    /// Indices of the members it starts after.
+    after: Vec<usize>,
+    /// Indices of the members that restart when it restarts for a change.
+    restarted_with_it: Vec<usize>,
+    route: Route,
+    claimed: bool,
+    ready: bool,
+    started: bool,
+    done: bool,
+}
+
+/// Everything the coordinator decides on while the runners run.
+struct Coordinator {
+    handles: Vec<Handle>,
+    ui: Ui,
+    once: bool,
+    /// The first shutdown reason (no member starts after it).
+    stopping: bool,
+    /// The first error (a member that could not go on, or `--once`'s first failure).
+    error: Option<Error>,
+}
+
+/// Starts a runner per member and coordinates them until every one is done.
+async fn coordinate(
+    shared: Rc<Shared>,
+    members: Vec<Member>,
+    mut shutdown: Shutdown,
+    mut typed: Option<Typed>,
+    ui: Ui,
+) -> Result<(), Error> {
+    let config = &shared.config;
+    let once = config.options.once;
+    let (up_sender, mut up) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    for (index, member) in members.into_iter().enumerate() {
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (go, go_rx) = watch::channel(false);
+        let process = config.processes.iter().find(|p| p.name == member.name);
+        handles.push(Handle {
+            name: member.name.clone(),
+            requests,
+            changes,
+            go,
+            after: Vec::new(),
+            restarted_with_it: Vec::new(),
+            route: route(member.backend, process),
+            claimed: false,
+            ready: false,
+            started: false,
+            done: false,
+        });
+        let runner = Runner::new(
+            shared.clone(),
+            member,
+            index,
+            match shared.stack {
+                true => ui.for_process(&handles[index].name),
+                false => ui.clone(),
+            },
+            Requests { rx: requests_rx },
+            Changes::new(changes_rx, up_sender.clone()),
+            go_rx,
+        );
+        let runner = match runner.is_backend() {
+            true => runner.with_typed(typed.take()),
+            false => runner,
+        };
+        tokio::task::spawn_local(runner.run());
+    }
+    drop(up_sender);
+    link(&mut handles, &config.processes);
+    let mut watch = match once {
+        true => None,
+        false => Some(start_watch(&shared, &ui)?),
+    };
+    let backend_filter = Filter::new(&config.watch, &config.root)
+        .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
+    let mut coordinator = Coordinator {
+        handles,
+        ui,
+        once,
+        stopping: false,
+        error: None,
+    };
+    while !coordinator.handles.iter().all(|h| h.done) {
+        tokio::select! {
+            request = shutdown.next() => coordinator.forward(request),
+            batch = next_batch(&mut watch) => coordinator.route(&batch, &backend_filter),
+            message = up.recv() => match message {
+                Some(Up::Sync(reply)) => {
+                    if let Some(watch) = watch.as_mut() {
+                        let batch = watch.sync().await;
+                        coordinator.route(&batch, &backend_filter);
+                    }
+                    let _ = reply.send(());
+                }
+                Some(message) => coordinator.take(message),
+                // Every runner is gone (a panic would end up here too).
+                None => break,
+            },
+        }
+    }
+    coordinator.finish()
+}
+
+/// A member's route: the backend and `watch = "backend"` follow the backend's filter.
+fn route(backend: bool, process: Option<&ProcessConfig>) -> Route {
+    match process.map(|p| &p.watch) {
+        _ if backend => Route::Backend,
+        Some(ProcessWatch::Backend) => Route::Backend,
+        Some(ProcessWatch::Paths(paths)) => Route::Paths(paths.clone()),
+        Some(ProcessWatch::None) | None => Route::Nothing,
+    }
+}
+
+/// Fills `after` and `restarted_with_it` by index (names left out by `--only` are dropped).
+fn link(handles: &mut [Handle], processes: &[ProcessConfig]) {
+    let index = |handles: &[Handle], name: &str| handles.iter().position(|h| h.name == name);
+    for process in processes {
+        let Some(me) = index(handles, &process.name) else {
+            continue;
+        };
+        let after: Vec<usize> = process
+            .after
+            .iter()
+            .filter_map(|name| index(handles, name))
+            .collect();
+        handles[me].after = after;
+        for name in &process.restart_with {
+            if let Some(leader) = index(handles, name) {
+                handles[leader].restarted_with_it.push(me);
+            }
+        }
+    }
+}
+
+/// The one watch: the backend's paths and filter, plus each member's watched files and folders.
+fn start_watch(shared: &Shared, ui: &Ui) -> Result<Watch, Error> {
+    let config = &shared.config;
+    let mut watching = config.watch.clone();
+    for process in &config.processes {
+        let ProcessWatch::Paths(paths) = &process.watch else {
+            continue;
+        };
+        for path in paths {
+            if !path.is_dir() {
+                watching.also.push(path.clone());
+                continue;
+            }
+            let relative = path.strip_prefix(&config.root).unwrap_or(path);
+            let glob = globset::escape(&relative.display().to_string());
+            watching.include.push(format!("{glob}/**"));
+            if !watching.paths.iter().any(|p| path.starts_with(p)) {
+                watching.paths.push(path.clone());
+            }
+        }
+    }
+    let warner = ui.clone();
+    let warn = Box::new(move |message| warner.emit(&Event::Warning(message)));
+    let watch =
+        Watch::start(&watching, &config.root, warn).map_err(|e| Error::Watch(e.to_string()))?;
+    if let Some(reason) = &watch.poll_reason {
+        let reason = reason.clone();
+        ui.emit(&Warn::Polling { reason }.into());
+    } else if watch.polling {
+        ui.emit(&Warn::InotifyLimit.into());
+    }
+    ui.emit(&Event::Watching {
+        source: config.source_name(),
+        folders: watch.watched_folders(),
+        include: config.watch.include.clone(),
+    });
+    Ok(watch)
+}
+
+/// The watch's next batch; never, without a watch (`--once`).
+async fn next_batch(watch: &mut Option<Watch>) -> Batch {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Coordinator {
+    /// A request from outside: said once here, handed to every runner.
+    fn forward(&mut self, request: Request) {
+        match request {
+            Request::Stop(reason) => {
+                self.ui.emit(&Event::ShuttingDown {
+                    reason: reason.to_string(),
+                });
+                self.stopping = true;
+            }
+            Request::Restart(by) => self.ui.emit(&Warn::RestartRequested { by }.into()),
+        }
+        self.send_all(request);
+    }
+
+    fn send_all(&self, request: Request) {
+        for handle in self.handles.iter().filter(|h| !h.done) {
+            let _ = handle.requests.send(request);
+        }
+    }
+
+    /// Hands each member the paths of `batch` its route wants.
+    fn route(&self, batch: &Batch, backend: &Filter) {
+        for handle in self.handles.iter().filter(|h| !h.done) {
+            let paths: Vec<PathBuf> = batch
+                .paths
+                .iter()
+                .filter(|p| handle.route.wants(p, backend))
+                .cloned()
+                .collect();
+            if !paths.is_empty() {
+                let last_at = batch.last_at;
+                let _ = handle.changes.send(Batch { paths, last_at });
+            }
+        }
+    }
+
+    fn take(&mut self, message: Up) {
+        match message {
+            Up::Claimed(i) => self.handles[i].claimed = true,
+            Up::Ready(i) | Up::Outcome(i, Ok(())) => self.handles[i].ready = true,
+            Up::Outcome(_, Err(e)) => {
+                self.error.get_or_insert(e);
+                self.stopping = true;
+                self.send_all(Request::Stop(ONCE_ABORT));
+            }
+            Up::Restarting(i) => {
+                for &j in &self.handles[i].restarted_with_it {
+                    let _ = self.handles[j]
+                        .requests
+                        .send(Request::Restart(RESTART_WITH));
+                }
+            }
+            Up::Sync(_) => {}
+            Up::Done(i, result) => {
+                self.handles[i].done = true;
+                if let Err(e) = result {
+                    self.error.get_or_insert(e);
+                    if !self.stopping {
+                        self.stopping = true;
+                        self.send_all(Request::Stop(MEMBER_FAILED));
+                    }
+                }
+            }
+        }
+        self.release();
+    }
+
+    /// Lets every member start whose port is claimed (all of them are, first) and whose
+    /// `after` members are ready; with `--once`, tears the stack down once all are ready.
+    fn release(&mut self) {
+        if self.stopping || !self.handles.iter().all(|h| h.claimed || h.done) {
+            return;
+        }
+        let ready: Vec<bool> = self.handles.iter().map(|h| h.ready).collect();
+        for handle in self.handles.iter_mut().filter(|h| !h.started) {
+            if handle.after.iter().all(|&i| ready[i]) {
+                handle.started = true;
+                let _ = handle.go.send(true);
+            }
+        }
+        if self.once && self.handles.iter().all(|h| h.ready) {
+            self.stopping = true;
+            self.send_all(Request::Stop(ONCE_DONE));
+        }
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.once && !self.handles.iter().all(|h| h.ready) {
+            let waiting: Vec<&str> = self
+                .handles
+                .iter()
+                .filter(|h| !h.ready)
+                .map(|h| h.name.as_str())
+                .collect();
+            return Err(Error::BackendFailed(format!(
+                "stopped before {} started",
+                waiting.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
