@@ -154,3 +154,56 @@ port = "auto"
         &["--only wbe: no process named \"wbe\" (known: backend, web)"],
     );
 }
+
+/// `devrun init` in a project with a frontend (`web/package.json` with a `dev` script) adds a
+/// commented `[processes.web]`; uncommented, devrun accepts it, and `--only backend` runs the
+/// backend alone.
+#[test]
+fn init_adds_a_commented_frontend_that_devrun_accepts() {
+    let p = Project::empty();
+    // The template's port: the project's own free port (not init's 8000..=8099 search, which
+    // other init tests serialize on).
+    p.write_inplace(".env", &format!("PORT={}\n", p.port));
+    p.write_inplace("web/package.json", r#"{"scripts": {"dev": "vite"}}"#);
+    p.write_inplace(
+        "node_modules/x/package.json",
+        r#"{"scripts": {"dev": "x"}}"#,
+    );
+    let mut init = p.spawn_devrun(&["init"], "init");
+    assert_eq!(init.wait_exit(WAIT), 0, "{}", init.stderr());
+    assert!(
+        init.stderr().contains("web/package.json"),
+        "init did not name the frontend:\n{}",
+        init.stderr()
+    );
+    let written = std::fs::read_to_string(p.root.join("devrun.toml")).expect("devrun.toml");
+    for line in [
+        "# [processes.web]",
+        "# command = \"npm run dev -- --port {port} --strictPort\"",
+        "# cwd = \"web\"",
+        "# port = 5173",
+        "# after = [\"backend\"]",
+        "# env = { VITE_API_URL = \"http://127.0.0.1:{ports.backend}\" }",
+    ] {
+        assert!(
+            written.lines().any(|l| l == line),
+            "no {line:?} in:\n{written}"
+        );
+    }
+
+    // Uncommented from the table header on: a valid stack, of which the backend runs alone.
+    let (head, block) = written
+        .split_once("# [processes.web]")
+        .expect("a [processes.web] block");
+    let uncommented: String = format!("# [processes.web]{block}")
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+        .collect();
+    let mut p = p
+        .config(&format!("{head}{uncommented}"))
+        .args(["--once", "--only", "backend"])
+        .start();
+    assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());
+    assert!(p.port_free(), "port {} still held after --once", p.port);
+    p.assert_nothing_left();
+}
