@@ -151,6 +151,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub preload: bool,
 
+    /// Run only this member of the stack: `backend` or a `[processes.NAME]` (repeatable)
+    #[arg(long = "only", value_name = "NAME", value_delimiter = ',')]
+    pub only: Vec<String>,
+
     /// The backend's command (overrides `command` in the config)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

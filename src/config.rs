@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod stack;
+
+pub use stack::BACKEND;
+
 pub const CONFIG_FILE: &str = "devrun.toml";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -238,9 +242,12 @@ struct FileConfig {
     #[serde(default)]
     ready: FileReady,
     #[serde(default)]
-    env: BTreeMap<Spanned<String>, String>,
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     server: FileServer,
+    /// `[processes.NAME]`: the stack's other members (see `stack`).
+    #[serde(default)]
+    processes: BTreeMap<Spanned<String>, stack::FileProcess>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,6 +361,16 @@ impl Inputs {
             Some(s) => s.error(offset, message),
             None => ConfigError::plain(message),
         }
+    }
+
+    /// Where `needle` is inside the file's text at `span` (a placeholder in a string, one item
+    /// of an array), else the span's start: errors point at the very text.
+    fn find_in(&self, span: std::ops::Range<usize>, needle: &str) -> usize {
+        self.source
+            .as_ref()
+            .and_then(|s| s.text.get(span.clone()))
+            .and_then(|text| text.find(needle))
+            .map_or(span.start, |at| span.start + at)
     }
 
     /// The config file's folder, or the current folder without one.
@@ -498,9 +515,10 @@ impl Config {
 
     fn derive(inputs: &Inputs, args: &RunArgs) -> Result<Config, ConfigError> {
         let inherit_socket = derive_inherit_socket(inputs)?;
-        let mut command = derive_command(inputs, args)?;
+        let command = derive_command(inputs, args)?;
         let project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
-        substitute_placeholders(&mut command, &project);
+        let stack = stack::Stack::derive(inputs, args, &project)?;
+        let command = stack.fill_backend_command(inputs, args, command)?;
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
         watch.also.extend(env_file.clone());
@@ -513,7 +531,7 @@ impl Config {
             command,
             watch,
             ready: derive_ready(inputs, args)?,
-            env: derive_env(inputs)?,
+            env: derive_env(inputs, &stack)?,
             env_file,
             preload,
             inherit_socket,
@@ -523,8 +541,8 @@ impl Config {
                 kill_port_holder: args.kill_port_holder,
             },
             project,
-            processes: Vec::new(),
-            run_backend: true,
+            processes: stack.processes,
+            run_backend: stack.run_backend,
         })
     }
 }
@@ -720,16 +738,6 @@ fn derive_command(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, Config
     Ok(command)
 }
 
-/// `{port}`, `{host}` and `{fd}` in the command's arguments.
-fn substitute_placeholders(command: &mut [String], project: &ProjectConfig) {
-    for arg in command {
-        *arg = arg
-            .replace("{port}", &project.port.to_string())
-            .replace("{host}", &project.host)
-            .replace("{fd}", &crate::process::INHERITED_FD.to_string());
-    }
-}
-
 fn derive_watch(inputs: &Inputs, args: &RunArgs, root: &Path) -> Result<WatchConfig, ConfigError> {
     let debounce = match args.debounce {
         Some(debounce) => debounce,
@@ -853,28 +861,44 @@ fn derive_ready(inputs: &Inputs, args: &RunArgs) -> Result<ReadyConfig, ConfigEr
     Ok(ReadyConfig { http, timeout })
 }
 
-/// `[env]`: names must be valid variable names, values free of NUL bytes.
-fn derive_env(inputs: &Inputs) -> Result<BTreeMap<String, String>, ConfigError> {
+/// `[env]`, its values' placeholders filled as in the command.
+fn derive_env(
+    inputs: &Inputs,
+    stack: &stack::Stack,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let fill = stack.placeholders(BACKEND);
+    derive_env_table(inputs, "[env]", &inputs.file.env, &fill)
+}
+
+/// An env table (`[env]`, a member's `env`): names must be valid variable names, values free
+/// of NUL bytes; placeholders are filled.
+fn derive_env_table(
+    inputs: &Inputs,
+    table: &str,
+    entries: &BTreeMap<Spanned<String>, Spanned<String>>,
+    fill: &stack::Placeholders,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut env = BTreeMap::new();
-    for (key, value) in &inputs.file.env {
+    for (key, value) in entries {
         let at = Some(key.span().start);
         let name = key.get_ref();
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(inputs.err(
                 at,
                 format!(
-                    "[env] {name:?} is not a valid variable name (it must not be empty or \
+                    "{table} {name:?} is not a valid variable name (it must not be empty or \
                      contain `=` or a NUL byte)"
                 ),
             ));
         }
-        if value.contains('\0') {
+        if value.get_ref().contains('\0') {
             return Err(inputs.err(
                 at,
-                format!("[env] {name}: the value must not contain a NUL byte"),
+                format!("{table} {name}: the value must not contain a NUL byte"),
             ));
         }
-        env.insert(name.clone(), value.clone());
+        let what = format!("{table} {name}");
+        env.insert(name.clone(), fill.fill_spanned(inputs, &what, value)?);
     }
     Ok(env)
 }

@@ -18,6 +18,10 @@ pub const STATE_DIR: &str = ".devrun";
 /// random id): orphan recovery looks for it to find descendants that left the process group.
 pub const RUN_MARKER: &str = "DEVRUN_RUN";
 
+/// In a stack, the environment variable that names the member a process was started for
+/// (`backend`, `web`, ...): tells one member's escaped descendants from another's.
+pub const PROCESS_MARKER: &str = "DEVRUN_PROCESS";
+
 /// What devrun records about itself and its current generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {

@@ -16,7 +16,7 @@ use crate::guard::{self, LoopGuard};
 use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
 use crate::procs;
-use crate::state::{self, BackendRecord, RUN_MARKER};
+use crate::state::{self, BackendRecord, PROCESS_MARKER, RUN_MARKER};
 use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::Batch;
@@ -356,6 +356,9 @@ impl Runner {
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
         base.push((RUN_MARKER.into(), self.shared.state.borrow().run.clone()));
+        if self.shared.stack {
+            base.push((PROCESS_MARKER.into(), self.member.name.clone()));
+        }
         base
     }
 

@@ -26,6 +26,7 @@ mod serve;
 mod shutdown;
 mod single_instance;
 mod stack;
+mod stack_config;
 mod typed;
 mod validation;
 mod watch_filter;

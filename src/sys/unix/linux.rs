@@ -105,6 +105,17 @@ pub fn marked(var: &str, value: &str, since: u64) -> Vec<(u32, u64)> {
         .collect()
 }
 
+/// The value of `var` in the environment `pid` started with; None when it has none, or the
+/// environment cannot be read (gone, a zombie, another user's).
+pub fn environment_value(pid: u32, var: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{var}=");
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(prefix.as_bytes())?;
+        String::from_utf8(value.to_vec()).ok()
+    })
+}
+
 pub fn command_line(pid: u32) -> String {
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(raw) if !raw.is_empty() => raw

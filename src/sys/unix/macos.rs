@@ -18,6 +18,11 @@ pub fn escapees(_pgid: u32) -> Vec<u32> {
     Vec::new()
 }
 
+/// Another process's environment is not read here (escapees are not looked for either).
+pub fn environment_value(_pid: u32, _var: &str) -> Option<String> {
+    None
+}
+
 fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
     // SAFETY: the buffer is a properly sized, zeroed proc_bsdinfo.
     unsafe {

@@ -76,6 +76,22 @@ pub struct Group {
     pgid: Pid,
     /// devrun's own long-lived helper (the preloader): a descendant that is never an escapee.
     spare: Option<u32>,
+    /// In a stack, the member whose group this is (`DEVRUN_PROCESS` in its environment): the
+    /// other members' processes are devrun's descendants too, and never this group's escapees.
+    member: Option<String>,
+}
+
+/// The leaders devrun spawned that may still be running: tokio owns their exit status, so the
+/// zombie reaping in `Group::alive` (for re-parented escapees) never takes theirs, whichever
+/// stack member's group is being checked.
+static LEADERS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// The member a process was started for (its `DEVRUN_PROCESS`), in a stack.
+fn member_of(cmd: &tokio::process::Command) -> Option<String> {
+    cmd.as_std()
+        .get_envs()
+        .find(|(key, _)| *key == crate::state::PROCESS_MARKER)
+        .and_then(|(_, value)| value?.to_str().map(str::to_string))
 }
 
 pub fn spawn_group(
@@ -100,15 +116,20 @@ pub fn spawn_group(
         }
     }
     os::die_with_supervisor(&mut cmd);
+    let member = member_of(&cmd);
     let child = cmd.spawn()?;
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the backend exited before its pid was read"))?;
+    if let Ok(mut leaders) = LEADERS.lock() {
+        leaders.push(pid);
+    }
     Ok((
         child,
         Group {
             pgid: pid_of(pid)?,
             spare: None,
+            member,
         },
     ))
 }
@@ -121,12 +142,24 @@ impl Group {
         Ok(Group {
             pgid: pid_of(pid)?,
             spare: Some(spare),
+            // A fork's environment as /proc shows it is the preloader's, which has the marker.
+            member: os::environment_value(pid, crate::state::PROCESS_MARKER),
         })
     }
 
     fn escapees(&self) -> Vec<u32> {
         let mut escapees = os::escapees(self.pgid.as_raw() as u32);
         escapees.retain(|pid| Some(*pid) != self.spare);
+        if let Some(member) = &self.member {
+            // Another member's process is not ours; one whose environment cannot be read (or
+            // that dropped the marker) is, so that nothing is ever left behind.
+            let leaders = LEADERS.lock().map(|l| l.clone()).unwrap_or_default();
+            escapees.retain(|pid| {
+                !leaders.contains(pid)
+                    && os::environment_value(*pid, crate::state::PROCESS_MARKER)
+                        .is_none_or(|m| &m == member)
+            });
+        }
         escapees
     }
 
@@ -156,13 +189,24 @@ impl Group {
             // Never before: reaping could take the leader's status from tokio. Only zombies,
             // one by one, and never the preloader (`spare`): tokio owns its status, and a pid
             // reaped behind its back could be reused by the time tokio signals it.
+            let leaders = LEADERS.lock().map(|l| l.clone()).unwrap_or_default();
             for pid in os::children(std::process::id()) {
-                if Some(pid) != self.spare && os::is_zombie(pid) {
+                if Some(pid) != self.spare && !leaders.contains(&pid) && os::is_zombie(pid) {
                     let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
                 }
             }
         }
         !matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) || !self.escapees().is_empty()
+    }
+}
+
+impl Drop for Group {
+    /// The group is gone (or given up on): its leader's pid is no longer tokio's to reap.
+    fn drop(&mut self) {
+        let leader = self.pgid.as_raw() as u32;
+        if let Ok(mut leaders) = LEADERS.lock() {
+            leaders.retain(|pid| *pid != leader);
+        }
     }
 }
 
