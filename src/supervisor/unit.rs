@@ -272,29 +272,22 @@ impl Runner {
         let host = self.shared.config.host.clone();
         let port = self.member.port;
         let timeout = self.member.ready.timeout;
-        let exited_early = |status: std::io::Result<std::process::ExitStatus>| {
-            Error::BackendFailed(format!(
-                "{who} exited early with {}",
-                status
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), process::describe_status)
-            ))
-        };
         let ready = async {
             let Some(port) = port else {
                 return Ok(None); // nothing to wait for: started is ready
             };
             tokio::select! {
                 biased;
-                status = running.exited() => Err(exited_early(status)),
+                // Said below, with its crash summary.
+                _ = running.exited() => Err(None),
                 ready = port::wait_ready(&host, port, check, timeout) => match ready {
                     Ok(elapsed) => Ok(Some(elapsed)),
-                    Err(NotReady::Status(code)) => Err(Error::BackendFailed(format!(
+                    Err(NotReady::Status(code)) => Err(Some(format!(
                         "{}health check GET {} returned HTTP {code}",
                         whose,
                         http.as_deref().unwrap_or("/")
                     ))),
-                    Err(reason) => Err(Error::BackendFailed(format!(
+                    Err(reason) => Err(Some(format!(
                         "{}not ready in {} ms: {reason}",
                         whose,
                         timeout.as_millis()
@@ -312,7 +305,18 @@ impl Runner {
                 Ok(())
             }
             Ok(Ok(None)) => Ok(()),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(Some(why))) => Err(Error::BackendFailed(why)),
+            Ok(Err(None)) => {
+                let status = match running.exited().await {
+                    Ok(status) => process::describe_status(&status),
+                    Err(e) => e.to_string(),
+                };
+                let root = self.shared.config.root.clone();
+                Err(Error::BackendFailed(match running.summary(&root).await {
+                    Some(summary) => format!("{who} exited early with {status}: {summary}"),
+                    None => format!("{who} exited early with {status}"),
+                }))
+            }
             Err(request) => Err(Error::BackendFailed(format!(
                 "{} before {who} was ready",
                 reason(request)
