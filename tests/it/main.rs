@@ -25,10 +25,8 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod stack_config;
 mod typed;
 mod validation;
 mod watch_filter;
 mod watching;
-
-// Issue 11's stack configs, apart from the other stack modules (merges stay clean).
-mod stack_config;
