@@ -21,6 +21,7 @@ use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::Batch;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -156,10 +157,6 @@ impl Runner {
             typed: None,
             preload: crate::preload::Slot::default(),
         }
-    }
-
-    pub(super) fn is_backend(&self) -> bool {
-        self.member.backend
     }
 
     pub(super) fn with_typed(mut self, typed: Option<Typed>) -> Runner {
@@ -568,18 +565,7 @@ impl Runner {
                 Err(request) => return Ok(self.take_request(request)),
                 Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
-                    let summary = backend.summary(self.root()).await;
-                    // A generation that got ready, or ran a while, starts the backoff anew.
-                    if ready_reported || spawned_at.elapsed() >= BACKOFF_LONGEST {
-                        unit.backoff = BACKOFF_FIRST;
-                    }
-                    unit.failed = !status.success();
-                    self.ui.emit(&Event::Exited {
-                        generation,
-                        status: process::describe_status(&status),
-                        summary,
-                    });
-                    return Ok(Step::Exited);
+                    return Ok(self.exited(unit, status, ready_reported).await);
                 }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
@@ -596,6 +582,26 @@ impl Runner {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Serving saw the generation exit on its own: said with its crash summary; the backoff of
+    /// `restart = "on-failure"` starts anew after a generation that got ready or ran a while.
+    async fn exited(&mut self, unit: &mut Unit, status: ExitStatus, got_ready: bool) -> Step {
+        let root = self.shared.config.root.clone();
+        let Some(backend) = unit.backend.as_mut() else {
+            return Step::Exited;
+        };
+        let summary = backend.summary(&root).await;
+        if got_ready || backend.spawned_at().elapsed() >= BACKOFF_LONGEST {
+            unit.backoff = BACKOFF_FIRST;
+        }
+        unit.failed = !status.success();
+        self.ui.emit(&Event::Exited {
+            generation: unit.generation,
+            status: process::describe_status(&status),
+            summary,
+        });
+        Step::Exited
     }
 
     fn bind_listener(&self, unit: &mut Unit) -> Result<(), Error> {
