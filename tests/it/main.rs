@@ -25,6 +25,7 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod stack_state;
 mod typed;
 mod validation;
 mod watch_filter;
