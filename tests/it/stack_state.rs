@@ -576,3 +576,59 @@ fn a_forged_member_record_is_refused_and_its_process_stays_alive() {
         "devrun stop does not name the holder of web's port:\n{stderr}"
     );
 }
+
+#[test]
+fn a_run_without_the_backend_does_not_judge_or_wait_for_the_backends_port() {
+    // `--only web`: the backend's port is someone else's business (here: a foreign listener).
+    let p = project();
+    let run = run_id();
+    let foreign = Member::start(
+        &p,
+        "foreign",
+        "",
+        Shape {
+            port: p.port,
+            ..Shape::default()
+        },
+    );
+    let web_port = free_port();
+    let web = Member::start(
+        &p,
+        "web",
+        &run,
+        Shape {
+            port: web_port,
+            marked: true,
+            ..Shape::default()
+        },
+    );
+    let mut state = dead_devrun_state(
+        &p,
+        &run,
+        None,
+        json!([{"name": "web", "port": web_port, "running": web.record(1)}]),
+    );
+    state["backend_run"] = json!(false);
+    p.write_state(&state);
+
+    let (code, report) = status_json(&p);
+    assert_eq!(code, 0, "status:\n{report:#}");
+    assert_eq!(report["backend_run"], false);
+    assert_eq!(report["backend_verdict"], Value::Null);
+    assert_eq!(member(&report, "web")["verdict"], "ok");
+
+    let (code, stderr) = p.run_another(["stop"], WAIT);
+    assert_eq!(code, 0, "devrun stop said:\n{stderr}");
+    assert_eq!(web.survivors(), Vec::<(String, i32)>::new());
+    assert!(listeners(web_port).is_empty());
+    assert!(
+        foreign.leader.alive(),
+        "devrun stop ended the foreign holder of the backend's port"
+    );
+
+    // Nothing of the stack runs now, whatever holds the backend's port: exit 1.
+    p.write_state(&state);
+    let (code, report) = status_json(&p);
+    assert_eq!(code, 1, "status:\n{report:#}");
+    assert_eq!(member(&report, "web")["verdict"], "none");
+}
