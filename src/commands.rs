@@ -544,15 +544,10 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
     }
     let free = match ports.as_slice() {
         [] => "none of its processes has a port".to_string(),
-        [(_, port)] => format!("port {port} is free"),
-        ports => format!(
-            "ports {} are free",
-            ports
-                .iter()
-                .map(|(name, port)| format!("{port} ({name})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        ports => {
+            let verb = if ports.len() == 1 { "is" } else { "are" };
+            format!("{} {verb} free", state::describe_ports(ports))
+        }
     };
     ui.emit(&Event::Warning(format!("stopped; {free}")));
     Ok(())

@@ -38,8 +38,9 @@ pub async fn take_project(
         }
         let who = match &holder {
             Some(s) => format!(
-                "devrun (pid {}) already runs this project on port {}",
-                s.devrun_pid, s.port
+                "devrun (pid {}) already runs this project on {}",
+                s.devrun_pid,
+                s.describe_ports()
             ),
             None => "another devrun already runs this project".to_string(),
         };

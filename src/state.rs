@@ -120,6 +120,11 @@ impl State {
         backend.into_iter().chain(members).collect()
     }
 
+    /// "port 8001" for a backend run alone, else "ports 8001 (backend), 5173 (web)".
+    pub fn describe_ports(&self) -> String {
+        describe_ports(&self.ports())
+    }
+
     /// Whether the devrun this names is alive right now (pid *and* start time, and that
     /// process is a devrun), and is not us.
     pub fn devrun_alive(&self) -> bool {
@@ -127,6 +132,23 @@ impl State {
             && self.devrun_start != 0
             && crate::procs::is_same(self.devrun_pid, self.devrun_start)
             && crate::procs::is_devrun(self.devrun_pid)
+    }
+}
+
+/// "port 8001" for the backend alone, "ports 8001 (backend), 5173 (web)" for a stack, "no
+/// port" when no member has one.
+pub fn describe_ports<N: AsRef<str>>(ports: &[(N, u16)]) -> String {
+    match ports {
+        [] => "no port".to_string(),
+        [(name, port)] if name.as_ref() == BACKEND => format!("port {port}"),
+        ports => {
+            let each: Vec<String> = ports
+                .iter()
+                .map(|(name, port)| format!("{port} ({})", name.as_ref()))
+                .collect();
+            let noun = if each.len() == 1 { "port" } else { "ports" };
+            format!("{noun} {}", each.join(", "))
+        }
     }
 }
 
@@ -432,6 +454,7 @@ mod tests {
         assert!(state.processes.is_empty());
         assert!(!serde_json::to_string(&state).unwrap().contains("processes"));
         assert_eq!(state.ports(), [(BACKEND, 8001)]);
+        assert_eq!(state.describe_ports(), "port 8001");
 
         state.backend = Some(generation(10));
         state.set_process("web", Some(5173), Some(generation(20)));
@@ -451,6 +474,10 @@ mod tests {
         state.set_process("worker", None, None);
         assert_eq!(state.generations().len(), 1);
         assert_eq!(state.ports(), [("web", 5174)]);
+        assert_eq!(state.describe_ports(), "port 5174 (web)");
+        state.backend_run = true;
+        assert_eq!(state.describe_ports(), "ports 8001 (backend), 5174 (web)");
+        state.backend_run = false;
         let text = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
     }
