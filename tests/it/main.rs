@@ -26,6 +26,8 @@ mod serve;
 mod shutdown;
 mod single_instance;
 mod stack_config;
+mod stack_state;
+mod stack_status;
 mod typed;
 mod validation;
 mod watch_filter;
