@@ -258,4 +258,12 @@ mod tests {
         let e = parse_debounce("2001").unwrap_err();
         assert!(e.contains("2000 ms"), "{e}");
     }
+
+    #[test]
+    fn only_is_repeatable_and_takes_lists() {
+        let cli =
+            Cli::try_parse_from(["devrun", "--only", "backend,web", "--only", "worker"]).unwrap();
+        assert_eq!(cli.run.only, ["backend", "web", "worker"]);
+        assert!(Cli::try_parse_from(["devrun", "status", "--only", "web"]).is_err());
+    }
 }

@@ -7,7 +7,7 @@ use crate::control::{self, Verb};
 use crate::error::Error;
 use crate::process;
 use crate::procs;
-use crate::state::{ProjectLock, State, StateDir};
+use crate::state::{BackendRecord, ProjectLock, State, StateDir};
 use crate::ui::{Ui, Warn};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,9 @@ pub async fn take_project(
         }
         let who = match &holder {
             Some(s) => format!(
-                "devrun (pid {}) already runs this project on port {}",
-                s.devrun_pid, s.port
+                "devrun (pid {}) already runs this project on {}",
+                s.devrun_pid,
+                s.describe_ports()
             ),
             None => "another devrun already runs this project".to_string(),
         };
@@ -150,8 +151,8 @@ pub async fn stop_running_devrun(
 }
 
 /// A devrun that died (SIGKILL, crash, closed terminal) leaves its record behind: end what is
-/// proven to be left of its run (see `process::stop_orphan`). A record whose devrun is alive
-/// is a running devrun, not an orphan, and is left alone.
+/// proven to be left of its run, every member's group at once (see `process::stop_orphan`). A
+/// record whose devrun is alive is a running devrun, not an orphan, and is left alone.
 pub async fn recover_orphan(
     state_dir: &StateDir,
     project: &ProjectConfig,
@@ -163,51 +164,70 @@ pub async fn recover_orphan(
     if recorded.devrun_alive() {
         return Ok(());
     }
-    let leader = recorded.backend.as_ref().map(|b| process::LeaderRecord {
-        pid: b.pid,
-        pgid: b.pgid,
-        start: b.start,
-    });
+    let generations = recorded.generations();
+    let stack = !recorded.processes.is_empty();
+    let leaders: Vec<process::LeaderRecord> = generations
+        .iter()
+        .map(|(_, g)| process::LeaderRecord {
+            pid: g.pid,
+            pgid: g.pgid,
+            start: g.start,
+        })
+        .collect();
+    let names: Vec<String> = generations
+        .iter()
+        .map(|(name, g)| describe_generation(name, g, stack))
+        .collect();
+    let what = match names.as_slice() {
+        [] => "processes".to_string(),
+        names => names.join(", "),
+    };
     let run = process::RunRecord {
         id: recorded.run.clone(),
         start: recorded.devrun_start,
     };
-    let what = match &recorded.backend {
-        Some(b) => format!("generation {} (pid {})", b.generation, b.pid),
-        None => "processes".to_string(),
-    };
     let recovery = process::stop_orphan(
-        leader,
+        &leaders,
         Some(&run),
         project.stop.signal,
         project.stop.timeout,
     )
     .await
     .map_err(|e| Error::io(format!("cannot stop what a dead devrun left ({what})"), e))?;
-    match recovery {
-        process::Recovery::NothingLeft => {}
-        process::Recovery::Refused(why) => {
-            let warn = Warn::OrphanRefused {
-                state_dir: state_dir.path().display().to_string(),
-                what,
-                why,
-            };
-            ui.emit(&warn.into());
+    for (index, why) in recovery.refused {
+        let warn = Warn::OrphanRefused {
+            state_dir: state_dir.path().display().to_string(),
+            what: names.get(index).cloned().unwrap_or_default(),
+            why,
+        };
+        ui.emit(&warn.into());
+    }
+    if let Some((pids, stopped)) = recovery.stopped {
+        if let Some(text) = stopped.warning {
+            let signal = project.stop.signal.name();
+            ui.emit(&Warn::SignalUndelivered { signal, text }.into());
         }
-        process::Recovery::Stopped { pids, stopped } => {
-            if let Some(text) = stopped.warning {
-                let signal = project.stop.signal.name();
-                ui.emit(&Warn::SignalUndelivered { signal, text }.into());
-            }
-            let warn = Warn::OrphanStopped {
-                what,
-                pids,
-                elapsed: stopped.elapsed,
-                killed: stopped.killed,
-            };
-            ui.emit(&warn.into());
-        }
+        let warn = Warn::OrphanStopped {
+            what,
+            pids,
+            elapsed: stopped.elapsed,
+            killed: stopped.killed,
+        };
+        ui.emit(&warn.into());
     }
     state_dir.clear_if(&recorded);
     Ok(())
+}
+
+/// "generation 3 (pid 40)" for a backend run alone; in a stack "web generation 1 (pid 41)".
+fn describe_generation(name: &str, generation: &BackendRecord, stack: bool) -> String {
+    let what = format!(
+        "generation {} (pid {})",
+        generation.generation, generation.pid
+    );
+    if stack {
+        format!("{name} {what}")
+    } else {
+        what
+    }
 }

@@ -57,6 +57,9 @@ fn yes() -> bool {
     true
 }
 
+/// The backend's name among the stack's members (in `--only`, `{ports.NAME}`, status).
+pub const BACKEND: &str = "backend";
+
 /// One member of the stack besides the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRecord {
@@ -99,6 +102,33 @@ impl State {
         }
     }
 
+    /// Every recorded live generation with its member's name: the backend's first, then the
+    /// other members' in their recorded order.
+    pub fn generations(&self) -> Vec<(&str, &BackendRecord)> {
+        let backend = self.backend.as_ref().map(|b| (BACKEND, b));
+        let members = self
+            .processes
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.running.as_ref()?)));
+        backend.into_iter().chain(members).collect()
+    }
+
+    /// The ports this run's members own: the backend's (when it runs) and every member's that
+    /// has one, each with its member's name.
+    pub fn ports(&self) -> Vec<(&str, u16)> {
+        let backend = self.backend_run.then_some((BACKEND, self.port));
+        let members = self
+            .processes
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.port?)));
+        backend.into_iter().chain(members).collect()
+    }
+
+    /// "port 8001" for a backend run alone, else "ports 8001 (backend), 5173 (web)".
+    pub fn describe_ports(&self) -> String {
+        describe_ports(&self.ports())
+    }
+
     /// Whether the devrun this names is alive right now (pid *and* start time, and that
     /// process is a devrun), and is not us.
     pub fn devrun_alive(&self) -> bool {
@@ -106,6 +136,23 @@ impl State {
             && self.devrun_start != 0
             && crate::procs::is_same(self.devrun_pid, self.devrun_start)
             && crate::procs::is_devrun(self.devrun_pid)
+    }
+}
+
+/// "port 8001" for the backend alone, "ports 8001 (backend), 5173 (web)" for a stack, "no
+/// port" when no member has one.
+pub fn describe_ports<N: AsRef<str>>(ports: &[(N, u16)]) -> String {
+    match ports {
+        [] => "no port".to_string(),
+        [(name, port)] if name.as_ref() == BACKEND => format!("port {port}"),
+        ports => {
+            let each: Vec<String> = ports
+                .iter()
+                .map(|(name, port)| format!("{port} ({})", name.as_ref()))
+                .collect();
+            let noun = if each.len() == 1 { "port" } else { "ports" };
+            format!("{noun} {}", each.join(", "))
+        }
     }
 }
 
@@ -388,5 +435,54 @@ mod tests {
         assert_ne!(random_id().unwrap(), random_id().unwrap());
         assert_eq!(random_id().unwrap().len(), 32);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    fn generation(pid: u32) -> BackendRecord {
+        BackendRecord {
+            pid,
+            pgid: pid,
+            start: 5,
+            generation: 1,
+            command: vec!["python".into()],
+            started_at: 7,
+        }
+    }
+
+    #[test]
+    fn members_are_recorded_by_name_and_listed_with_the_backend() {
+        // A state file from before stacks: no members, and the backend runs.
+        let old = r#"{"devrun_pid": 1, "devrun_start": 2, "port": 8001, "host": "127.0.0.1",
+            "started_at": 3, "backend": null}"#;
+        let mut state: State = serde_json::from_str(old).unwrap();
+        assert!(state.backend_run);
+        assert!(state.processes.is_empty());
+        assert!(!serde_json::to_string(&state).unwrap().contains("processes"));
+        assert_eq!(state.ports(), [(BACKEND, 8001)]);
+        assert_eq!(state.describe_ports(), "port 8001");
+
+        state.backend = Some(generation(10));
+        state.set_process("web", Some(5173), Some(generation(20)));
+        state.set_process("worker", None, Some(generation(30)));
+        state.set_process("web", Some(5173), None);
+        state.set_process("web", Some(5174), Some(generation(21)));
+        let names: Vec<(&str, u32)> = state
+            .generations()
+            .into_iter()
+            .map(|(name, g)| (name, g.pid))
+            .collect();
+        assert_eq!(names, [(BACKEND, 10), ("web", 21), ("worker", 30)]);
+        assert_eq!(state.ports(), [(BACKEND, 8001), ("web", 5174)]);
+
+        state.backend_run = false;
+        state.backend = None;
+        state.set_process("worker", None, None);
+        assert_eq!(state.generations().len(), 1);
+        assert_eq!(state.ports(), [("web", 5174)]);
+        assert_eq!(state.describe_ports(), "port 5174 (web)");
+        state.backend_run = true;
+        assert_eq!(state.describe_ports(), "ports 8001 (backend), 5174 (web)");
+        state.backend_run = false;
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
     }
 }

@@ -315,7 +315,7 @@ impl fmt::Display for Warn {
                 why,
             } => write!(
                 f,
-                "{state_dir}/state.json names {what} as the backend of a devrun that died, but \
+                "{state_dir}/state.json names {what} as run by a devrun that died, but \
                  {why}: nothing of ours is left, nothing was signalled"
             ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),

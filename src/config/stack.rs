@@ -96,18 +96,13 @@ impl Stack {
             ports: derive_ports(inputs, &members, project)?,
             known: known_names(&members),
         };
+        // Every member is checked, also those `--only` leaves out: a config is valid or not.
         for index in start_order(&members) {
-            let member = &members[index];
-            if only
-                .as_ref()
-                .is_some_and(|names| !names.contains(member.name()))
-            {
-                continue;
-            }
-            let process = stack.derive_member(inputs, member, &project.root)?;
+            let process = stack.derive_member(inputs, &members[index], &project.root)?;
             stack.processes.push(process);
         }
         if let Some(names) = &only {
+            stack.processes.retain(|p| names.contains(&p.name));
             drop_references_to_left_out(&mut stack.processes, names);
         }
         Ok(stack)
@@ -983,6 +978,12 @@ mod tests {
         );
         let l = load("", &["web"]);
         assert!(l.err().contains("(known: backend)"), "{}", l.err());
+        // A member left out is checked all the same.
+        let l = load(
+            &format!("{stack}[processes.docs]\ncommand = \"d\"\ncwd = \"nope\"\n"),
+            &["web"],
+        );
+        assert!(l.err().contains("[processes.docs] cwd"), "{}", l.err());
     }
 
     #[test]

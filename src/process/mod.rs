@@ -383,15 +383,13 @@ pub struct RunRecord {
 }
 
 /// What orphan recovery did.
-#[derive(Debug)]
-pub enum Recovery {
-    /// Nothing proven ours was alive.
-    NothingLeft,
-    /// The record names a live process that devrun cannot have started as a backend: nothing
-    /// was signalled. The text says why.
-    Refused(String),
-    /// These processes (pids as first found) were ended.
-    Stopped { pids: Vec<u32>, stopped: Stopped },
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The leader records (by index in the records given) that name a live process devrun
+    /// cannot have started: nothing of theirs was signalled. The text says why.
+    pub refused: Vec<(usize, String)>,
+    /// What was ended (pids as first found), if anything proven ours was alive.
+    pub stopped: Option<(Vec<u32>, Stopped)>,
 }
 
 /// Is the recorded leader still the live leader of its own group, safe to signal as a group?
@@ -424,27 +422,36 @@ fn check_leader(leader: &LeaderRecord) -> LeaderCheck {
 
 /// Ends what a devrun that is gone (killed, crashed) left running, with the usual escalation.
 /// Everything is re-derived from the live system first, and only proven processes are touched:
-/// the recorded leader if it is the same process (pid *and* start time) and still leads its own
-/// group (never group 0 or 1, never devrun's own group or session), with its group and
-/// descendants; and, where the OS lets devrun read another process's environment (Linux),
-/// every process of this user carrying the run's marker that started after the run did, with
-/// its descendants. A record that names a live process failing those checks ends nothing.
+/// each recorded leader (the backend's and every other member's) if it is the same process (pid
+/// *and* start time) and still leads its own group (never group 0 or 1, never devrun's own group
+/// or session), with its group and descendants; and, where the OS lets devrun read another
+/// process's environment (Linux), every process of this user carrying the run's marker that
+/// started after the run did, with its descendants. A record that names a live process failing
+/// those checks ends nothing of its own. All of it is stopped at once: one grace period in all.
 pub async fn stop_orphan(
-    leader: Option<LeaderRecord>,
+    leaders: &[LeaderRecord],
     run: Option<&RunRecord>,
     signal: StopSignal,
     grace: Duration,
 ) -> io::Result<Recovery> {
-    // A leader record that fails the checks is left alone; the run's marked processes are
-    // proven on their own and still ended.
-    let mut refused = None;
-    let leader = match leader.as_ref().map(check_leader) {
-        Some(LeaderCheck::NotOurs(why)) => {
-            refused = Some(why);
-            None
+    // A leader record that fails the checks is left alone; the others, and the run's marked
+    // processes, are proven on their own and still ended.
+    let mut refused = Vec::new();
+    let mut proven = Vec::new();
+    for (index, leader) in leaders.iter().enumerate() {
+        match check_leader(leader) {
+            LeaderCheck::NotOurs(why) => refused.push((index, why)),
+            LeaderCheck::Ours => proven.push(*leader),
+            LeaderCheck::Gone => {}
         }
-        Some(LeaderCheck::Ours) => leader,
-        Some(LeaderCheck::Gone) | None => None,
+    }
+    // The group is signalled only while its leader is still proven to lead it.
+    let still_leading = |proven: &[LeaderRecord]| -> Vec<LeaderRecord> {
+        proven
+            .iter()
+            .filter(|l| matches!(check_leader(l), LeaderCheck::Ours))
+            .copied()
+            .collect()
     };
     let never = crate::procs::self_and_ancestors();
     let mut marked: Vec<(u32, u64)> = run
@@ -459,7 +466,7 @@ pub async fn stop_orphan(
         for (pid, _) in &marked {
             members.extend(crate::procs::descendants(*pid));
         }
-        if let Some(l) = leader.filter(|l| matches!(check_leader(l), LeaderCheck::Ours)) {
+        for l in still_leading(&proven) {
             members.extend(platform::orphan_members(l.pid, l.pgid, l.start));
         }
         members.sort_unstable();
@@ -471,20 +478,13 @@ pub async fn stop_orphan(
         members
     };
     let send = |members: &[u32], signal| {
-        // The group is signalled only while its leader is still proven to lead it.
-        let group = leader
-            .filter(|l| matches!(check_leader(l), LeaderCheck::Ours))
-            .map(|l| l.pgid);
-        platform::signal_pids(group, members, signal)
+        let groups: Vec<u32> = still_leading(&proven).iter().map(|l| l.pgid).collect();
+        platform::signal_pids(&groups, members, signal)
     };
     let stopped = escalate(members, send, signal, grace, &mut || false, None).await?;
-    Ok(match (stopped, refused) {
-        (Some(stopped), _) => Recovery::Stopped {
-            pids: first,
-            stopped,
-        },
-        (None, Some(why)) => Recovery::Refused(why),
-        (None, None) => Recovery::NothingLeft,
+    Ok(Recovery {
+        refused,
+        stopped: stopped.map(|stopped| (first, stopped)),
     })
 }
 
@@ -514,7 +514,7 @@ pub async fn stop_foreign(
                 Vec::new()
             }
         },
-        |members, signal| platform::signal_pids(None, members, signal),
+        |members, signal| platform::signal_pids(&[], members, signal),
         signal,
         grace,
         &mut || false,

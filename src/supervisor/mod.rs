@@ -267,50 +267,12 @@ async fn coordinate(
     shared: Rc<Shared>,
     members: Vec<Member>,
     mut shutdown: Shutdown,
-    mut typed: Option<Typed>,
+    typed: Option<Typed>,
     ui: Ui,
 ) -> Result<(), Error> {
     let config = &shared.config;
     let once = config.options.once;
-    let (up_sender, mut up) = mpsc::unbounded_channel();
-    let mut handles = Vec::new();
-    for (index, member) in members.into_iter().enumerate() {
-        let (requests, requests_rx) = mpsc::unbounded_channel();
-        let (changes, changes_rx) = mpsc::unbounded_channel();
-        let (go, go_rx) = watch::channel(false);
-        let process = config.processes.iter().find(|p| p.name == member.name);
-        handles.push(Handle {
-            name: member.name.clone(),
-            requests,
-            changes,
-            go,
-            after: Vec::new(),
-            restarted_with_it: Vec::new(),
-            route: route(member.backend, process),
-            claimed: false,
-            ready: false,
-            started: false,
-            done: false,
-        });
-        let runner = Runner::new(
-            shared.clone(),
-            member,
-            index,
-            match shared.stack {
-                true => ui.for_process(&handles[index].name),
-                false => ui.clone(),
-            },
-            Requests { rx: requests_rx },
-            Changes::new(changes_rx, up_sender.clone()),
-            go_rx,
-        );
-        let runner = match runner.is_backend() {
-            true => runner.with_typed(typed.take()),
-            false => runner,
-        };
-        tokio::task::spawn_local(runner.run());
-    }
-    drop(up_sender);
+    let (mut handles, mut up) = start_runners(&shared, members, typed, &ui);
     link(&mut handles, &config.processes);
     let mut watch = match once {
         true => None,
@@ -344,6 +306,55 @@ async fn coordinate(
         }
     }
     coordinator.finish()
+}
+
+/// Starts a runner per member (each waits for its turn); the coordinator's handles on them,
+/// and where they all report.
+fn start_runners(
+    shared: &Rc<Shared>,
+    members: Vec<Member>,
+    mut typed: Option<Typed>,
+    ui: &Ui,
+) -> (Vec<Handle>, mpsc::UnboundedReceiver<Up>) {
+    let (up_sender, up) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    for (index, member) in members.into_iter().enumerate() {
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (go, go_rx) = watch::channel(false);
+        let process = shared
+            .config
+            .processes
+            .iter()
+            .find(|p| p.name == member.name);
+        handles.push(Handle {
+            name: member.name.clone(),
+            requests,
+            changes,
+            go,
+            after: Vec::new(),
+            restarted_with_it: Vec::new(),
+            route: route(member.backend, process),
+            claimed: false,
+            ready: false,
+            started: false,
+            done: false,
+        });
+        let ui = match shared.stack {
+            true => ui.for_process(&member.name),
+            false => ui.clone(),
+        };
+        let backend = member.backend;
+        let requests = Requests { rx: requests_rx };
+        let changes = Changes::new(changes_rx, up_sender.clone());
+        let runner = Runner::new(shared.clone(), member, index, ui, requests, changes, go_rx);
+        let runner = match backend {
+            true => runner.with_typed(typed.take()),
+            false => runner,
+        };
+        tokio::task::spawn_local(runner.run());
+    }
+    (handles, up)
 }
 
 /// A member's route: the backend and `watch = "backend"` follow the backend's filter.

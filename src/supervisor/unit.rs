@@ -21,6 +21,7 @@ use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::Batch;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -158,10 +159,6 @@ impl Runner {
         }
     }
 
-    pub(super) fn is_backend(&self) -> bool {
-        self.member.backend
-    }
-
     pub(super) fn with_typed(mut self, typed: Option<Typed>) -> Runner {
         self.typed = typed;
         self
@@ -272,29 +269,22 @@ impl Runner {
         let host = self.shared.config.host.clone();
         let port = self.member.port;
         let timeout = self.member.ready.timeout;
-        let exited_early = |status: std::io::Result<std::process::ExitStatus>| {
-            Error::BackendFailed(format!(
-                "{who} exited early with {}",
-                status
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), process::describe_status)
-            ))
-        };
         let ready = async {
             let Some(port) = port else {
                 return Ok(None); // nothing to wait for: started is ready
             };
             tokio::select! {
                 biased;
-                status = running.exited() => Err(exited_early(status)),
+                // Said below, with its crash summary.
+                _ = running.exited() => Err(None),
                 ready = port::wait_ready(&host, port, check, timeout) => match ready {
                     Ok(elapsed) => Ok(Some(elapsed)),
-                    Err(NotReady::Status(code)) => Err(Error::BackendFailed(format!(
+                    Err(NotReady::Status(code)) => Err(Some(format!(
                         "{}health check GET {} returned HTTP {code}",
                         whose,
                         http.as_deref().unwrap_or("/")
                     ))),
-                    Err(reason) => Err(Error::BackendFailed(format!(
+                    Err(reason) => Err(Some(format!(
                         "{}not ready in {} ms: {reason}",
                         whose,
                         timeout.as_millis()
@@ -312,7 +302,18 @@ impl Runner {
                 Ok(())
             }
             Ok(Ok(None)) => Ok(()),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(Some(why))) => Err(Error::BackendFailed(why)),
+            Ok(Err(None)) => {
+                let status = match running.exited().await {
+                    Ok(status) => process::describe_status(&status),
+                    Err(e) => e.to_string(),
+                };
+                let root = self.shared.config.root.clone();
+                Err(Error::BackendFailed(match running.summary(&root).await {
+                    Some(summary) => format!("{who} exited early with {status}: {summary}"),
+                    None => format!("{who} exited early with {status}"),
+                }))
+            }
             Err(request) => Err(Error::BackendFailed(format!(
                 "{} before {who} was ready",
                 reason(request)
@@ -564,18 +565,7 @@ impl Runner {
                 Err(request) => return Ok(self.take_request(request)),
                 Ok(Some(Err(status))) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
-                    let summary = backend.summary(self.root()).await;
-                    // A generation that got ready, or ran a while, starts the backoff anew.
-                    if ready_reported || spawned_at.elapsed() >= BACKOFF_LONGEST {
-                        unit.backoff = BACKOFF_FIRST;
-                    }
-                    unit.failed = !status.success();
-                    self.ui.emit(&Event::Exited {
-                        generation,
-                        status: process::describe_status(&status),
-                        summary,
-                    });
-                    return Ok(Step::Exited);
+                    return Ok(self.exited(unit, status, ready_reported).await);
                 }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
@@ -592,6 +582,26 @@ impl Runner {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Serving saw the generation exit on its own: said with its crash summary; the backoff of
+    /// `restart = "on-failure"` starts anew after a generation that got ready or ran a while.
+    async fn exited(&mut self, unit: &mut Unit, status: ExitStatus, got_ready: bool) -> Step {
+        let root = self.shared.config.root.clone();
+        let Some(backend) = unit.backend.as_mut() else {
+            return Step::Exited;
+        };
+        let summary = backend.summary(&root).await;
+        if got_ready || backend.spawned_at().elapsed() >= BACKOFF_LONGEST {
+            unit.backoff = BACKOFF_FIRST;
+        }
+        unit.failed = !status.success();
+        self.ui.emit(&Event::Exited {
+            generation: unit.generation,
+            status: process::describe_status(&status),
+            summary,
+        });
+        Step::Exited
     }
 
     fn bind_listener(&self, unit: &mut Unit) -> Result<(), Error> {

@@ -27,6 +27,8 @@ mod shutdown;
 mod single_instance;
 mod stack;
 mod stack_config;
+mod stack_state;
+mod stack_status;
 mod typed;
 mod validation;
 mod watch_filter;

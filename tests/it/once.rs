@@ -46,6 +46,25 @@ fn once_with_a_crashing_backend_exits_1() {
     assert_eq!(code, 1, "{}", p.stderr());
 }
 
+/// The error line says what killed it (the crash summary), not only its exit code.
+#[test]
+fn once_with_a_backend_raising_on_import_names_the_exception() {
+    let (code, p) = run_once(Project::testapp("raises.py"));
+    assert_eq!(code, 1, "{}", p.stderr());
+    // Its stderr holds the fixture's raw non-UTF-8 bytes.
+    let stderr = std::fs::read(p.tmp_dir().join("stderr.log")).unwrap();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.contains("error: the backend exited early"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error.contains("json.decoder.JSONDecodeError") && error.contains("(pricing.py:6)"),
+        "{error}"
+    );
+}
+
 #[test]
 fn once_with_a_backend_that_never_listens_exits_1() {
     let project = Project::testapp("never_ready.py").config_also(&ready(None, 1000));

@@ -250,10 +250,10 @@ pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
     members
 }
 
-/// Signals verified processes, and their group if given and they are still in it.
-pub fn signal_pids(pgid: Option<u32>, members: &[u32], signal: StopSignal) -> io::Result<()> {
+/// Signals verified processes, and each of the given groups that one of them is still in.
+pub fn signal_pids(groups: &[u32], members: &[u32], signal: StopSignal) -> io::Result<()> {
     let signal = native(signal);
-    if let Some(pgid) = pgid.filter(|g| *g > 1) {
+    for pgid in groups.iter().copied().filter(|g| *g > 1) {
         if members.iter().any(|p| process_group(*p) == Some(pgid)) {
             send(pid_of(pgid)?, signal)?;
         }

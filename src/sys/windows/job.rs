@@ -182,7 +182,7 @@ pub fn orphan_members(pid: u32, _pgid: u32, start: u64) -> Vec<u32> {
 }
 
 /// Windows has no signal for another console's process: every such stop is a kill.
-pub fn signal_pids(_pgid: Option<u32>, members: &[u32], _signal: StopSignal) -> io::Result<()> {
+pub fn signal_pids(_groups: &[u32], members: &[u32], _signal: StopSignal) -> io::Result<()> {
     for pid in members {
         super::terminate(*pid, true)?;
     }
