@@ -21,10 +21,14 @@
 //! Knobs for what tests vary: [`Project::testapp`] (which fixture script), [`Project::config`]
 //! (a whole `devrun.toml`), [`Project::stop_timeout_ms`], [`Project::config_also`] (a section
 //! added to the config), [`Project::args`], [`Project::env`], [`Project::python`].
+//!
+//! Stacks (a backend plus `[processes.NAME]` members): [`Project::stack`] puts the FastAPI
+//! backend at the root and `fixtures/stack` (a stand-in dev server and worker) in `web/`; the
+//! members append their starts to `$RECORDS/NAME.jsonl` ([`Project::member_starts`]).
 
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -275,6 +279,7 @@ impl Project {
             .replace("$PORT", &self.port.to_string())
             .replace("$DEBOUNCE", &self.debounce_ms.to_string())
             .replace("$WATCH", &self.watch)
+            .replace("$RECORDS", &self.tmp.path().to_string_lossy())
     }
 
     fn command(&self, args: &[String], stdout: File, stderr: File) -> Command {
@@ -647,6 +652,136 @@ impl Drop for Project {
             );
             eprintln!("---- record ----\n{records}");
         }
+    }
+}
+
+// ---- stacks: the backend and `[processes.NAME]` members ----
+
+/// One line of a member's record file (`fixtures/stack/devserver.py`, `worker.py`): a start
+/// (`event == "start"`), a dev server listening (`"listening"`) or its escaped grandchild
+/// (`"child"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberRecord {
+    pub event: String,
+    pub pid: i32,
+    pub starttime: Option<u64>,
+    /// Unix seconds when the line was written.
+    pub t: f64,
+    pub generation: Option<u64>,
+    pub port: Option<u16>,
+    /// The dev server's `VITE_API_URL`.
+    pub api_url: Option<String>,
+    pub cwd: Option<PathBuf>,
+    /// The worker's variables named `*_URL` or `*_PORT`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Pids of earlier lines of the same file still alive when this process started.
+    #[serde(default)]
+    pub prev_alive: Vec<i32>,
+    /// Whether the dev server could bind its port just before it did.
+    pub port_free: Option<bool>,
+    pub parent: Option<i32>,
+}
+
+impl MemberRecord {
+    pub fn alive(&self) -> bool {
+        self.starttime.is_some_and(|t| alive(self.pid, t))
+    }
+}
+
+/// What a stand-in dev server answers to `GET /`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DevServed {
+    pub name: String,
+    pub pid: i32,
+    pub generation: Option<u64>,
+    pub port: u16,
+    pub api_url: Option<String>,
+    pub cwd: PathBuf,
+}
+
+/// `GET /` of the stand-in dev server on `port`, if one answers.
+pub fn devserver_on(port: u16) -> Option<DevServed> {
+    let (status, body) = http_get(port, "/")?;
+    serde_json::from_str(&body).ok().filter(|_| status == 200)
+}
+
+/// Waits until the dev server on `port` answers and `accept` takes the answer.
+pub fn wait_for_devserver(
+    port: u16,
+    timeout: Duration,
+    mut accept: impl FnMut(&DevServed) -> bool,
+) -> DevServed {
+    let mut last = None;
+    poll(timeout, || {
+        last = devserver_on(port);
+        last.clone().filter(|s| accept(s))
+    })
+    .unwrap_or_else(|| {
+        panic!("the dev server on port {port} did not answer as expected within {timeout:?}; last answer: {last:?}")
+    })
+}
+
+impl Project {
+    /// A stack: `fixtures/fastapi_app` at the root as the backend under real uvicorn
+    /// ([`UVICORN_CONFIG`]), `fixtures/stack` copied into `web/`, and `members` (the
+    /// `[processes.NAME]` tables) after the backend's config. In the config, `$RECORDS` is a
+    /// folder outside the watched tree for the members' record files.
+    pub fn stack(members: &str) -> Project {
+        let p = Project::fastapi_app(UVICORN_CONFIG);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join("stack");
+        copy_dir(&source, &p.root.join("web"));
+        p.config_also(members)
+    }
+
+    /// `$RECORDS/NAME.jsonl`: where a member given `--record $RECORDS/NAME.jsonl` writes.
+    pub fn member_record_path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(format!("{name}.jsonl"))
+    }
+
+    /// Every complete line of member `name`'s record file (none if it never started).
+    pub fn member_records(&self, name: &str) -> Vec<MemberRecord> {
+        let text = fs::read_to_string(self.member_record_path(name)).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| serde_json::from_str(line).expect("bad member record line"))
+            .collect()
+    }
+
+    /// Member `name`'s start lines, in order: one per process of it started.
+    pub fn member_starts(&self, name: &str) -> Vec<MemberRecord> {
+        self.member_records(name)
+            .into_iter()
+            .filter(|r| r.event == "start")
+            .collect()
+    }
+
+    /// Waits until member `name` has started at least `n` times; returns its start lines.
+    pub fn wait_for_member_starts(
+        &self,
+        name: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<MemberRecord> {
+        poll(timeout, || {
+            Some(self.member_starts(name)).filter(|s| s.len() >= n)
+        })
+        .unwrap_or_else(|| panic!("{n} start(s) of member {name} not recorded within {timeout:?}"))
+    }
+
+    /// The `--events json` objects on devrun's stderr so far: the lines that start with `{`
+    /// (a member's own output there is prefixed with its name).
+    pub fn events(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("an event line does not parse ({e}): {line}"))
+            })
+            .collect()
     }
 }
 

@@ -25,6 +25,7 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod stack;
 mod stack_config;
 mod stack_state;
 mod stack_status;
