@@ -476,10 +476,16 @@ impl Coordinator {
         match message {
             Up::Claimed(i) => self.handles[i].claimed = true,
             Up::Ready(i) | Up::Outcome(i, Ok(())) => self.handles[i].ready = true,
-            Up::Outcome(_, Err(e)) => {
+            Up::Outcome(i, Err(e)) => {
                 self.error.get_or_insert(e);
                 self.stopping = true;
-                self.send_all(Request::Stop(ONCE_ABORT));
+                // The one that failed is tearing down already: one more request would read
+                // as a second Ctrl-C (kill at once).
+                for (j, handle) in self.handles.iter().enumerate() {
+                    if j != i && !handle.done {
+                        let _ = handle.requests.send(Request::Stop(ONCE_ABORT));
+                    }
+                }
             }
             Up::Restarting(i) => {
                 for &j in &self.handles[i].restarted_with_it {

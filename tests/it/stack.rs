@@ -517,6 +517,12 @@ fn once_fails_with_exit_1_naming_the_member_that_never_got_ready() {
             .any(|e| process_of(e) == "web"),
         "web never got ready: {events:?}"
     );
+    // The failing member is torn down like the rest (gracefully), not killed at once as if
+    // a second Ctrl-C had come.
+    assert!(
+        !events.iter().any(|e| e["kind"] == "kill_now"),
+        "a member was killed at once: {events:?}"
+    );
     assert_no_member_left(&p, &["web", "docs"], &[web_port, slow_port]);
 }
 
