@@ -607,8 +607,15 @@ pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
     };
     match control::send(channel, Verb::Restart).await {
         Ok(()) => {
+            let what = match running.processes.is_empty() {
+                true => "its backend".to_string(),
+                false => format!(
+                    "its {} processes",
+                    running.processes.len() + usize::from(running.backend_run)
+                ),
+            };
             ui.emit(&Event::Warning(format!(
-                "devrun (pid {pid}) is restarting its backend"
+                "devrun (pid {pid}) is restarting {what}"
             )));
             Ok(ExitCode::Ok)
         }
