@@ -20,5 +20,16 @@ impl Slot {
         Ok(None)
     }
 
+    pub async fn fork_with(
+        &mut self,
+        _config: &Config,
+        _base: &[(String, String)],
+        _env: &BTreeMap<String, String>,
+        _listener: Option<&socket2::Socket>,
+        _ui: &Ui,
+    ) -> Result<Option<(Backend, usize)>, Error> {
+        Ok(None)
+    }
+
     pub async fn stop(&mut self) {}
 }
