@@ -162,14 +162,13 @@ fn a_crash_on_import_is_reported_as_in_a_cold_start_and_the_fix_is_served() {
     assert_ne!(parent_of(served.pid), p.pid(), "the fix was not forked");
 }
 
-/// One variable of a live process's environment.
-fn env_of(pid: i32, key: &str) -> Option<String> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
-    environ.split(|b| *b == 0).find_map(|entry| {
-        let entry = String::from_utf8_lossy(entry);
-        let (k, v) = entry.split_once('=')?;
-        (k == key).then(|| v.to_string())
-    })
+/// A version module that also says what the generation's `os.environ` holds for the socket
+/// (/proc/PID/environ of a fork shows the preloader's environment, not the child's).
+fn version_with_listen_vars(version: &str) -> String {
+    format!(
+        "import os\nVERSION = {version:?} + ' ' + os.environ.get('LISTEN_FDS', '-') + ' ' + \
+         os.environ.get('LISTEN_PID', '-')\n"
+    )
 }
 
 /// What `ps` shows as a process's command (its /proc cmdline, words joined).
@@ -199,26 +198,34 @@ debounce_ms = 50
 socket = "inherit"
 preload = "auto"
 "#,
-    )
-    .start();
-    let first = p.wait_for_version("v1", WAIT);
-    let preloader = parent_of(first.pid);
-    assert_ne!(preloader, p.pid(), "generation 1 was not forked");
+    );
+    p.write_atomic("app/version.py", &version_with_listen_vars("v1"));
+    let p = p.start();
+    let mut preloader = None;
     let mut pids = Vec::new();
     for n in 1..=4 {
         let version = format!("v{n}");
         if n > 1 {
-            p.write_atomic("app/version.py", &version_py(&version));
+            p.write_atomic("app/version.py", &version_with_listen_vars(&version));
         }
-        let served = p.wait_for_version(&version, WAIT);
+        let mut served = None;
+        p.wait_until(&format!("{version} to be served"), WAIT, || {
+            served = p
+                .served()
+                .filter(|s| s.version.starts_with(&format!("{version} ")));
+            served.is_some()
+        });
+        let served = served.unwrap();
         assert!(!pids.contains(&served.pid), "{version} from an old pid");
-        assert_eq!(parent_of(served.pid), preloader, "{version} was not forked");
-        assert_eq!(env_of(served.pid, "LISTEN_FDS").as_deref(), Some("1"));
+        let parent = parent_of(served.pid);
+        assert_ne!(parent, p.pid(), "{version} was not forked");
         assert_eq!(
-            env_of(served.pid, "LISTEN_PID"),
-            Some(served.pid.to_string()),
-            "LISTEN_PID names the generation itself"
+            *preloader.get_or_insert(parent),
+            parent,
+            "another preloader"
         );
+        // LISTEN_PID names the generation itself (systemd's convention).
+        assert_eq!(served.version, format!("{version} 1 {}", served.pid));
         let mut listeners = p.listeners();
         listeners.sort_unstable();
         let mut expected = vec![p.pid(), served.pid];
