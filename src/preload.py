@@ -22,15 +22,21 @@ PR_SET_PDEATHSIG = 1
 MAX_FDS = 4
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
 MAX_FILES = 5000
-# What a server imports only once it runs (its event loop, protocols), so "auto" preloads it
-# too; each only if installed.
-SERVER_EXTRAS = {
+# What a library imports only once it runs (a server's event loop and protocols, the database
+# dialect an engine loads by its URL, ...), so "auto" preloads it too when it preloads the
+# library; each only if installed. Found by diffing `sys.modules` in a served fork.
+RUNTIME_EXTRAS = {
     "uvicorn": [
         "uvicorn.loops.auto", "uvicorn.loops.uvloop", "uvicorn.loops.asyncio",
         "uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
         "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.auto",
-        "uvicorn.protocols.websockets.websockets_impl", "uvicorn.lifespan.on", "uvloop",
-        "httptools", "h11", "websockets",
+        "uvicorn.lifespan.on", "uvloop", "httptools", "h11", "websockets", "encodings.idna",
+    ],
+    "fastapi": ["fastapi.telemetry._runtime"],
+    # create_engine() imports the dialect its URL names; SQLite's driver is in the stdlib.
+    "sqlalchemy": [
+        "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.sqlite.pysqlite", "sqlite3",
+        "sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql",
     ],
 }
 
@@ -83,13 +89,15 @@ def imported_names(root):
 
 def auto_modules(root, main_module):
     chosen, verdicts = [main_module] if main_module else [], {}
-    chosen += [f"?{extra}" for extra in SERVER_EXTRAS.get(main_module, [])]
     for name in sorted(imported_names(root), key=lambda n: (n.lstrip("?").count("."), n)):
         top = name.lstrip("?").split(".")[0]
         if top not in verdicts:
             verdicts[top] = third_party(root, top)
         if verdicts[top] and name not in chosen:
             chosen.append(name)
+    tops = {name.lstrip("?").split(".")[0] for name in chosen}
+    for top in sorted(tops & set(RUNTIME_EXTRAS)):
+        chosen += [f"?{extra}" for extra in RUNTIME_EXTRAS[top] if f"?{extra}" not in chosen]
     return chosen
 
 
