@@ -152,9 +152,11 @@ def preload(sock, modules):
 
 
 def findable(name):
-    """`a.b` is a module (not an attribute of `a`); `a` is installed. Parents come first."""
+    """`a.b` is a module (not an attribute of module `a`) and is installed. Finding it imports
+    its parent packages (`uvicorn.protocols.websockets` for an extra below it), which then
+    count as imported by this name."""
     parent = name.rpartition(".")[0]
-    if parent and (parent not in sys.modules or not hasattr(sys.modules[parent], "__path__")):
+    if parent and parent in sys.modules and not hasattr(sys.modules[parent], "__path__"):
         return False
     try:
         return importlib.util.find_spec(name) is not None
