@@ -2,7 +2,8 @@
 # Issue 12: save → new code served, with ../shared/bench/reload_probe.py, in one sitting:
 # uvicorn --reload, devrun (cold start each generation) and devrun --preload, on the shared
 # FastAPI fixture and on bench/heavy_app (FastAPI + SQLAlchemy + pydantic-settings + httpx).
-# Usage: bench/preload.sh [N]. Needs .venv-bench (made here once; never used by CI):
+# Usage: bench/preload.sh [N]. DEVRUN_BEFORE=/path/to/an/older/devrun adds its --preload rows
+# (and breakdown) to the same sitting, for before/after quotes. Needs .venv-bench (made here once; never used by CI):
 # fastapi, uvicorn[standard], sqlalchemy, pydantic-settings, httpx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ probe=$PWD/../shared/bench/reload_probe.py
 [ -f "$probe" ] || probe=/work/shared/bench/reload_probe.py
 cargo build --release --quiet
 devrun=$PWD/target/release/devrun
+before=${DEVRUN_BEFORE:-}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/fastapi" "$scratch/heavy"
@@ -34,6 +36,9 @@ for dir in fastapi heavy; do
   run "$dir" "$dir uvicorn-reload" "$uv --reload"
   run "$dir" "$dir devrun-cold" "$devrun --port $port -- $uv"
   run "$dir" "$dir devrun-preload" "$devrun --port $port --preload -- $uv"
+  if [ -n "$before" ]; then
+    run "$dir" "$dir devrun-preload-before" "$before --port $port --preload -- $uv"
+  fi
 done
 # Per phase, devrun cold and preloaded, on both fixtures.
 for dir in fastapi heavy; do
@@ -42,6 +47,11 @@ for dir in fastapi heavy; do
     python3 bench/reload_breakdown.py --devrun "$devrun" --python "$py" --app-dir "$scratch/$dir" \
       -n "$n" --port "$port" $mode | tail -8
   done
+  if [ -n "$before" ]; then
+    echo "breakdown: $dir --preload, before"
+    python3 bench/reload_breakdown.py --devrun "$before" --python "$py" --app-dir "$scratch/$dir" \
+      -n "$n" --port "$port" --preload | tail -8
+  fi
 done
 # The preloader's RSS (heavy fixture), and one cold import time for scale.
 cd "$scratch/heavy"
@@ -50,6 +60,9 @@ pid=$!
 for _ in $(seq 100); do curl -sf localhost:$port/health >/dev/null && break; sleep 0.1; done
 for child in $(pgrep -P "$pid"); do
   echo "preloader pid $child: $(grep VmRSS /proc/"$child"/status)"
+  for fork in $(pgrep -P "$child"); do
+    echo "  its fork $fork: $(grep VmRSS /proc/"$fork"/status); ps: $(ps -o args= -p "$fork" | cut -c1-100)"
+  done
 done
 kill -INT "$pid"; wait "$pid" || true
 echo "cold import of app.main (heavy): $("$py" -c 'import time; t=time.perf_counter(); import app.main; print(round(time.perf_counter()-t, 3))') s"

@@ -522,7 +522,7 @@ impl Config {
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
         watch.also.extend(env_file.clone());
-        let preload = derive_preload(inputs, args, inherit_socket)?;
+        let preload = derive_preload(inputs, args)?;
         #[cfg(target_os = "linux")]
         if preload.is_some() {
             crate::preload::launch(&command, &project.root).map_err(|m| inputs.err(None, m))?;
@@ -662,11 +662,7 @@ fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
 
 /// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
 /// Linux only: fork without exec is unsafe on macOS, and Windows has no fork.
-fn derive_preload(
-    inputs: &Inputs,
-    args: &RunArgs,
-    inherit_socket: bool,
-) -> Result<Option<Preload>, ConfigError> {
+fn derive_preload(inputs: &Inputs, args: &RunArgs) -> Result<Option<Preload>, ConfigError> {
     let at = inputs.file.server.preload.as_ref().map(|v| v.span().start);
     let preload = match inputs.file.server.preload.as_ref().map(|v| v.get_ref()) {
         _ if args.preload => Some(Preload::Auto),
@@ -707,12 +703,6 @@ fn derive_preload(
             at,
             "preload is not supported on this system: it needs fork (Linux only); remove \
              `preload` / --preload",
-        ));
-    }
-    if inherit_socket {
-        return Err(inputs.err(
-            at,
-            "preload cannot be combined with [server] socket = \"inherit\" yet; use one of them",
         ));
     }
     Ok(preload)
@@ -1294,8 +1284,9 @@ mod tests {
         );
         let bad = with("preload = 3").unwrap_err().to_string();
         assert!(bad.contains("[server] preload must be"), "{bad}");
-        let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap_err();
-        assert!(both.to_string().contains("socket"), "{both}");
+        // Issue 12: the held socket is handed to each forked generation (was refused).
+        let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap();
+        assert!(both.inherit_socket && both.preload == Some(Preload::Auto));
         let flag = RunArgs {
             preload: true,
             ..RunArgs::default()

@@ -2,30 +2,41 @@
 # It imports third-party modules once, then forks one child per generation. It never serves
 # and never imports project code on purpose: devrun checks what it loaded with its watch filter.
 # Protocol: one JSON object per line over the Unix socket named by DEVRUN_PRELOAD_SOCKET.
+import array
 import ast
 import ctypes
+import gc
 import importlib
 import importlib.util
 import json
 import os
 import runpy
+import fcntl
 import select
 import signal
 import socket
 import sys
 
 PR_SET_PDEATHSIG = 1
+# Descriptors one fork request can carry (stdin, stdout, stderr, the held socket).
+MAX_FDS = 4
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
 MAX_FILES = 5000
-# What a server imports only once it runs (its event loop, protocols), so "auto" preloads it
-# too; each only if installed.
-SERVER_EXTRAS = {
+# What a library imports only once it runs (a server's event loop and protocols, the database
+# dialect an engine loads by its URL, ...), so "auto" preloads it too when it preloads the
+# library; each only if installed. Found by diffing `sys.modules` in a served fork.
+RUNTIME_EXTRAS = {
     "uvicorn": [
         "uvicorn.loops.auto", "uvicorn.loops.uvloop", "uvicorn.loops.asyncio",
         "uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
         "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.auto",
-        "uvicorn.protocols.websockets.websockets_impl", "uvicorn.lifespan.on", "uvloop",
-        "httptools", "h11", "websockets",
+        "uvicorn.lifespan.on", "uvloop", "httptools", "h11", "websockets", "encodings.idna",
+    ],
+    "fastapi": ["fastapi.telemetry._runtime"],
+    # create_engine() imports the dialect its URL names; SQLite's driver is in the stdlib.
+    "sqlalchemy": [
+        "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.sqlite.pysqlite", "sqlite3",
+        "sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql",
     ],
 }
 
@@ -78,13 +89,15 @@ def imported_names(root):
 
 def auto_modules(root, main_module):
     chosen, verdicts = [main_module] if main_module else [], {}
-    chosen += [f"?{extra}" for extra in SERVER_EXTRAS.get(main_module, [])]
     for name in sorted(imported_names(root), key=lambda n: (n.lstrip("?").count("."), n)):
         top = name.lstrip("?").split(".")[0]
         if top not in verdicts:
             verdicts[top] = third_party(root, top)
         if verdicts[top] and name not in chosen:
             chosen.append(name)
+    tops = {name.lstrip("?").split(".")[0] for name in chosen}
+    for top in sorted(tops & set(RUNTIME_EXTRAS)):
+        chosen += [f"?{extra}" for extra in RUNTIME_EXTRAS[top] if f"?{extra}" not in chosen]
     return chosen
 
 
@@ -139,9 +152,11 @@ def preload(sock, modules):
 
 
 def findable(name):
-    """`a.b` is a module (not an attribute of `a`); `a` is installed. Parents come first."""
+    """`a.b` is a module (not an attribute of module `a`) and is installed. Finding it imports
+    its parent packages (`uvicorn.protocols.websockets` for an extra below it), which then
+    count as imported by this name."""
     parent = name.rpartition(".")[0]
-    if parent and (parent not in sys.modules or not hasattr(sys.modules[parent], "__path__")):
+    if parent and parent in sys.modules and not hasattr(sys.modules[parent], "__path__"):
         return False
     try:
         return importlib.util.find_spec(name) is not None
@@ -183,6 +198,19 @@ def reap(sock):
         send(sock, {"exited": pid, "status": status})
 
 
+def receive(sock, pending):
+    """Reads what devrun sent; descriptors passed with it (SCM_RIGHTS) go to `pending`."""
+    data, ancillary, _, _ = sock.recvmsg(
+        65536, socket.CMSG_SPACE(MAX_FDS * 4), getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            pending.extend(fds)
+    return data
+
+
 def serve(sock, stamped):
     """Forks on request; returns the request in the child, never in the preloader."""
     wake_r, wake_w = os.pipe()
@@ -190,7 +218,11 @@ def serve(sock, stamped):
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    buffer = b""
+    buffer, pending = b"", []
+    # Everything loaded so far lives as long as the preloader: the children's collections
+    # need not walk it (nor touch, and so copy, its pages).
+    gc.collect()
+    gc.freeze()
     while True:
         try:
             ready, _, _ = select.select([sock, wake_r], [], [])
@@ -204,18 +236,24 @@ def serve(sock, stamped):
             reap(sock)
         if sock not in ready:
             continue
-        data = sock.recv(65536)
+        data = receive(sock, pending)
         if not data:
             sys.exit(0)  # devrun closed the channel; children die with us (pdeathsig)
         buffer += data
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
+            # The descriptors sent with this request, as (number in the child, ours).
+            targets = request.get("fds", [])
+            fds = list(zip(targets, pending[: len(targets)]))
+            del pending[: len(targets)]
             stale = first_stale(stamped)
             if stale:
                 send(sock, {"stale": stale})
                 sys.exit(0)
             me = os.getpid()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()  # else the child would write what is buffered once more
             pid = os.fork()
             if pid == 0:
                 signal.set_wakeup_fd(-1)
@@ -224,7 +262,12 @@ def serve(sock, stamped):
                     os.close(fd)
                 sock.close()
                 request["parent"] = me
+                request["fds"] = fds
                 return request
+            # Only the child holds them now: the pipes' ends close when it exits, and the
+            # held socket is devrun's and this generation's alone.
+            for _, fd in fds:
+                os.close(fd)
             try:
                 # The child does the same: whichever runs first, the group exists before
                 # devrun hears of the pid and may signal it.
@@ -234,13 +277,47 @@ def serve(sock, stamped):
             send(sock, {"forked": pid})
 
 
+def place(fds):
+    """Puts each received descriptor at its number (0 stdin, 2 stderr, 3 the held socket),
+    inheritable as in a cold start. Moved out of the way first: one may sit on another's
+    number."""
+    moved = [(target, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)) for target, fd in fds]
+    for _, fd in fds:
+        os.close(fd)
+    for target, fd in moved:
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def set_title(title):
+    """What `ps` shows for this process: the command it runs, not the preloader's. Written
+    over the original argv area (as PostgreSQL and setproctitle do; never longer than it)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5) 48, 49)
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    if start <= 0 or size <= 1:
+        return
+    text = title.encode(errors="replace")[: size - 1]
+    ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
+
+
 def run_child(request, libc):
     """What `python -m MODULE args` or `python SCRIPT args` would do, in the forked child."""
     os.setpgid(0, 0)
     pdeathsig(libc, request["parent"])
+    place(request["fds"])
     os.environ.clear()
     os.environ.update(request["env"])
+    if 3 in [target for target, _ in request["fds"]]:
+        os.environ["LISTEN_FDS"] = "1"
+        os.environ["LISTEN_PID"] = str(os.getpid())  # systemd's convention: this very process
     os.chdir(request["cwd"])
+    if request.get("title"):
+        set_title(request["title"])
     if request.get("module"):
         sys.argv = [request["module"]] + request["args"]
         sys.path[0] = request["cwd"]

@@ -10,7 +10,9 @@
 //! Protocol: JSON lines over a Unix socket. The preloader says `skipped`, `refused` or `loaded`
 //! once; then devrun sends a fork request per generation, answered by `forked` (or `stale`,
 //! after which the preloader exits), and the preloader reports each child's raw wait status
-//! (`exited`) as soon as it reaps it.
+//! (`exited`) as soon as it reaps it. A fork request carries, with SCM_RIGHTS, the descriptors
+//! the child gets as in a cold start (its stdin and stderr pipes, the held socket as fd 3); the
+//! preloader closes its copies as soon as it forked.
 
 use crate::config::{Config, Preload};
 use crate::error::Error;
@@ -19,13 +21,14 @@ use crate::ui::{Ui, Warn};
 use crate::watch::Filter;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, IoSlice, PipeReader, PipeWriter};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
 const RUNNER: &str = include_str!("preload.py");
@@ -134,6 +137,39 @@ pub enum Forked {
     Stale(String),
 }
 
+/// The descriptors a forked generation gets as a cold start would: the read end of its stdin
+/// pipe (when typed lines are forwarded), the write end of its stderr pipe, and in inherit
+/// mode the held listening socket (fd 3). devrun keeps the other ends.
+pub struct Handover {
+    /// (number in the child, descriptor), sent with the fork request.
+    fds: Vec<(i32, OwnedFd)>,
+    stdin: Option<PipeWriter>,
+    stderr: PipeReader,
+}
+
+impl Handover {
+    pub fn new(listener: Option<&socket2::Socket>) -> io::Result<Handover> {
+        let mut fds = Vec::new();
+        let stdin = match crate::stdin::forwarding() {
+            true => {
+                let (read, write) = std::io::pipe()?;
+                fds.push((0, OwnedFd::from(read)));
+                Some(write)
+            }
+            false => None, // the preloader's own stdin is /dev/null, as a cold start's is
+        };
+        let (stderr, write) = std::io::pipe()?;
+        fds.push((2, OwnedFd::from(write)));
+        if let Some(socket) = listener {
+            fds.push((
+                crate::process::INHERITED_FD,
+                socket.as_fd().try_clone_to_owned()?,
+            ));
+        }
+        Ok(Handover { fds, stdin, stderr })
+    }
+}
+
 /// A running preloader. Dropping it kills it.
 pub struct Preloader {
     child: tokio::process::Child,
@@ -220,24 +256,34 @@ impl Preloader {
         })))
     }
 
-    /// Asks for the next generation: a child running `launch` in `cwd` with exactly `env`.
+    /// Asks for the next generation: a child running `launch` in `cwd` with exactly `env`,
+    /// given the descriptors of `handover`, and shown by `ps` as `title`.
     pub async fn fork(
         &mut self,
         launch: &Launch,
         cwd: &Path,
         env: &BTreeMap<String, String>,
+        title: &str,
+        handover: Handover,
     ) -> io::Result<Forked> {
         let spawned_at = Instant::now();
+        let targets: Vec<i32> = handover.fds.iter().map(|(target, _)| *target).collect();
         let request = json!({
             "env": env,
             "cwd": cwd,
             "module": launch.module,
             "script": launch.script,
             "args": launch.args,
+            "fds": targets,
+            "title": title,
         });
         let mut line = request.to_string();
         line.push('\n');
-        self.writer.write_all(line.as_bytes()).await?;
+        let fds: Vec<RawFd> = handover.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        self.send(line.as_bytes(), &fds).await?;
+        // The preloader holds its own copies now; the child's ends of the pipes must not stay
+        // open here (devrun would never see the child's stderr end).
+        drop(handover.fds);
         let reply = tokio::time::timeout(FORK_TIMEOUT, self.replies.recv())
             .await
             .map_err(|_| io::Error::other("the preloader did not answer a fork request"))?
@@ -261,8 +307,38 @@ impl Preloader {
                     "the preloader named pid {pid}, which is not its child leading its own group"
                 ))
             })?;
-        let backend = Backend::adopt(pid, self.pid, spawned_at, self.reaped.clone())?;
+        let backend = Backend::adopt(
+            pid,
+            self.pid,
+            spawned_at,
+            self.reaped.clone(),
+            handover.stdin,
+            Some(handover.stderr),
+        )?;
         Ok(Forked::Backend(Box::new(backend)))
+    }
+
+    /// Writes `line` with `fds` attached to its first byte (SCM_RIGHTS).
+    async fn send(&mut self, line: &[u8], fds: &[RawFd]) -> io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        let stream: &UnixStream = self.writer.as_ref();
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+        let sent = stream
+            .async_io(Interest::WRITABLE, || {
+                let iov = [IoSlice::new(line)];
+                sendmsg::<UnixAddr>(
+                    stream.as_raw_fd(),
+                    &iov,
+                    cmsgs,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            })
+            .await?;
+        // A long environment may not fit at once: the rest follows, the descriptors went first.
+        self.writer.write_all(&line[sent..]).await
     }
 
     /// Whether it still runs (it exits after a stale check, or if it crashed).
@@ -286,18 +362,27 @@ pub struct Slot {
 impl Slot {
     /// The next generation forked from the preloader with `modules` preloaded, or None for a
     /// cold start (preload is off, or was refused: said once). `base` is the environment the
-    /// preloader starts with; `env` the child's whole environment.
+    /// preloader starts with; `env` the child's whole environment; `listener` the socket
+    /// devrun holds in `socket = "inherit"` mode (the child's fd 3, as in a cold start).
     pub async fn fork(
         &mut self,
         config: &Config,
         base: &[(String, String)],
         env: &BTreeMap<String, String>,
+        listener: Option<&socket2::Socket>,
         ui: &Ui,
     ) -> Result<Option<(Backend, usize)>, Error> {
         let Some(preload) = config.preload.as_ref().filter(|_| !self.off) else {
             return Ok(None);
         };
+        if config.inherit_socket && listener.is_none() {
+            let reason = "the held socket was not handed to the preloader".to_string();
+            ui.emit(&Warn::PreloadRefused { reason }.into());
+            self.off = true;
+            return Ok(None);
+        }
         let launch = launch(&config.command, &config.root).map_err(Error::Usage)?;
+        let title = config.command.join(" ");
         for _ in 0..2 {
             if let Some(old) = self.preloader.as_mut() {
                 let reason = match (old.alive(), old.env.as_slice() == base) {
@@ -311,29 +396,18 @@ impl Slot {
                     self.stop().await;
                 }
             }
-            if self.preloader.is_none() {
-                let filter = Filter::new(&config.watch, &config.root)
-                    .map_err(|e| Error::Watch(e.to_string()))?;
-                let root = config.root.clone();
-                let is_project = |p: &Path| p.starts_with(&root) && filter.wants_file(p);
-                let timeout = config.ready.timeout;
-                let started =
-                    Preloader::start(&launch, preload, &config.root, base, timeout, &is_project)
-                        .await
-                        .map_err(|e| Error::io("cannot start the preloader", e))?;
-                match started {
-                    Started::Ready(preloader) => self.preloader = Some(*preloader),
-                    Started::Refused(reason) => {
-                        ui.emit(&Warn::PreloadRefused { reason }.into());
-                        self.off = true;
-                        return Ok(None);
-                    }
-                }
+            if self.preloader.is_none() && !self.start(config, preload, &launch, base, ui).await? {
+                return Ok(None);
             }
             let Some(preloader) = self.preloader.as_mut() else {
                 return Ok(None);
             };
-            let reason = match preloader.fork(&launch, &config.root, env).await {
+            let handover = Handover::new(listener)
+                .map_err(|e| Error::io("cannot make the pipes for a forked generation", e))?;
+            let forked = preloader
+                .fork(&launch, &config.root, env, &title, handover)
+                .await;
+            let reason = match forked {
                 Ok(Forked::Backend(backend)) => return Ok(Some((*backend, preloader.modules))),
                 Ok(Forked::Stale(file)) => format!("{file} changed"),
                 Err(e) => e.to_string(),
@@ -342,6 +416,36 @@ impl Slot {
             self.stop().await;
         }
         Ok(None)
+    }
+
+    /// Starts a preloader into the slot; false when it was refused (said once, preload off).
+    async fn start(
+        &mut self,
+        config: &Config,
+        preload: &Preload,
+        launch: &Launch,
+        base: &[(String, String)],
+        ui: &Ui,
+    ) -> Result<bool, Error> {
+        let filter =
+            Filter::new(&config.watch, &config.root).map_err(|e| Error::Watch(e.to_string()))?;
+        let root = config.root.clone();
+        let is_project = |p: &Path| p.starts_with(&root) && filter.wants_file(p);
+        let timeout = config.ready.timeout;
+        let started = Preloader::start(launch, preload, &config.root, base, timeout, &is_project)
+            .await
+            .map_err(|e| Error::io("cannot start the preloader", e))?;
+        match started {
+            Started::Ready(preloader) => {
+                self.preloader = Some(*preloader);
+                Ok(true)
+            }
+            Started::Refused(reason) => {
+                ui.emit(&Warn::PreloadRefused { reason }.into());
+                self.off = true;
+                Ok(false)
+            }
+        }
     }
 
     /// Ends the preloader and waits until it is reaped (its children die with it).

@@ -255,13 +255,17 @@ impl Backend {
     }
 
     /// The generation the preloader (`preloader`, a child of devrun) forked as `pid`, leading
-    /// its own group; `reports` carries its exit status once the preloader reaped it.
+    /// its own group; `reports` carries its exit status once the preloader reaped it. `stdin`
+    /// and `stderr` are devrun's ends of the pipes handed to the fork, as [`Backend::spawn`]
+    /// makes them for a cold start.
     #[cfg(target_os = "linux")]
     pub fn adopt(
         pid: u32,
         preloader: u32,
         spawned_at: Instant,
         reports: tokio::sync::watch::Receiver<Reaped>,
+        stdin: Option<std::io::PipeWriter>,
+        stderr: Option<std::io::PipeReader>,
     ) -> io::Result<Backend> {
         Ok(Backend {
             child: Leader::Forked(reports),
@@ -269,10 +273,8 @@ impl Backend {
             spawned_at,
             group: platform::Group::adopt(pid, preloader)?,
             status: None,
-            // A forked generation keeps the preloader's stdio: no typed lines, no stderr tail
-            // (its crash summary can still name a signal).
-            stdin: None,
-            witness: crate::summary::Witness::start(pid, None, None, None),
+            stdin,
+            witness: crate::summary::Witness::start(pid, stderr, None, None),
         })
     }
 

@@ -383,7 +383,8 @@ impl Runner {
                 let whole: std::collections::BTreeMap<String, String> =
                     std::env::vars().chain(env.iter().cloned()).collect();
                 let config = &self.shared.config;
-                let fork = self.preload.fork(config, &base, &whole, &self.ui);
+                let listener = unit.listener.as_ref();
+                let fork = self.preload.fork(config, &base, &whole, listener, &self.ui);
                 match self.requests.wait(false, fork).await {
                     Ok(forked) => forked?,
                     Err(request) => {

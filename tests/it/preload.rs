@@ -2,6 +2,8 @@
 //! holds project code. Real uvicorn on the FastAPI fixture (DEVRUN_TEST_PYTHON).
 
 use crate::harness::*;
+use crate::typed::{stdin_of, Pty};
+use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
 
@@ -158,4 +160,166 @@ fn a_crash_on_import_is_reported_as_in_a_cold_start_and_the_fix_is_served() {
     p.write_atomic("app/version.py", &version_py("v3"));
     let served = p.wait_for_version("v3", WAIT);
     assert_ne!(parent_of(served.pid), p.pid(), "the fix was not forked");
+}
+
+/// A version module that also says what the generation's `os.environ` holds for the socket
+/// (/proc/PID/environ of a fork shows the preloader's environment, not the child's).
+fn version_with_listen_vars(version: &str) -> String {
+    format!(
+        "import os\nVERSION = {version:?} + ' ' + os.environ.get('LISTEN_FDS', '-') + ' ' + \
+         os.environ.get('LISTEN_PID', '-')\n"
+    )
+}
+
+/// What `ps` shows as a process's command (its /proc cmdline, words joined).
+fn ps_args(pid: i32) -> String {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Issue 12 (b): `socket = "inherit"` with preload. Each forked generation gets devrun's held
+/// socket as fd 3 with LISTEN_FDS=1 and its own pid as LISTEN_PID, and serves through it; the
+/// preloader never keeps a copy (only devrun and the generation hold the socket).
+#[test]
+fn inherit_and_preload_serve_through_the_held_socket_from_a_new_fork_each_time() {
+    let p = Project::fastapi_app(
+        r#"
+command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--fd", "{fd}"]
+port = $PORT
+
+[watch]
+debounce_ms = 50
+
+[server]
+socket = "inherit"
+preload = "auto"
+"#,
+    );
+    p.write_atomic("app/version.py", &version_with_listen_vars("v1"));
+    let p = p.start();
+    let mut preloader = None;
+    let mut pids = Vec::new();
+    for n in 1..=4 {
+        let version = format!("v{n}");
+        if n > 1 {
+            p.write_atomic("app/version.py", &version_with_listen_vars(&version));
+        }
+        let mut served = None;
+        p.wait_until(&format!("{version} to be served"), WAIT, || {
+            served = p
+                .served()
+                .filter(|s| s.version.starts_with(&format!("{version} ")));
+            served.is_some()
+        });
+        let served = served.unwrap();
+        assert!(!pids.contains(&served.pid), "{version} from an old pid");
+        let parent = parent_of(served.pid);
+        assert_ne!(parent, p.pid(), "{version} was not forked");
+        assert_eq!(
+            *preloader.get_or_insert(parent),
+            parent,
+            "another preloader"
+        );
+        // LISTEN_PID names the generation itself (systemd's convention).
+        assert_eq!(served.version, format!("{version} 1 {}", served.pid));
+        let mut listeners = p.listeners();
+        listeners.sort_unstable();
+        let mut expected = vec![p.pid(), served.pid];
+        expected.sort_unstable();
+        assert_eq!(listeners, expected, "the preloader kept the socket");
+        pids.push(served.pid);
+    }
+    let stderr = p.stderr();
+    assert!(!stderr.contains("preload refused"), "{stderr}");
+    for start in p.starts() {
+        assert!(
+            start.prev_alive.is_empty(),
+            "{start:?} started beside others"
+        );
+    }
+}
+
+/// Issue 12 (c): a forked generation's stderr is devrun's pipe, as in a cold start, so an
+/// exception on import gets the crash summary naming it.
+#[test]
+fn a_forked_generation_that_raises_on_import_gets_a_crash_summary() {
+    let p = preloading("\"auto\"").args(["--events", "json"]).start();
+    p.wait_for_version("v1", WAIT);
+    p.write_atomic(
+        "app/version.py",
+        "raise RuntimeError('broken on purpose')\n",
+    );
+    let events = || -> Vec<Value> {
+        p.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    };
+    let mut exited = None;
+    p.wait_until("an exited event", WAIT, || {
+        exited = events().into_iter().find(|e| e["event"] == "exited");
+        exited.is_some()
+    });
+    let exited = exited.unwrap_or_default();
+    let summary = exited["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("RuntimeError: broken on purpose"),
+        "{exited}"
+    );
+    assert!(summary.contains("version.py:1"), "{exited}");
+    let second = events()
+        .into_iter()
+        .find(|e| e["event"] == "started" && e["generation"] == 2)
+        .expect("a started event for generation 2");
+    assert!(
+        second["preloaded"].as_u64() > Some(0),
+        "not forked: {second}"
+    );
+}
+
+/// Issue 12 (c): typed lines reach a forked generation's stdin (a pipe, as in a cold start).
+#[test]
+fn a_forked_generation_reads_typed_lines() {
+    let mut pty = Pty::open();
+    let project = pty.start(Project::testapp("debugs.py").args(["--preload"]));
+    let start = &project.wait_for_starts(1, WAIT)[0];
+    assert_ne!(parent_of(start.pid), project.pid(), "not forked");
+    project.wait_until("the pdb prompt", WAIT, || {
+        project.stdout().contains("(Pdb)")
+    });
+    assert!(
+        stdin_of(start.pid).starts_with("pipe:"),
+        "{}",
+        stdin_of(start.pid)
+    );
+    pty.type_line("p answer * 1000");
+    project.wait_until("pdb's answer", WAIT, || project.stdout().contains("42000"));
+    pty.type_line("c");
+    let served = project.wait_for_version("v1", WAIT);
+    assert_eq!(served.pid, start.pid, "the same process went on to serve");
+}
+
+/// Issue 12 (d): `ps` shows a forked generation as the command it runs, not the preloader's
+/// `python -c <runner>`.
+#[test]
+fn ps_shows_a_forked_generation_as_its_command() {
+    let p = preloading("\"auto\"").start();
+    let served = p.wait_for_version("v1", WAIT);
+    let preloader = parent_of(served.pid);
+    assert_ne!(preloader, p.pid(), "not forked");
+    let shown = ps_args(served.pid);
+    assert!(
+        shown.contains("-m uvicorn app.main:app --host 127.0.0.1"),
+        "{shown}"
+    );
+    assert!(!shown.contains("preloader"), "{shown}");
+    assert!(
+        ps_args(preloader).contains("preloader"),
+        "{}",
+        ps_args(preloader)
+    );
 }

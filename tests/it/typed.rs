@@ -8,13 +8,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
 /// A pseudo-terminal: the test types into `keyboard`, devrun reads `terminal` as its stdin.
-struct Pty {
+pub(crate) struct Pty {
     keyboard: File,
     terminal: Option<OwnedFd>,
 }
 
 impl Pty {
-    fn open() -> Pty {
+    pub(crate) fn open() -> Pty {
         let (mut master, mut slave) = (0, 0);
         let opened = unsafe {
             libc::openpty(
@@ -40,7 +40,7 @@ impl Pty {
     }
 
     /// Starts devrun with the terminal as its stdin.
-    fn start(&mut self, project: Project) -> Project {
+    pub(crate) fn start(&mut self, project: Project) -> Project {
         let terminal = self.terminal.take().expect("one devrun per terminal");
         project.start_with(|cmd| {
             cmd.stdin(Stdio::from(terminal));
@@ -48,7 +48,7 @@ impl Pty {
     }
 
     /// Types a line and Enter.
-    fn type_line(&mut self, line: &str) {
+    pub(crate) fn type_line(&mut self, line: &str) {
         self.keyboard
             .write_all(format!("{line}\n").as_bytes())
             .unwrap();
@@ -56,7 +56,7 @@ impl Pty {
 }
 
 /// What the process's fd 0 is: "/dev/null", "pipe:[…]", "/dev/pts/3".
-fn stdin_of(pid: i32) -> String {
+pub(crate) fn stdin_of(pid: i32) -> String {
     fs::read_link(format!("/proc/{pid}/fd/0"))
         .unwrap()
         .display()
