@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Issue 12: save → new code served, with ../shared/bench/reload_probe.py, in one sitting:
 # uvicorn --reload, devrun (cold start each generation) and devrun --preload, on the shared
-# FastAPI fixture and on bench/heavy_app (FastAPI + SQLAlchemy + pydantic-settings + httpx).
+# FastAPI fixture and on bench/heavy_app (FastAPI + SQLAlchemy + pydantic-settings + httpx + pandas:
+# a cold start, launch → ready, of about 1.2 s here, as the issue asks for ≥ 1 s).
 # Usage: bench/preload.sh [N]. DEVRUN_BEFORE=/path/to/an/older/devrun adds its --preload rows
 # (and breakdown) to the same sitting, for before/after quotes. Needs .venv-bench (made here once; never used by CI):
-# fastapi, uvicorn[standard], sqlalchemy, pydantic-settings, httpx.
+# fastapi, uvicorn[standard], sqlalchemy, pydantic-settings, httpx, pandas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-15}
 port=${BENCH_PORT:-8411}
 venv=.venv-bench
-if ! "$venv/bin/python" -c 'import fastapi, uvicorn, sqlalchemy, pydantic_settings, httpx' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import fastapi, uvicorn, sqlalchemy, pydantic_settings, httpx, pandas' 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check fastapi 'uvicorn[standard]' \
-    sqlalchemy pydantic-settings httpx
+    sqlalchemy pydantic-settings httpx pandas
 fi
 py=$PWD/$venv/bin/python
 probe=$PWD/../shared/bench/reload_probe.py
