@@ -17,6 +17,9 @@ if ! "$venv/bin/python" -c 'import fastapi, uvicorn, sqlalchemy, pydantic_settin
     sqlalchemy pydantic-settings httpx pandas
 fi
 py=$PWD/$venv/bin/python
+# numpy's OpenBLAS starts a thread pool at import, which preload refuses (README): one BLAS
+# thread makes pandas preloadable. Set for every row, uvicorn --reload's too, so they compare.
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 probe=$PWD/../shared/bench/reload_probe.py
 [ -f "$probe" ] || probe=/work/shared/bench/reload_probe.py
 cargo build --release --quiet

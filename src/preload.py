@@ -141,7 +141,14 @@ def preload(sock, modules):
         for new in set(sys.modules) - before:
             loaded_by[new] = name
         if thread_count() > 1:
-            send(sock, {"refused": f"preloading {name} started a thread"})
+            reason = f"preloading {name} started a thread"
+            if "numpy" in sys.modules:
+                # numpy's BLAS (OpenBLAS, MKL) starts its thread pool at import.
+                reason += (
+                    " (numpy's BLAS thread pool: set OPENBLAS_NUM_THREADS=1 and"
+                    " OMP_NUM_THREADS=1 in [env] to preload it)"
+                )
+            send(sock, {"refused": reason})
             return None
     loaded = []
     for name, module in list(sys.modules.items()):
