@@ -145,10 +145,16 @@ pub struct Handover {
     fds: Vec<(i32, OwnedFd)>,
     stdin: Option<PipeWriter>,
     stderr: PipeReader,
+    /// In a stack, stdout too, for the member's label (else the child keeps devrun's own).
+    stdout: Option<PipeReader>,
+    label: Option<crate::output::Label>,
 }
 
 impl Handover {
-    pub fn new(listener: Option<&socket2::Socket>) -> io::Result<Handover> {
+    pub fn new(
+        listener: Option<&socket2::Socket>,
+        label: Option<crate::output::Label>,
+    ) -> io::Result<Handover> {
         let mut fds = Vec::new();
         let stdin = match crate::stdin::forwarding() {
             true => {
@@ -160,13 +166,27 @@ impl Handover {
         };
         let (stderr, write) = std::io::pipe()?;
         fds.push((2, OwnedFd::from(write)));
+        let stdout = match label.is_some() {
+            true => {
+                let (read, write) = std::io::pipe()?;
+                fds.push((1, OwnedFd::from(write)));
+                Some(read)
+            }
+            false => None,
+        };
         if let Some(socket) = listener {
             fds.push((
                 crate::process::INHERITED_FD,
                 socket.as_fd().try_clone_to_owned()?,
             ));
         }
-        Ok(Handover { fds, stdin, stderr })
+        Ok(Handover {
+            fds,
+            stdin,
+            stderr,
+            stdout,
+            label,
+        })
     }
 }
 
@@ -312,8 +332,12 @@ impl Preloader {
             self.pid,
             spawned_at,
             self.reaped.clone(),
-            handover.stdin,
-            Some(handover.stderr),
+            crate::process::ForkPipes {
+                stdin: handover.stdin,
+                stderr: Some(handover.stderr),
+                stdout: handover.stdout,
+                label: handover.label,
+            },
         )?;
         Ok(Forked::Backend(Box::new(backend)))
     }
@@ -363,13 +387,14 @@ impl Slot {
     /// The next generation forked from the preloader with `modules` preloaded, or None for a
     /// cold start (preload is off, or was refused: said once). `base` is the environment the
     /// preloader starts with; `env` the child's whole environment; `listener` the socket
-    /// devrun holds in `socket = "inherit"` mode (the child's fd 3, as in a cold start).
+    /// devrun holds in `socket = "inherit"` mode (the child's fd 3, as in a cold start);
+    /// `label` the backend's output prefix in a stack.
     pub async fn fork(
         &mut self,
         config: &Config,
         base: &[(String, String)],
         env: &BTreeMap<String, String>,
-        listener: Option<&socket2::Socket>,
+        (listener, label): (Option<&socket2::Socket>, Option<crate::output::Label>),
         ui: &Ui,
     ) -> Result<Option<(Backend, usize)>, Error> {
         let Some(preload) = config.preload.as_ref().filter(|_| !self.off) else {
@@ -402,7 +427,7 @@ impl Slot {
             let Some(preloader) = self.preloader.as_mut() else {
                 return Ok(None);
             };
-            let handover = Handover::new(listener)
+            let handover = Handover::new(listener, label.clone())
                 .map_err(|e| Error::io("cannot make the pipes for a forked generation", e))?;
             let forked = preloader
                 .fork(&launch, &config.root, env, &title, handover)

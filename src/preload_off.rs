@@ -15,7 +15,7 @@ impl Slot {
         _config: &Config,
         _base: &[(String, String)],
         _env: &BTreeMap<String, String>,
-        _listener: Option<&socket2::Socket>,
+        _handed: (Option<&socket2::Socket>, Option<crate::output::Label>),
         _ui: &Ui,
     ) -> Result<Option<(Backend, usize)>, Error> {
         Ok(None)

@@ -170,6 +170,16 @@ pub struct Backend {
     witness: crate::summary::Witness,
 }
 
+/// devrun's ends of the pipes handed to a forked generation, as [`Backend::spawn`] makes them
+/// for a cold start: stdin (typed lines), stderr, and in a stack stdout with the member's label.
+#[cfg(target_os = "linux")]
+pub struct ForkPipes {
+    pub stdin: Option<std::io::PipeWriter>,
+    pub stderr: Option<std::io::PipeReader>,
+    pub stdout: Option<std::io::PipeReader>,
+    pub label: Option<crate::output::Label>,
+}
+
 /// After SIGKILL the kernel ends a group within milliseconds; only a process stuck in the
 /// kernel (uninterruptible I/O) outlives this.
 const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -264,9 +274,14 @@ impl Backend {
         preloader: u32,
         spawned_at: Instant,
         reports: tokio::sync::watch::Receiver<Reaped>,
-        stdin: Option<std::io::PipeWriter>,
-        stderr: Option<std::io::PipeReader>,
+        pipes: ForkPipes,
     ) -> io::Result<Backend> {
+        let ForkPipes {
+            stdin,
+            stderr,
+            stdout,
+            label,
+        } = pipes;
         Ok(Backend {
             child: Leader::Forked(reports),
             pid,
@@ -274,7 +289,7 @@ impl Backend {
             group: platform::Group::adopt(pid, preloader)?,
             status: None,
             stdin,
-            witness: crate::summary::Witness::start(pid, stderr, None, None),
+            witness: crate::summary::Witness::start(pid, stderr, stdout, label),
         })
     }
 

@@ -383,8 +383,8 @@ impl Runner {
                 let whole: std::collections::BTreeMap<String, String> =
                     std::env::vars().chain(env.iter().cloned()).collect();
                 let config = &self.shared.config;
-                let listener = unit.listener.as_ref();
-                let fork = self.preload.fork(config, &base, &whole, listener, &self.ui);
+                let handed = (unit.listener.as_ref(), self.member.label.clone());
+                let fork = self.preload.fork(config, &base, &whole, handed, &self.ui);
                 match self.requests.wait(false, fork).await {
                     Ok(forked) => forked?,
                     Err(request) => {

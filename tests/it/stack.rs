@@ -622,6 +622,31 @@ fn member_output_is_prefixed_with_its_padded_name() {
     }
 }
 
+/// A backend forked from the preloader gets its label too (its stdout and stderr are pipes
+/// handed over with the fork).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_preloaded_backend_in_a_stack_is_prefixed_too() {
+    let web_port = free_port();
+    let p = Project::stack(&web(&port_text(web_port), "", ""))
+        .args(["--preload"])
+        .start();
+    p.wait_for_version("v1", WAIT);
+    p.wait_until("the backend forked from the preloader", WAIT, || {
+        p.stderr().lines().any(|l| {
+            l.starts_with("devrun[backend]: started generation 1") && l.contains("preloaded")
+        })
+    });
+    p.wait_until("uvicorn's log line from the fork, prefixed", WAIT, || {
+        p.stderr().lines().any(|l| l.starts_with("backend | INFO:"))
+    });
+    assert!(
+        !p.stderr().lines().any(|l| l.starts_with("INFO:")),
+        "an unprefixed backend line: {}",
+        p.stderr()
+    );
+}
+
 #[test]
 fn the_backend_alone_stays_unprefixed() {
     let p = Project::fastapi_app(UVICORN_CONFIG).start();
