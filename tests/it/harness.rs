@@ -1081,3 +1081,21 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `devrun status --json` in this project: (exit code, the report).
+pub fn status_report(p: &Project) -> (i32, serde_json::Value) {
+    let mut status = p.spawn_devrun(&["status", "--json"], "status");
+    let code = status.wait_exit(WAIT);
+    let text = status.stdout();
+    let report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{text}"));
+    (code, report)
+}
+
+/// The stack member named `name` in a `status --json` report.
+pub fn status_member<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["processes"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("status lists no member {name}:\n{report:#}"))
+}

@@ -206,24 +206,6 @@ fn project() -> Project {
     p
 }
 
-/// `devrun status --json`: (exit code, the report).
-fn status_json(p: &Project) -> (i32, Value) {
-    let mut status = p.spawn_devrun(&["status", "--json"], "status");
-    let code = status.wait_exit(WAIT);
-    let text = status.stdout();
-    let report = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{text}"));
-    (code, report)
-}
-
-/// The member named `name` in a status report.
-fn member<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["processes"]
-        .as_array()
-        .and_then(|all| all.iter().find(|m| m["name"] == name))
-        .unwrap_or_else(|| panic!("status lists no member {name}:\n{report:#}"))
-}
-
 fn listener_pids(listeners: &Value) -> Vec<i64> {
     let mut pids: Vec<i64> = listeners
         .as_array()
@@ -319,7 +301,7 @@ fn status_lists_every_member_and_judges_the_whole_stack() {
     let web_child = s.web.all["child"];
 
     // Every member served by its own processes: exit 0, each listed with pid, port, listeners.
-    let (code, report) = status_json(&s.p);
+    let (code, report) = status_report(&s.p);
     assert_eq!(code, 0, "status:\n{report:#}");
     assert_eq!(report["verdict"], "ok");
     assert_eq!(report["backend"]["pid"], s.backend.leader.pid);
@@ -328,7 +310,7 @@ fn status_lists_every_member_and_judges_the_whole_stack() {
         listener_pids(&report["listeners"]),
         [i64::from(s.backend.leader.pid)]
     );
-    let web = member(&report, "web");
+    let web = status_member(&report, "web");
     assert_eq!(web["pid"], s.web.leader.pid);
     assert_eq!(web["port"], s.web_port);
     assert_eq!(web["generation"], 2);
@@ -347,7 +329,7 @@ fn status_lists_every_member_and_judges_the_whole_stack() {
         .iter()
         .all(|l| l["ours"] == true && l["member"] == "web"));
     assert_eq!(web["verdict"], "ok");
-    let worker = member(&report, "worker");
+    let worker = status_member(&report, "worker");
     assert_eq!(worker["pid"], s.worker.leader.pid);
     assert_eq!(worker["port"], Value::Null);
     assert_eq!(worker["verdict"], Value::Null);
@@ -373,12 +355,12 @@ fn status_lists_every_member_and_judges_the_whole_stack() {
     s.p.wait_until("web to die", WAIT, || {
         listeners(s.web_port).is_empty() && !web_leader.alive()
     });
-    let (code, report) = status_json(&s.p);
+    let (code, report) = status_report(&s.p);
     assert_eq!(code, 1, "status:\n{report:#}");
     assert_eq!(report["verdict"], "none");
     assert_eq!(report["backend_verdict"], "ok");
-    assert_eq!(member(&report, "web")["alive"], false);
-    assert_eq!(member(&report, "web")["verdict"], "none");
+    assert_eq!(status_member(&report, "web")["alive"], false);
+    assert_eq!(status_member(&report, "web")["verdict"], "none");
 
     // Something devrun did not start on web's port: exit 3, named as not ours.
     let foreign = Member::start(
@@ -390,10 +372,10 @@ fn status_lists_every_member_and_judges_the_whole_stack() {
             ..Shape::default()
         },
     );
-    let (code, report) = status_json(&s.p);
+    let (code, report) = status_report(&s.p);
     assert_eq!(code, 3, "status:\n{report:#}");
     assert_eq!(report["verdict"], "foreign");
-    let web = member(&report, "web");
+    let web = status_member(&report, "web");
     assert_eq!(web["verdict"], "foreign");
     assert_eq!(
         listener_pids(&web["listeners"]),
@@ -550,10 +532,10 @@ fn a_forged_member_record_is_refused_and_its_process_stays_alive() {
     ));
 
     // status: web's recorded process is not the one alive, so its port's holder is foreign.
-    let (code, report) = status_json(&p);
+    let (code, report) = status_report(&p);
     assert_eq!(code, 3, "status:\n{report:#}");
-    assert_eq!(member(&report, "web")["alive"], false);
-    assert_eq!(member(&report, "web")["verdict"], "foreign");
+    assert_eq!(status_member(&report, "web")["alive"], false);
+    assert_eq!(status_member(&report, "web")["verdict"], "foreign");
 
     let (code, stderr) = p.run_another(["stop"], WAIT);
 
@@ -611,11 +593,11 @@ fn a_run_without_the_backend_does_not_judge_or_wait_for_the_backends_port() {
     state["backend_run"] = json!(false);
     p.write_state(&state);
 
-    let (code, report) = status_json(&p);
+    let (code, report) = status_report(&p);
     assert_eq!(code, 0, "status:\n{report:#}");
     assert_eq!(report["backend_run"], false);
     assert_eq!(report["backend_verdict"], Value::Null);
-    assert_eq!(member(&report, "web")["verdict"], "ok");
+    assert_eq!(status_member(&report, "web")["verdict"], "ok");
 
     let (code, stderr) = p.run_another(["stop"], WAIT);
     assert_eq!(code, 0, "devrun stop said:\n{stderr}");
@@ -628,7 +610,7 @@ fn a_run_without_the_backend_does_not_judge_or_wait_for_the_backends_port() {
 
     // Nothing of the stack runs now, whatever holds the backend's port: exit 1.
     p.write_state(&state);
-    let (code, report) = status_json(&p);
+    let (code, report) = status_report(&p);
     assert_eq!(code, 1, "status:\n{report:#}");
-    assert_eq!(member(&report, "web")["verdict"], "none");
+    assert_eq!(status_member(&report, "web")["verdict"], "none");
 }

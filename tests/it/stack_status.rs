@@ -25,23 +25,6 @@ command = ["$PYTHON", "-c", "import time; time.sleep(600)"]
     ))
 }
 
-/// `devrun status --json`: (exit code, the report).
-fn status_json(p: &Project) -> (i32, Value) {
-    let mut status = p.spawn_devrun(&["status", "--json"], "status");
-    let code = status.wait_exit(WAIT);
-    let text = status.stdout();
-    let report = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{text}"));
-    (code, report)
-}
-
-fn member<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["processes"]
-        .as_array()
-        .and_then(|all| all.iter().find(|m| m["name"] == name))
-        .unwrap_or_else(|| panic!("status lists no member {name}:\n{report:#}"))
-}
-
 fn pid_of(value: &Value) -> i32 {
     value
         .as_i64()
@@ -53,8 +36,8 @@ fn running_stack(p: &Project, web_port: u16) -> Value {
     p.wait_for_version("v1", WAIT);
     p.wait_until("web to listen", WAIT, || !listeners(web_port).is_empty());
     poll(WAIT, || {
-        let (code, report) = status_json(p);
-        let worker_up = member(&report, "worker")["alive"] == true;
+        let (code, report) = status_report(p);
+        let worker_up = status_member(&report, "worker")["alive"] == true;
         (code == 0 && worker_up).then_some(report)
     })
     .expect("status never judged the running stack ok")
@@ -66,13 +49,13 @@ fn status_lists_every_member_of_a_running_stack_and_stop_ends_them_all() {
     let p = stack(web_port).start();
     let report = running_stack(&p, web_port);
 
-    let web = member(&report, "web");
+    let web = status_member(&report, "web");
     let web_pid = pid_of(&web["pid"]);
     assert_eq!(web["port"], web_port);
     assert_eq!(web["verdict"], "ok");
     assert_eq!(listeners(web_port), vec![web_pid]);
     assert_eq!(parent_of(web_pid), Some(p.pid()));
-    let worker = member(&report, "worker");
+    let worker = status_member(&report, "worker");
     let worker_pid = pid_of(&worker["pid"]);
     assert_eq!(parent_of(worker_pid), Some(p.pid()));
     assert_eq!(worker["port"], Value::Null);
@@ -94,7 +77,7 @@ fn status_fails_when_a_members_port_is_empty_and_names_a_foreign_holder() {
     let web_port = free_port();
     let mut p = stack(web_port).start();
     let report = running_stack(&p, web_port);
-    let web_pid = pid_of(&member(&report, "web")["pid"]);
+    let web_pid = pid_of(&status_member(&report, "web")["pid"]);
 
     // web exits on its own: devrun reports it and waits; its port has no listener.
     unsafe { libc::kill(web_pid, libc::SIGKILL) };
@@ -102,12 +85,12 @@ fn status_fails_when_a_members_port_is_empty_and_names_a_foreign_holder() {
         listeners(web_port).is_empty()
     });
     let (code, report) = poll(WAIT, || {
-        let (code, report) = status_json(&p);
+        let (code, report) = status_report(&p);
         (code == 1).then_some((code, report))
     })
     .unwrap_or_else(|| panic!("status never said web's port is empty"));
     assert_eq!(code, 1);
-    assert_eq!(member(&report, "web")["verdict"], "none");
+    assert_eq!(status_member(&report, "web")["verdict"], "none");
     assert_eq!(report["backend_verdict"], "ok");
 
     // Something devrun did not start takes web's port: exit 3, the holder named.
@@ -123,9 +106,9 @@ fn status_fails_when_a_members_port_is_empty_and_names_a_foreign_holder() {
     p.wait_until("the foreign server to listen", WAIT, || {
         listeners(web_port) == vec![foreign.pid()]
     });
-    let (code, report) = status_json(&p);
+    let (code, report) = status_report(&p);
     assert_eq!(code, 3, "status:\n{report:#}");
-    let web = member(&report, "web");
+    let web = status_member(&report, "web");
     assert_eq!(web["verdict"], "foreign");
     assert_eq!(pid_of(&web["listeners"][0]["pid"]), foreign.pid());
     assert_eq!(web["listeners"][0]["ours"], false);
