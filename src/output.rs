@@ -62,11 +62,10 @@ pub fn copy(
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
-                let out = match &label {
-                    None => buffer[..n].to_vec(),
-                    Some(label) => lines.prefixed(&buffer[..n], label),
-                };
-                write(stream, &out);
+                match &label {
+                    None => write(stream, &buffer[..n]),
+                    Some(label) => write(stream, &lines.prefixed(&buffer[..n], label)),
+                }
                 if let Some(tail) = &tail {
                     if let Ok(mut tail) = tail.lock() {
                         crate::summary::keep_tail(&mut tail, &buffer[..n]);

@@ -94,9 +94,9 @@ impl Shared {
 
     /// "the backend", or the member's name in a stack (for messages).
     pub fn who(&self, member: &Member) -> String {
-        match (self.stack, member.backend) {
-            (false, _) => "the backend".to_string(),
-            (true, _) => member.name.clone(),
+        match self.stack {
+            true => member.name.clone(),
+            false => "the backend".to_string(),
         }
     }
 }
@@ -359,8 +359,10 @@ fn start_runners(
 
 /// A member's route: the backend and `watch = "backend"` follow the backend's filter.
 fn route(backend: bool, process: Option<&ProcessConfig>) -> Route {
+    if backend {
+        return Route::Backend;
+    }
     match process.map(|p| &p.watch) {
-        _ if backend => Route::Backend,
         Some(ProcessWatch::Backend) => Route::Backend,
         Some(ProcessWatch::Paths(paths)) => Route::Paths(paths.clone()),
         Some(ProcessWatch::None) | None => Route::Nothing,

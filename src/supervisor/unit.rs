@@ -101,20 +101,15 @@ impl Changes {
         if self.up.send(Up::Sync(reply)).is_ok() {
             let _ = replied.await;
         }
-        let mut batch = Batch {
-            paths: Vec::new(),
-            last_at: Instant::now(),
-        };
-        let mut first = true;
+        let (mut paths, mut last_at) = (Vec::new(), None::<Instant>);
         while let Ok(more) = self.rx.try_recv() {
-            batch.last_at = match first {
-                true => more.last_at,
-                false => batch.last_at.max(more.last_at),
-            };
-            first = false;
-            batch.paths.extend(more.paths);
+            last_at = Some(last_at.map_or(more.last_at, |at| at.max(more.last_at)));
+            paths.extend(more.paths);
         }
-        batch
+        Batch {
+            paths,
+            last_at: last_at.unwrap_or_else(Instant::now),
+        }
     }
 }
 
@@ -175,8 +170,7 @@ impl Runner {
         self.claim_port(&unit).await?;
         self.bind_listener(&mut unit)?;
         self.tell(Up::Claimed(self.index));
-        let mut go = self.go.clone();
-        match self.requests.wait(false, go.wait_for(|go| *go)).await {
+        match self.requests.wait(false, self.go.wait_for(|go| *go)).await {
             Ok(Ok(_)) => {}
             // Stopped before its turn (a held port elsewhere, Ctrl-C): nothing ran.
             Ok(Err(_)) | Err(_) => return Ok(()),
@@ -533,7 +527,7 @@ impl Runner {
         let pgid = backend.pgid();
         let index = self.index;
         loop {
-            let (ui, up) = (&self.ui, &self.changes.up.clone());
+            let (ui, up) = (&self.ui, &self.changes.up);
             let changes = &mut self.changes.rx;
             let seen = self.requests.wait(true, async {
                 tokio::select! {
@@ -815,16 +809,12 @@ impl Runner {
             );
         }
         let what = match self.member.backend {
-            true => "a second backend".to_string(),
-            false => format!("{} beside it", self.member.name),
-        };
-        let what = match self.member.backend {
-            true => format!("{what} beside it"),
-            false => what,
+            true => "a second backend",
+            false => &self.member.name,
         };
         format!(
-            "port {port} is held by {}: devrun will not start {what}. Stop that process, pass \
-             --kill-port-holder to have devrun end it, or {hint}",
+            "port {port} is held by {}: devrun will not start {what} beside it. Stop that \
+             process, pass --kill-port-holder to have devrun end it, or {hint}",
             port::describe_holders(&port::holders(port))
         )
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const CONFIG: &str = r#"
+/// A FastAPI app under uvicorn serving through the socket devrun holds (also preload's test).
+pub(crate) const INHERIT_CONFIG: &str = r#"
 command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--fd", "{fd}"]
 port = $PORT
 
@@ -50,7 +51,7 @@ fn get_version(port: u16) -> Result<String, bool> {
 
 #[test]
 fn hammered_port_is_never_refused_across_restarts_and_never_goes_back() {
-    let p = Project::fastapi_app(CONFIG).start();
+    let p = Project::fastapi_app(INHERIT_CONFIG).start();
     p.wait_for_version("v1", WAIT);
 
     let port = p.port;
@@ -124,7 +125,7 @@ fn hammered_port_is_never_refused_across_restarts_and_never_goes_back() {
 
 #[test]
 fn inherit_mode_teardown_leaves_the_port_free() {
-    let mut p = Project::fastapi_app(CONFIG).start();
+    let mut p = Project::fastapi_app(INHERIT_CONFIG).start();
     let served = p.wait_for_version("v1", WAIT);
     p.signal(SIGINT);
     assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());

@@ -186,19 +186,8 @@ fn ps_args(pid: i32) -> String {
 /// preloader never keeps a copy (only devrun and the generation hold the socket).
 #[test]
 fn inherit_and_preload_serve_through_the_held_socket_from_a_new_fork_each_time() {
-    let p = Project::fastapi_app(
-        r#"
-command = ["$PYTHON", "-m", "uvicorn", "app.main:app", "--fd", "{fd}"]
-port = $PORT
-
-[watch]
-debounce_ms = 50
-
-[server]
-socket = "inherit"
-preload = "auto"
-"#,
-    );
+    let config = format!("{}preload = \"auto\"\n", crate::inherit::INHERIT_CONFIG);
+    let p = Project::fastapi_app(&config);
     p.write_atomic("app/version.py", &version_with_listen_vars("v1"));
     let p = p.start();
     let mut preloader = None;
