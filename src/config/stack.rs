@@ -18,8 +18,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use toml::Spanned;
 
-/// The backend's name in `after`, `restart_with`, `{ports.NAME}` and `--only`.
-pub const BACKEND: &str = "backend";
+/// The backend's name in `after`, `restart_with`, `{ports.NAME}` and `--only` (the one the
+/// state file and status use too).
+pub use crate::state::BACKEND;
 
 /// How many times a port the OS offers for `port = "auto"` may turn out to be one the config
 /// already names before giving up.

@@ -180,7 +180,7 @@ fn members(config: &Config, ui: &Ui) -> Vec<Member> {
     let mut members = Vec::new();
     if config.run_backend {
         members.push(Member {
-            name: "backend".into(),
+            name: crate::state::BACKEND.into(),
             backend: true,
             command: config.command.clone(),
             cwd: config.root.clone(),
@@ -256,7 +256,7 @@ struct Coordinator {
     handles: Vec<Handle>,
     ui: Ui,
     once: bool,
-    /// The first shutdown reason (no member starts after it).
+    /// A shutdown was asked for, or the stack is being torn down: no member starts after it.
     stopping: bool,
     /// The first error (a member that could not go on, or `--once`'s first failure).
     error: Option<Error>,
