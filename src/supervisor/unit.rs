@@ -533,7 +533,8 @@ impl Runner {
                 tokio::select! {
                     biased;
                     status = backend.exited() => Some(Err(status)),
-                    Some(batch) = changes.recv() => Some(Ok(batch)),
+                    // Readiness before changes: a change is judged (the reload-loop guard)
+                    // knowing whether the generation was already answering.
                     result = &mut ready, if !ready_reported => {
                         ready_reported = true;
                         ready_at = Some(Instant::now());
@@ -554,6 +555,7 @@ impl Runner {
                         });
                         None
                     }
+                    Some(batch) = changes.recv() => Some(Ok(batch)),
                 }
             });
             match seen.await {

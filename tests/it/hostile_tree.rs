@@ -14,6 +14,8 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::thread::sleep;
+use std::time::Duration;
 
 /// uid and gid of `nobody`.
 fn nobody() -> (u32, u32) {
@@ -239,6 +241,11 @@ fn stderr_nobody_reads_never_stalls_the_loop() {
         let version = format!("v{n}");
         project.write_atomic("version.py", &version_py(&version));
         project.wait_for_version(&version, WAIT);
+        // A person's pace (the reload-loop guard's premise): saved the instant this test saw
+        // an answer, the change can come before devrun's own probe has seen the generation
+        // ready (one in five on a loaded machine), which counts as the generation writing the
+        // file itself; three in a row and that save would be held back (see `guard`).
+        sleep(Duration::from_millis(200));
     }
     // Full, give or take one line: a write of up to PIPE_BUF bytes waits until it fits whole, so
     // a full pipe can hold up to one line's length less than its 4096 bytes.
