@@ -72,15 +72,16 @@ pub struct Config {
     pub options: RunOptions,
     /// `[processes.NAME]` tables: the stack's other members, in a valid start order (each after
     /// those it names in `after`), filtered by `--only`.
-    pub processes: Vec<ProcessConfig>,
+    pub processes: Vec<Member>,
     /// False when `--only` names members but not `backend`: the backend is not run.
     pub run_backend: bool,
 }
 
-/// One member of the stack besides the backend (`[processes.NAME]`).
+/// One supervised process: the backend (from the top-level keys, named `backend`) or a member
+/// of the stack (`[processes.NAME]`). [`Config::members`] gives them all in one list.
 #[derive(Debug, Clone)]
-pub struct ProcessConfig {
-    /// `[a-z0-9][a-z0-9_-]*`, never `backend`.
+pub struct Member {
+    /// `backend`, or a `[processes.NAME]`'s `[a-z0-9][a-z0-9_-]*` (never `backend`).
     pub name: String,
     /// `{port}`, `{host}` and `{ports.NAME}` already filled.
     pub command: Vec<String>,
@@ -97,6 +98,30 @@ pub struct ProcessConfig {
     pub restart: RestartPolicy,
     /// Members whose restart also restarts this one.
     pub restart_with: Vec<String>,
+    /// What only the top-level keys give today (the backend's), kept apart so any member can
+    /// get them by a config change.
+    pub extras: Extras,
+}
+
+impl Member {
+    /// The backend: the top-level keys' process (messages name it differently).
+    pub fn is_backend(&self) -> bool {
+        self.name == BACKEND
+    }
+}
+
+/// A member's optional extras: the backend has them from the top-level keys.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// `env_file`: its variables go between devrun's own environment and `env`; re-read for
+    /// every generation (the watch restarts for its edits).
+    pub env_file: Option<PathBuf>,
+    /// `[server] preload`: generations are forked from a preloaded interpreter.
+    pub preload: Option<Preload>,
+    /// `[server] socket = "inherit"`: devrun holds the listening socket and hands it over.
+    pub inherit_socket: bool,
+    /// Lines typed in devrun's terminal go to its stdin (`rs` restarts).
+    pub typed: bool,
 }
 
 /// What restarts a member besides `devrun restart`, `rs`, and its restart policy.
@@ -507,6 +532,33 @@ impl ProjectConfig {
 }
 
 impl Config {
+    /// Every process this run supervises, in start order: the backend first (when run), then
+    /// the `[processes.NAME]` (each after those it names in `after`).
+    pub fn members(&self) -> Vec<Member> {
+        let backend = self.run_backend.then(|| Member {
+            name: BACKEND.to_string(),
+            command: self.command.clone(),
+            cwd: self.root.clone(),
+            port: Some(self.port),
+            env: self.env.clone(),
+            after: Vec::new(),
+            watch: ProcessWatch::Backend,
+            ready: self.ready.clone(),
+            restart: RestartPolicy::Never,
+            restart_with: Vec::new(),
+            extras: Extras {
+                env_file: self.env_file.clone(),
+                preload: self.preload.clone(),
+                inherit_socket: self.inherit_socket,
+                typed: true,
+            },
+        });
+        backend
+            .into_iter()
+            .chain(self.processes.iter().cloned())
+            .collect()
+    }
+
     /// Reads the config file (`--config`, else `devrun.toml` in the current folder, else
     /// `[tool.devrun]` of `pyproject.toml` there) and applies the flags on top.
     pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {

@@ -89,6 +89,15 @@ pub struct BackendRecord {
 }
 
 impl State {
+    /// Records member `name`'s live generation (None: not running), the backend's included:
+    /// the file keeps its shape (`backend` beside `processes`).
+    pub fn set_member(&mut self, name: &str, port: Option<u16>, running: Option<BackendRecord>) {
+        match name {
+            BACKEND => self.backend = running,
+            _ => self.set_process(name, port, running),
+        }
+    }
+
     /// Records member `name`'s live generation (None: not running), replacing its record.
     pub fn set_process(&mut self, name: &str, port: Option<u16>, running: Option<BackendRecord>) {
         let record = ProcessRecord {

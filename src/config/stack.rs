@@ -7,7 +7,7 @@
 //! `restart_with`, and cycles in `after` (spelled out: `web → api → web`).
 
 use super::{
-    command_from_value, derive_env_table, FileReady, Inputs, ProcessConfig, ProcessWatch,
+    command_from_value, derive_env_table, FileReady, Inputs, Member as MemberConfig, ProcessWatch,
     ProjectConfig, ReadyConfig, RestartPolicy, DEFAULT_READY_TIMEOUT_MS,
 };
 use crate::cli::{RunArgs, MAX_TIMEOUT};
@@ -65,7 +65,7 @@ impl Member<'_> {
 
 /// The stack as loaded: the members to run, in start order, and every member's port.
 pub(super) struct Stack {
-    pub processes: Vec<ProcessConfig>,
+    pub processes: Vec<MemberConfig>,
     pub run_backend: bool,
     host: String,
     /// Every member's port by name, the backend's included, `--only` or not (a frontend run
@@ -151,10 +151,10 @@ impl Stack {
         inputs: &Inputs,
         member: &Member,
         root: &Path,
-    ) -> Result<ProcessConfig, ConfigError> {
+    ) -> Result<MemberConfig, ConfigError> {
         let fill = self.placeholders(member.name());
         let port = fill.own;
-        Ok(ProcessConfig {
+        Ok(MemberConfig {
             name: member.name().to_string(),
             command: member_command(inputs, member, &fill)?,
             cwd: member_cwd(inputs, member, root)?,
@@ -165,6 +165,7 @@ impl Stack {
             ready: member_ready(inputs, member, port)?,
             restart: member_restart(inputs, member)?,
             restart_with: names(&member.file.restart_with),
+            extras: Default::default(),
         })
     }
 }
@@ -464,7 +465,7 @@ fn derive_only(
 
 /// `after` and `restart_with` entries naming members `--only` left out (the backend too) are
 /// dropped: nothing will ever be ready or restart there.
-fn drop_references_to_left_out(processes: &mut [ProcessConfig], only: &BTreeSet<String>) {
+fn drop_references_to_left_out(processes: &mut [MemberConfig], only: &BTreeSet<String>) {
     for process in processes {
         process.after.retain(|name| only.contains(name));
         process.restart_with.retain(|name| only.contains(name));
@@ -736,7 +737,7 @@ mod tests {
             }
         }
 
-        fn process(&self, name: &str) -> &ProcessConfig {
+        fn process(&self, name: &str) -> &MemberConfig {
             let config = self.ok();
             config
                 .processes

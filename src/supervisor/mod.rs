@@ -15,10 +15,12 @@
 //! after the previous group is confirmed gone and its port free.
 
 mod phase;
+mod ports;
 mod requests;
+mod spawn;
 mod unit;
 
-use crate::config::{Config, ProcessConfig, ProcessWatch, ReadyConfig, RestartPolicy};
+use crate::config::{Config, Member, ProcessWatch};
 use crate::control::{self, Request};
 use crate::error::Error;
 use crate::output::Label;
@@ -34,7 +36,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use tokio::sync::{mpsc, oneshot, watch};
-use unit::{Changes, Runner};
+use unit::{Changes, Runner, Wiring};
 
 /// Why `--once` tears a stack down that is all ready, or after a member failed.
 const ONCE_DONE: &str = "every process is ready";
@@ -43,22 +45,6 @@ const ONCE_ABORT: &str = "another process failed";
 const MEMBER_FAILED: &str = "a process could not go on";
 /// Who a `restart_with` restart says asked for it.
 const RESTART_WITH: &str = "restart_with";
-
-/// What one supervised process runs: the backend (the top-level keys) or a `[processes.NAME]`.
-pub(super) struct Member {
-    pub name: String,
-    /// The top-level command: the env file, `[env]`, preload, the held socket and typed
-    /// lines are its alone.
-    pub backend: bool,
-    pub command: Vec<String>,
-    pub cwd: PathBuf,
-    pub port: Option<u16>,
-    pub env: Vec<(String, String)>,
-    pub ready: ReadyConfig,
-    pub restart: RestartPolicy,
-    /// In a stack, the prefix of its output lines.
-    pub label: Option<Label>,
-}
 
 /// What every runner reads or records.
 pub(super) struct Shared {
@@ -76,10 +62,7 @@ impl Shared {
     /// only orphan recovery after a crash would miss this generation.
     pub fn record(&self, ui: &Ui, member: &Member, running: Option<BackendRecord>) {
         let mut state = self.state.borrow_mut();
-        match member.backend {
-            true => state.backend = running,
-            false => state.set_process(&member.name, member.port, running),
-        }
+        state.set_member(&member.name, member.port, running);
         if let Err(e) = self.state_dir.write(&state) {
             let path = self.state_dir.path().join("state.json");
             ui.emit(
@@ -107,8 +90,8 @@ pub(super) enum Up {
     Claimed(usize),
     /// Ready (its port answers, or it has no port and started): members `after` it may start.
     Ready(usize),
-    /// `--once`: ready (then the same as `Ready`) or failed.
-    Outcome(usize, Result<(), Error>),
+    /// `--once`: it failed (exited, not ready, interrupted): the rest are torn down.
+    Failed(usize, Error),
     /// It restarts for a change: members naming it in `restart_with` restart too.
     Restarting(usize),
     /// Settling: deliver every change the OS has queued (the watch's fence), then answer.
@@ -153,7 +136,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         backend_run: config.run_backend,
         processes: Vec::new(),
     };
-    let members = members(&config, &ui);
+    let members = config.members();
     let shared = Rc::new(Shared {
         stack: members.len() > 1,
         config,
@@ -174,64 +157,38 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     result
 }
 
-/// The members this run supervises, in start order: the backend first (when run), then the
-/// `[processes.NAME]` in the order the config put them (each after those it names in `after`).
-fn members(config: &Config, ui: &Ui) -> Vec<Member> {
-    let mut members = Vec::new();
-    if config.run_backend {
-        members.push(Member {
-            name: crate::state::BACKEND.into(),
-            backend: true,
-            command: config.command.clone(),
-            cwd: config.root.clone(),
-            port: Some(config.port),
-            env: config
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            ready: config.ready.clone(),
-            restart: RestartPolicy::Never,
-            label: None,
-        });
-    }
-    members.extend(config.processes.iter().map(|p| Member {
-        name: p.name.clone(),
-        backend: false,
-        command: p.command.clone(),
-        cwd: p.cwd.clone(),
-        port: p.port,
-        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ready: p.ready.clone(),
-        restart: p.restart,
-        label: None,
-    }));
-    if members.len() > 1 {
-        let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
-        for (index, member) in members.iter_mut().enumerate() {
-            member.label = Some(Label::new(&member.name, width, index, ui.colour()));
-        }
-    }
-    members
+/// The prefix of each member's output lines, in a stack: its name padded to the longest, in a
+/// colour of its own (none for a backend alone, whose output stays untouched).
+fn labels(members: &[Member], ui: &Ui) -> Vec<Option<Label>> {
+    let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    (0..members.len())
+        .map(|index| {
+            (members.len() > 1).then(|| Label::new(&members[index].name, width, index, ui.colour()))
+        })
+        .collect()
 }
 
-/// Which changes restart a member.
-enum Route {
-    Nothing,
-    /// The backend's own filter (the backend, and `watch = "backend"`).
-    Backend,
-    /// These files, or anything under these folders.
-    Paths(Vec<PathBuf>),
+/// Whether a change to `path` restarts a member that watches `watch` (`"backend"`: the
+/// backend's filter).
+fn wants(watch: &ProcessWatch, path: &Path, backend: &Filter) -> bool {
+    match watch {
+        ProcessWatch::None => false,
+        ProcessWatch::Backend => backend.wants_file(path),
+        ProcessWatch::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
+    }
 }
 
-impl Route {
-    fn wants(&self, path: &Path, backend: &Filter) -> bool {
-        match self {
-            Route::Nothing => false,
-            Route::Backend => backend.wants_file(path),
-            Route::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
-        }
-    }
+/// How far a member got towards serving, as the coordinator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Progress {
+    /// Its port is not confirmed free yet.
+    Claiming,
+    /// Its port is free: it starts once every port is and its `after` members are ready.
+    Claimed,
+    /// Let start.
+    Released,
+    /// A generation of it got ready (once is enough for those `after` it).
+    Ready,
 }
 
 /// The coordinator's view of one runner.
@@ -244,11 +201,16 @@ struct Handle {
     after: Vec<usize>,
     /// Indices of the members that restart when it restarts for a change.
     restarted_with_it: Vec<usize>,
-    route: Route,
-    claimed: bool,
-    ready: bool,
-    started: bool,
+    watch: ProcessWatch,
+    progress: Progress,
+    /// Its runner ended (stopped for good, or an error).
     done: bool,
+}
+
+impl Handle {
+    fn ready(&self) -> bool {
+        self.progress == Progress::Ready
+    }
 }
 
 /// Everything the coordinator decides on while the runners run.
@@ -272,8 +234,7 @@ async fn coordinate(
 ) -> Result<(), Error> {
     let config = &shared.config;
     let once = config.options.once;
-    let (mut handles, mut up) = start_runners(&shared, members, typed, &ui);
-    link(&mut handles, &config.processes);
+    let (handles, mut up) = start_runners(&shared, members, typed, &ui);
     let mut watch = match once {
         true => None,
         false => Some(start_watch(&shared, &ui)?),
@@ -317,16 +278,12 @@ fn start_runners(
     ui: &Ui,
 ) -> (Vec<Handle>, mpsc::UnboundedReceiver<Up>) {
     let (up_sender, up) = mpsc::unbounded_channel();
-    let mut handles = Vec::new();
-    for (index, member) in members.into_iter().enumerate() {
+    let labels = labels(&members, ui);
+    let mut handles: Vec<Handle> = Vec::new();
+    for (index, (member, label)) in members.iter().zip(labels).enumerate() {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (go, go_rx) = watch::channel(false);
-        let process = shared
-            .config
-            .processes
-            .iter()
-            .find(|p| p.name == member.name);
         handles.push(Handle {
             name: member.name.clone(),
             requests,
@@ -334,55 +291,41 @@ fn start_runners(
             go,
             after: Vec::new(),
             restarted_with_it: Vec::new(),
-            route: route(member.backend, process),
-            claimed: false,
-            ready: false,
-            started: false,
+            watch: member.watch.clone(),
+            progress: Progress::Claiming,
             done: false,
         });
         let ui = match shared.stack {
             true => ui.for_process(&member.name),
             false => ui.clone(),
         };
-        let backend = member.backend;
-        let requests = Requests { rx: requests_rx };
-        let changes = Changes::new(changes_rx, up_sender.clone());
-        let runner = Runner::new(shared.clone(), member, index, ui, requests, changes, go_rx);
-        let runner = match backend {
-            true => runner.with_typed(typed.take()),
-            false => runner,
+        let wiring = Wiring {
+            typed: typed.take().filter(|_| member.extras.typed),
+            member: member.clone(),
+            label,
+            index,
+            ui,
+            requests: Requests { rx: requests_rx },
+            changes: Changes::new(changes_rx, up_sender.clone()),
+            go: go_rx,
         };
-        tokio::task::spawn_local(runner.run());
+        tokio::task::spawn_local(Runner::new(shared.clone(), wiring).run());
     }
+    link(&mut handles, &members);
     (handles, up)
 }
 
-/// A member's route: the backend and `watch = "backend"` follow the backend's filter.
-fn route(backend: bool, process: Option<&ProcessConfig>) -> Route {
-    if backend {
-        return Route::Backend;
-    }
-    match process.map(|p| &p.watch) {
-        Some(ProcessWatch::Backend) => Route::Backend,
-        Some(ProcessWatch::Paths(paths)) => Route::Paths(paths.clone()),
-        Some(ProcessWatch::None) | None => Route::Nothing,
-    }
-}
-
 /// Fills `after` and `restarted_with_it` by index (names left out by `--only` are dropped).
-fn link(handles: &mut [Handle], processes: &[ProcessConfig]) {
+fn link(handles: &mut [Handle], members: &[Member]) {
     let index = |handles: &[Handle], name: &str| handles.iter().position(|h| h.name == name);
-    for process in processes {
-        let Some(me) = index(handles, &process.name) else {
-            continue;
-        };
-        let after: Vec<usize> = process
+    for (me, member) in members.iter().enumerate() {
+        let after: Vec<usize> = member
             .after
             .iter()
             .filter_map(|name| index(handles, name))
             .collect();
         handles[me].after = after;
-        for name in &process.restart_with {
+        for name in &member.restart_with {
             if let Some(leader) = index(handles, name) {
                 handles[leader].restarted_with_it.push(me);
             }
@@ -464,7 +407,7 @@ impl Coordinator {
             let paths: Vec<PathBuf> = batch
                 .paths
                 .iter()
-                .filter(|p| handle.route.wants(p, backend))
+                .filter(|p| wants(&handle.watch, p, backend))
                 .cloned()
                 .collect();
             if !paths.is_empty() {
@@ -476,9 +419,9 @@ impl Coordinator {
 
     fn take(&mut self, message: Up) {
         match message {
-            Up::Claimed(i) => self.handles[i].claimed = true,
-            Up::Ready(i) | Up::Outcome(i, Ok(())) => self.handles[i].ready = true,
-            Up::Outcome(i, Err(e)) => {
+            Up::Claimed(i) => self.handles[i].progress = Progress::Claimed,
+            Up::Ready(i) => self.handles[i].progress = Progress::Ready,
+            Up::Failed(i, e) => {
                 self.error.get_or_insert(e);
                 self.stopping = true;
                 // The one that failed is tearing down already: one more request would read
@@ -514,17 +457,18 @@ impl Coordinator {
     /// Lets every member start whose port is claimed (all of them are, first) and whose
     /// `after` members are ready; with `--once`, tears the stack down once all are ready.
     fn release(&mut self) {
-        if self.stopping || !self.handles.iter().all(|h| h.claimed || h.done) {
+        let claiming = |h: &Handle| h.progress == Progress::Claiming && !h.done;
+        if self.stopping || self.handles.iter().any(claiming) {
             return;
         }
-        let ready: Vec<bool> = self.handles.iter().map(|h| h.ready).collect();
-        for handle in self.handles.iter_mut().filter(|h| !h.started) {
-            if handle.after.iter().all(|&i| ready[i]) {
-                handle.started = true;
+        let ready: Vec<bool> = self.handles.iter().map(|h| h.ready()).collect();
+        for handle in self.handles.iter_mut() {
+            if handle.progress == Progress::Claimed && handle.after.iter().all(|&i| ready[i]) {
+                handle.progress = Progress::Released;
                 let _ = handle.go.send(true);
             }
         }
-        if self.once && self.handles.iter().all(|h| h.ready) {
+        if self.once && ready.iter().all(|&ready| ready) {
             self.stopping = true;
             self.send_all(Request::Stop(ONCE_DONE));
         }
@@ -534,11 +478,11 @@ impl Coordinator {
         if let Some(error) = self.error {
             return Err(error);
         }
-        if self.once && !self.handles.iter().all(|h| h.ready) {
+        if self.once && !self.handles.iter().all(Handle::ready) {
             let waiting: Vec<&str> = self
                 .handles
                 .iter()
-                .filter(|h| !h.ready)
+                .filter(|h| !h.ready())
                 .map(|h| h.name.as_str())
                 .collect();
             return Err(Error::BackendFailed(format!(

@@ -1,27 +1,65 @@
 //! One supervised process's cycle as explicit states (`Phase`), moved by one pure function
-//! (`next`):
+//! (`next`). The generation's readiness is part of the state, and so are the port claim and the
+//! start gate before the first generation and `--once`'s teardown:
 //!
 //! ```text
-//! Starting ─► Serving ─(change)──► Stopping ─► Settling ─► PortFree ─► Starting (N+1)
-//!                 │ (exited on its own)                                   ▲
-//!                 └──────────► Stopping ─► Waiting ─(change)─► Settling ──┘
+//! Claiming ─► Gated ─► Starting ─► Serving(Pending) ─► Serving(Ready) ─(change)─► Stopping ─►
+//!     Settling ─► PortFree ─► Starting (N+1)
+//! Serving ─(exited on its own)─► Stopping ─► Waiting ─(change)─► Settling ─► PortFree ─► …
 //! Serving ─(Ctrl-C, SIGTERM, SIGHUP, `devrun stop`)─► Stopping ─► Exiting (port confirmed free)
 //! any other state ─(the same)─► Exiting
 //! Serving, Waiting ─(`devrun restart`, on-failure backoff)─► Stopping ─► PortFree ─► Starting
+//! --once: Serving ─(exited, or not ready in time)─► Stopping ─► Exiting
 //! ```
+//!
+//! A member without a port is ready the moment it started: nothing else can be waited for.
 
 use std::time::Instant;
 
+/// How a runner runs: watching for changes (the default), or `--once` (start, ready, tear down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Watch,
+    Once,
+}
+
+/// Whether the running generation answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Readiness {
+    /// Its port (or `ready.http`) is being probed.
+    Pending,
+    /// Ready since this instant (for a member without a port: since it started).
+    Ready(Instant),
+    /// The probe gave up at this instant (`ready.timeout`, a failed health check); it keeps
+    /// running (watch mode).
+    TimedOut(Instant),
+}
+
+impl Readiness {
+    /// Since when the generation is past its start (ready, or the probe gave up): a change
+    /// after it is a person's, not the start's own write.
+    pub(super) fn started_at(self) -> Option<Instant> {
+        match self {
+            Readiness::Pending => None,
+            Readiness::Ready(at) | Readiness::TimedOut(at) => Some(at),
+        }
+    }
+}
+
 /// Where one supervised process is in its cycle (the diagram at the top). Each state is one
-/// action of the supervisor (`Supervisor::act`); what the action saw is a [`Step`], and
-/// [`next`] — pure, unit-tested below — says where that leads. A second supervised process is a
-/// second `Phase` (and `Backend`), not a second loop.
+/// action of the runner (`Runner::act`); what the action saw is a [`Step`], and [`next`] —
+/// pure, unit-tested below — says where that leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// Before the first generation: its port must be free (nobody else's).
+    Claiming,
+    /// Its port is claimed: until the coordinator lets it start (every port claimed, every
+    /// member in its `after` ready).
+    Gated,
     /// Spawning the next generation.
     Starting,
     /// A generation runs, until a change, its exit, or a request.
-    Serving,
+    Serving(Readiness),
     /// The whole group is being stopped; `Then` says what follows.
     Stopping(Then),
     /// A burst of saves is finishing: quiet for the debounce time after `last` (or the
@@ -44,16 +82,25 @@ pub(super) enum Then {
     Wait,
     /// `devrun restart`: start anew now.
     Restart,
-    /// A shutdown request: exit.
+    /// A shutdown request, or `--once` done: exit. Any request meanwhile kills at once.
     Exit,
 }
 
 /// What a state's action saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
-    Started,
+    /// Its port is free (or it has none).
+    Claimed,
+    /// The coordinator let it start.
+    Go,
+    /// A generation was spawned at `at`; `probe`: it has a port whose readiness is probed.
+    Started { at: Instant, probe: bool },
     /// A later generation could not be spawned (failing to spawn the first is an error).
     StartFailed,
+    /// The probe answered.
+    Ready(Instant),
+    /// The probe gave up (`ready.timeout`, or a failed health check) at this instant.
+    NotReady(Instant),
     /// Files changed, the last at this instant.
     Changed(Instant),
     /// The generation exited on its own.
@@ -63,30 +110,42 @@ pub(super) enum Step {
     /// Ctrl-C, SIGTERM, SIGHUP, `devrun stop`.
     Shutdown,
     /// The whole group is gone; `shutdown`: a shutdown was asked for meanwhile.
-    Stopped {
-        shutdown: bool,
-    },
+    Stopped { shutdown: bool },
     /// Quiet for the debounce time, or the settle ceiling passed.
     Settled,
     /// Nobody else holds the port.
     PortFree,
 }
 
-/// The supervisor's moves: where `step`, seen in `state`, leads. A step a state does not
-/// expect leaves it where it is.
-pub(super) fn next(state: Phase, step: Step) -> Phase {
+/// The runner's moves: where `step`, seen in `state`, leads. A step a state does not expect
+/// leaves it where it is.
+pub(super) fn next(mode: Mode, state: Phase, step: Step) -> Phase {
     use Phase::*;
     match (state, step) {
         (Exiting, _) => Exiting,
         // A running group is always stopped first; elsewhere nothing runs.
-        (Serving, Step::Shutdown) => Stopping(Then::Exit),
+        (Serving(_), Step::Shutdown) => Stopping(Then::Exit),
         (Stopping(_), Step::Shutdown) => Stopping(Then::Exit),
         (_, Step::Shutdown) => Exiting,
-        (Starting, Step::Started) => Serving,
+        (Claiming, Step::Claimed) => Gated,
+        (Gated, Step::Go) => Starting,
+        (Starting, Step::Started { at, probe }) => Serving(match probe {
+            true => Readiness::Pending,
+            false => Readiness::Ready(at),
+        }),
         (Starting, Step::StartFailed) => Waiting { ran: false },
-        (Serving, Step::Changed(last)) => Stopping(Then::Settle(last)),
-        (Serving, Step::Exited) => Stopping(Then::Wait),
-        (Serving, Step::Restart) => Stopping(Then::Restart),
+        (Serving(Readiness::Pending), Step::Ready(at)) => Serving(Readiness::Ready(at)),
+        (Serving(Readiness::Pending), Step::NotReady(at)) => match mode {
+            Mode::Watch => Serving(Readiness::TimedOut(at)),
+            Mode::Once => Stopping(Then::Exit),
+        },
+        (Serving(_), Step::Exited) => match mode {
+            Mode::Watch => Stopping(Then::Wait),
+            Mode::Once => Stopping(Then::Exit),
+        },
+        // `--once` has no watch, and a restart request does not interrupt it.
+        (Serving(_), Step::Changed(last)) if mode == Mode::Watch => Stopping(Then::Settle(last)),
+        (Serving(_), Step::Restart) if mode == Mode::Watch => Stopping(Then::Restart),
         (Stopping(_), Step::Stopped { shutdown: true }) => Exiting,
         (Stopping(then), Step::Stopped { shutdown: false }) => match then {
             Then::Settle(last) => Settling { last, ran: true },
@@ -115,15 +174,65 @@ mod tests {
     use std::time::Duration;
     use Phase::*;
 
-    fn walk(from: Phase, steps: &[Step]) -> Vec<Phase> {
+    const W: Mode = Mode::Watch;
+
+    fn walk(mode: Mode, from: Phase, steps: &[Step]) -> Vec<Phase> {
         let mut phase = from;
         steps
             .iter()
             .map(|step| {
-                phase = next(phase, *step);
+                phase = next(mode, phase, *step);
                 phase
             })
             .collect()
+    }
+
+    fn started(at: Instant, probe: bool) -> Step {
+        Step::Started { at, probe }
+    }
+
+    #[test]
+    fn the_first_generation_claims_its_port_then_waits_for_its_turn() {
+        let t = Instant::now();
+        assert_eq!(
+            walk(
+                W,
+                Claiming,
+                &[
+                    Step::Go,
+                    Step::Claimed,
+                    started(t, true),
+                    Step::Go,
+                    Step::Claimed
+                ]
+            ),
+            [Claiming, Gated, Gated, Starting, Starting]
+        );
+    }
+
+    #[test]
+    fn a_member_with_a_port_is_ready_when_probed_one_without_when_started() {
+        let (t, later) = (Instant::now(), Instant::now() + Duration::from_millis(5));
+        assert_eq!(
+            walk(W, Starting, &[started(t, true), Step::Ready(later)]),
+            [
+                Serving(Readiness::Pending),
+                Serving(Readiness::Ready(later))
+            ]
+        );
+        assert_eq!(
+            next(W, Starting, started(t, false)),
+            Serving(Readiness::Ready(t))
+        );
+        // Ready once: a late probe answer changes nothing.
+        assert_eq!(
+            next(W, Serving(Readiness::Ready(t)), Step::Ready(later)),
+            Serving(Readiness::Ready(t))
+        );
+        assert_eq!(
+            next(W, Serving(Readiness::Pending), Step::NotReady(later)),
+            Serving(Readiness::TimedOut(later))
+        );
     }
 
     #[test]
@@ -131,9 +240,10 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             walk(
+                W,
                 Starting,
                 &[
-                    Step::Started,
+                    started(t, false),
                     Step::Changed(t),
                     Step::Stopped { shutdown: false },
                     Step::Settled,
@@ -141,7 +251,7 @@ mod tests {
                 ]
             ),
             [
-                Serving,
+                Serving(Readiness::Ready(t)),
                 Stopping(Then::Settle(t)),
                 Settling { last: t, ran: true },
                 PortFree,
@@ -156,7 +266,7 @@ mod tests {
         let later = t + Duration::from_millis(300);
         let settling = Settling { last: t, ran: true };
         assert_eq!(
-            next(settling, Step::Changed(later)),
+            next(W, settling, Step::Changed(later)),
             Settling {
                 last: later,
                 ran: true
@@ -167,7 +277,7 @@ mod tests {
             last: later,
             ran: true,
         };
-        assert_eq!(next(after_later, Step::Changed(t)), after_later);
+        assert_eq!(next(W, after_later, Step::Changed(t)), after_later);
     }
 
     #[test]
@@ -175,7 +285,8 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             walk(
-                Serving,
+                W,
+                Serving(Readiness::Pending),
                 &[
                     Step::Exited,
                     Step::Stopped { shutdown: false },
@@ -192,7 +303,7 @@ mod tests {
                 Starting
             ]
         );
-        assert_eq!(next(Waiting { ran: true }, Step::Restart), PortFree);
+        assert_eq!(next(W, Waiting { ran: true }, Step::Restart), PortFree);
     }
 
     /// A later generation that cannot be spawned ran no process: after the wait it starts
@@ -202,6 +313,7 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             walk(
+                W,
                 Starting,
                 &[Step::StartFailed, Step::Changed(t), Step::Settled]
             ),
@@ -214,14 +326,15 @@ mod tests {
                 Starting
             ]
         );
-        assert_eq!(next(Waiting { ran: false }, Step::Restart), Starting);
+        assert_eq!(next(W, Waiting { ran: false }, Step::Restart), Starting);
     }
 
     #[test]
     fn restart_stops_then_confirms_the_port_without_settling() {
         assert_eq!(
             walk(
-                Serving,
+                W,
+                Serving(Readiness::TimedOut(Instant::now())),
                 &[
                     Step::Restart,
                     Step::Stopped { shutdown: false },
@@ -232,72 +345,65 @@ mod tests {
         );
     }
 
-    /// Invariant: a shutdown request always ends in `Exiting`, and a running group is
-    /// stopped first, whatever the state.
+    /// `--once`: an exit or a failed probe tears down and exits; a restart request or a change
+    /// does not interrupt it; the coordinator's stop (every member ready) ends it.
     #[test]
-    fn a_shutdown_stops_what_runs_and_exits_from_every_state() {
+    fn once_tears_down_on_exit_not_ready_or_the_coordinators_stop() {
         let t = Instant::now();
-        assert_eq!(next(Serving, Step::Shutdown), Stopping(Then::Exit));
-        for then in [Then::Settle(t), Then::Wait, Then::Restart, Then::Exit] {
-            assert_eq!(next(Stopping(then), Step::Shutdown), Stopping(Then::Exit));
+        let once = Mode::Once;
+        for step in [Step::Exited, Step::NotReady(t)] {
             assert_eq!(
-                next(Stopping(then), Step::Stopped { shutdown: true }),
-                Exiting
+                walk(
+                    once,
+                    Serving(Readiness::Pending),
+                    &[step, Step::Stopped { shutdown: false }]
+                ),
+                [Stopping(Then::Exit), Exiting],
+                "{step:?}"
             );
         }
+        let ready = Serving(Readiness::Ready(t));
+        assert_eq!(next(once, ready, Step::Exited), Stopping(Then::Exit));
+        assert_eq!(next(once, ready, Step::Restart), ready);
+        assert_eq!(next(once, ready, Step::Changed(t)), ready);
         assert_eq!(
-            next(Stopping(Then::Exit), Step::Stopped { shutdown: false }),
-            Exiting
+            walk(
+                once,
+                ready,
+                &[Step::Shutdown, Step::Stopped { shutdown: true }]
+            ),
+            [Stopping(Then::Exit), Exiting]
         );
-        for phase in [
-            Starting,
-            Settling { last: t, ran: true },
-            Waiting { ran: true },
-            Waiting { ran: false },
-            PortFree,
-            Exiting,
-        ] {
-            assert_eq!(next(phase, Step::Shutdown), Exiting, "from {phase:?}");
-        }
     }
 
-    /// Exiting is final, and no step starts a generation except from `Starting`'s
-    /// predecessors: a change while the port is held is folded into the coming start.
-    #[test]
-    fn exiting_is_final_and_a_held_port_folds_changes_in() {
-        let t = Instant::now();
-        for step in [
-            Step::Started,
-            Step::Changed(t),
-            Step::Restart,
-            Step::Settled,
-            Step::PortFree,
-            Step::Stopped { shutdown: false },
+    fn every_phase(t: Instant) -> Vec<Phase> {
+        let mut phases = vec![Claiming, Gated, Starting, PortFree, Exiting];
+        for readiness in [
+            Readiness::Pending,
+            Readiness::Ready(t),
+            Readiness::TimedOut(t),
         ] {
-            assert_eq!(next(Exiting, step), Exiting, "{step:?}");
+            phases.push(Serving(readiness));
         }
-        assert_eq!(next(PortFree, Step::Changed(t)), PortFree);
-        assert_eq!(next(PortFree, Step::Restart), PortFree);
+        for then in [Then::Settle(t), Then::Wait, Then::Restart, Then::Exit] {
+            phases.push(Stopping(then));
+        }
+        for ran in [true, false] {
+            phases.push(Settling { last: t, ran });
+            phases.push(Waiting { ran });
+        }
+        phases
     }
 
-    /// At most one generation is alive: `Starting` is reached only once the port is confirmed
-    /// free after a generation ran, never straight from `Serving` or `Stopping`.
-    #[test]
-    fn starting_follows_only_a_confirmed_free_port_after_a_generation_ran() {
-        let t = Instant::now();
-        let phases = [
-            Serving,
-            Stopping(Then::Settle(t)),
-            Stopping(Then::Wait),
-            Stopping(Then::Restart),
-            Stopping(Then::Exit),
-            Settling { last: t, ran: true },
-            Waiting { ran: true },
-            PortFree,
-        ];
-        let steps = [
-            Step::Started,
+    fn every_step(t: Instant) -> Vec<Step> {
+        vec![
+            Step::Claimed,
+            Step::Go,
+            started(t, true),
+            started(t, false),
             Step::StartFailed,
+            Step::Ready(t),
+            Step::NotReady(t),
             Step::Changed(t),
             Step::Exited,
             Step::Restart,
@@ -306,11 +412,74 @@ mod tests {
             Step::Stopped { shutdown: true },
             Step::Settled,
             Step::PortFree,
-        ];
-        for phase in phases {
-            for step in steps {
-                if next(phase, step) == Starting {
-                    assert_eq!((phase, step), (PortFree, Step::PortFree));
+        ]
+    }
+
+    /// Invariant: a shutdown request always ends in `Exiting`, and a running group is
+    /// stopped first, whatever the state and the mode.
+    #[test]
+    fn a_shutdown_stops_what_runs_and_exits_from_every_state() {
+        let t = Instant::now();
+        for mode in [Mode::Watch, Mode::Once] {
+            for phase in every_phase(t) {
+                let after = next(mode, phase, Step::Shutdown);
+                match phase {
+                    Serving(_) | Stopping(_) => assert_eq!(after, Stopping(Then::Exit)),
+                    _ => assert_eq!(after, Exiting, "from {phase:?}"),
+                }
+                assert_eq!(
+                    next(mode, after, Step::Stopped { shutdown: true }),
+                    Exiting,
+                    "from {phase:?}"
+                );
+            }
+        }
+    }
+
+    /// Exiting is final, and a change while the port is held is folded into the coming start.
+    #[test]
+    fn exiting_is_final_and_a_held_port_folds_changes_in() {
+        let t = Instant::now();
+        for mode in [Mode::Watch, Mode::Once] {
+            for step in every_step(t) {
+                assert_eq!(next(mode, Exiting, step), Exiting, "{step:?}");
+            }
+        }
+        assert_eq!(next(W, PortFree, Step::Changed(t)), PortFree);
+        assert_eq!(next(W, PortFree, Step::Restart), PortFree);
+    }
+
+    /// At most one generation is alive: `Starting` is reached only from the start gate, once
+    /// the port is confirmed free after a generation ran, or (nothing ran since the port was
+    /// last free) after a wait; never from `Serving` or `Stopping`. And a generation's
+    /// readiness is only ever set by `Started` or the probe.
+    #[test]
+    fn starting_follows_only_the_gate_or_a_free_port_and_never_a_running_group() {
+        let t = Instant::now();
+        for mode in [Mode::Watch, Mode::Once] {
+            for phase in every_phase(t) {
+                for step in every_step(t) {
+                    let after = next(mode, phase, step);
+                    if after == Starting && phase != Starting {
+                        assert!(
+                            matches!(
+                                (phase, step),
+                                (Gated, Step::Go)
+                                    | (PortFree, Step::PortFree)
+                                    | (Waiting { ran: false }, Step::Restart)
+                                    | (Settling { ran: false, .. }, Step::Settled)
+                            ),
+                            "{mode:?}: {phase:?} --{step:?}--> Starting"
+                        );
+                    }
+                    if let (Serving(before), Serving(now)) = (phase, after) {
+                        if before != now {
+                            assert!(
+                                matches!(step, Step::Ready(_) | Step::NotReady(_)),
+                                "{phase:?} --{step:?}--> {after:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -86,6 +86,17 @@ impl Shutdown {
     }
 }
 
+/// Which requests end a wait ([`Requests::wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Interrupts {
+    /// A shutdown or a restart (Serving, Waiting: nothing is under way a restart would fold
+    /// into).
+    Any,
+    /// Only a shutdown: a restart is under way anyway (stopping, settling, waiting for the
+    /// port, `--once`), and a restart request is dropped.
+    ShutdownOnly,
+}
+
 /// One supervised process's requests, as the coordinator hands them on: a shutdown or a
 /// restart (for every member), or a restart because a member it restarts with did.
 pub(super) struct Requests {
@@ -101,13 +112,11 @@ impl Requests {
         }
     }
 
-    /// The one shutdown-aware wait: `work`, unless a request comes first (then that request;
-    /// `work` is dropped, so it must be cancel-safe or done with). A restart request
-    /// interrupts only with `restarts` (Serving, Waiting); elsewhere one is under way anyway
-    /// (stopping, settling, waiting for the port) and it is dropped.
+    /// The one shutdown-aware wait: `work`, unless a request `interrupts` takes comes first
+    /// (then that request; `work` is dropped, so it must be cancel-safe or done with).
     pub(super) async fn wait<T>(
         &mut self,
-        restarts: bool,
+        interrupts: Interrupts,
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, Request> {
         tokio::pin!(work);
@@ -115,7 +124,7 @@ impl Requests {
             tokio::select! {
                 biased;
                 request = self.next() => match request {
-                    Request::Restart(_) if !restarts => continue,
+                    Request::Restart(_) if interrupts == Interrupts::ShutdownOnly => continue,
                     request => return Err(request),
                 },
                 done = &mut work => return Ok(done),

@@ -1,22 +1,21 @@
 //! One supervised process (the backend, or a member of a stack) through its cycle: each phase
-//! (see [`super::phase`]) is one action of [`Runner`] that returns what it saw (a `Step`); every
-//! wait in those actions goes through `Requests::wait`, the one place a request interrupts
-//! work. At most one generation is alive: the next is spawned only after `Backend::stop`
-//! confirmed that every process of the previous group is gone and `port_is_free` (the one rule,
-//! plain or held socket) that nothing else listens.
+//! (see [`super::phase`]) is one action of [`Runner`] that returns what it saw (a `Step`), and
+//! the pure `next` says where that leads, in watch mode and `--once` alike. Every wait in those
+//! actions goes through `Requests::wait`, the one place a request interrupts work. At most one
+//! generation is alive: the next is spawned only after `Backend::stop` confirmed that every
+//! process of the previous group is gone and the port is free (`ports`).
 
-use super::phase::{next, Phase, Step, Then};
-use super::requests::{reason, Requests};
-use super::{Member, Shared, Up};
-use crate::config::RestartPolicy;
+use super::phase::{next, Mode, Phase, Readiness, Step, Then};
+use super::requests::{reason, Interrupts, Requests};
+use super::{Shared, Up};
+use crate::config::{Member, RestartPolicy};
 use crate::control::Request;
-use crate::envfile::{self, Vars as EnvVars};
+use crate::envfile::Vars as EnvVars;
 use crate::error::Error;
-use crate::guard::{self, LoopGuard};
+use crate::guard::{self, LoopGuard, QuickBackoff};
+use crate::output::Label;
 use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
-use crate::procs;
-use crate::state::{self, BackendRecord, PROCESS_MARKER, RUN_MARKER};
 use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::Batch;
@@ -29,28 +28,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// A storm of writes that never pauses still restarts the backend after this long (a longer
 /// debounce is refused as a config error).
 const SETTLE_CEILING: Duration = crate::cli::MAX_DEBOUNCE;
-/// How often a held port is re-checked while waiting for its holder to let go.
-const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
 /// `restart = "on-failure"`: the first wait before a restart, doubled after each failure up to
 /// the longest; a generation that got ready (or lived this long) starts the count anew.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_LONGEST: Duration = Duration::from_secs(30);
 
-/// The outcome of waiting for the port.
-enum PortWait {
-    Free(Duration),
-    Held,
-    Interrupted,
-}
-
 /// Where one supervised process is in its cycle, its running generation, how many it has had,
 /// and the socket it inherits.
-struct Unit {
-    phase: Phase,
-    backend: Option<Backend>,
-    generation: u32,
+pub(super) struct Unit {
+    pub(super) phase: Phase,
+    /// The running generation's process group (Serving and Stopping have one).
+    pub(super) running: Option<Backend>,
+    pub(super) generation: u32,
     /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
-    listener: Option<socket2::Socket>,
+    pub(super) listener: Option<socket2::Socket>,
     guard: LoopGuard,
     /// The last generation exited on its own with a failure (non-zero status, a signal).
     failed: bool,
@@ -61,8 +52,8 @@ struct Unit {
 impl Unit {
     fn new() -> Unit {
         Unit {
-            phase: Phase::Starting,
-            backend: None,
+            phase: Phase::Claiming,
+            running: None,
             generation: 0,
             listener: None,
             guard: LoopGuard::default(),
@@ -87,7 +78,7 @@ impl Changes {
     }
 
     /// The next batch of changes for this process. Cancel-safe.
-    async fn next(&mut self) -> Batch {
+    pub(super) async fn next(&mut self) -> Batch {
         match self.rx.recv().await {
             Some(batch) => batch,
             None => std::future::pending().await,
@@ -113,53 +104,70 @@ impl Changes {
     }
 }
 
+/// What Serving saw.
+enum Seen {
+    Exited(std::io::Result<ExitStatus>),
+    Probed(Result<Duration, NotReady>),
+    Changed(Batch),
+    /// A restart the quick-streak backoff held back is due.
+    Due,
+}
+
 /// One process's supervisor.
 pub(super) struct Runner {
-    shared: Rc<Shared>,
-    member: Member,
+    pub(super) shared: Rc<Shared>,
+    pub(super) member: Member,
+    /// In a stack, the prefix of its output lines.
+    pub(super) label: Option<Label>,
     index: usize,
-    ui: Ui,
-    requests: Requests,
-    changes: Changes,
+    mode: Mode,
+    pub(super) ui: Ui,
+    pub(super) requests: Requests,
+    pub(super) changes: Changes,
     go: watch::Receiver<bool>,
-    /// The env file's variables as the last generation got them (the backend's).
-    env_file_vars: EnvVars,
-    /// Lines typed in devrun's terminal, when it is one: forwarded to the backend.
-    typed: Option<Typed>,
-    /// `[server] preload`: the preloader the backend's generations are forked from (Linux).
-    preload: crate::preload::Slot,
+    /// The env file's variables as the last generation got them.
+    pub(super) env_file_vars: EnvVars,
+    /// Lines typed in devrun's terminal, when it is one: forwarded to its stdin.
+    pub(super) typed: Option<Typed>,
+    /// `[server] preload`: the preloader its generations are forked from (Linux).
+    pub(super) preload: crate::preload::Slot,
+}
+
+/// What a runner is given: its member, where it reports, and its part of what it shares.
+pub(super) struct Wiring {
+    pub member: Member,
+    pub label: Option<Label>,
+    pub index: usize,
+    pub ui: Ui,
+    pub requests: Requests,
+    pub changes: Changes,
+    pub go: watch::Receiver<bool>,
+    pub typed: Option<Typed>,
 }
 
 impl Runner {
-    pub(super) fn new(
-        shared: Rc<Shared>,
-        member: Member,
-        index: usize,
-        ui: Ui,
-        requests: Requests,
-        changes: Changes,
-        go: watch::Receiver<bool>,
-    ) -> Runner {
+    pub(super) fn new(shared: Rc<Shared>, wiring: Wiring) -> Runner {
+        let mode = match shared.config.options.once {
+            true => Mode::Once,
+            false => Mode::Watch,
+        };
         Runner {
             shared,
-            member,
-            index,
-            ui,
-            requests,
-            changes,
-            go,
+            member: wiring.member,
+            label: wiring.label,
+            index: wiring.index,
+            mode,
+            ui: wiring.ui,
+            requests: wiring.requests,
+            changes: wiring.changes,
+            go: wiring.go,
             env_file_vars: EnvVars::new(),
-            typed: None,
+            typed: wiring.typed,
             preload: crate::preload::Slot::default(),
         }
     }
 
-    pub(super) fn with_typed(mut self, typed: Option<Typed>) -> Runner {
-        self.typed = typed;
-        self
-    }
-
-    /// Claims the port, waits for its turn, then runs until stopped for good; says when done.
+    /// Runs the cycle until stopped for good; says when done.
     pub(super) async fn run(mut self) {
         let result = self.run_to_end().await;
         let _ = self.changes.up.send(Up::Done(self.index, result));
@@ -167,17 +175,31 @@ impl Runner {
 
     async fn run_to_end(&mut self) -> Result<(), Error> {
         let mut unit = Unit::new();
-        self.claim_port(&unit).await?;
-        self.bind_listener(&mut unit)?;
-        self.tell(Up::Claimed(self.index));
-        match self.requests.wait(false, self.go.wait_for(|go| *go)).await {
-            Ok(Ok(_)) => {}
-            // Stopped before its turn (a held port elsewhere, Ctrl-C): nothing ran.
-            Ok(Err(_)) | Err(_) => return Ok(()),
+        loop {
+            let step = match unit.phase {
+                Phase::Claiming => self.claim(&mut unit).await?,
+                Phase::Gated => self.wait_for_turn().await,
+                Phase::Starting => self.start(&mut unit).await?,
+                Phase::Serving(readiness) => self.serve(&mut unit, readiness).await?,
+                Phase::Stopping(then) => self.stop(&mut unit, then).await?,
+                Phase::Settling { last, .. } => self.settle(last).await,
+                Phase::Waiting { .. } => self.wait_for_change(&mut unit).await,
+                Phase::PortFree => self.port_free_for_restart(&unit).await,
+                Phase::Exiting => return self.finish(&mut unit).await,
+            };
+            let after = next(self.mode, unit.phase, step);
+            self.report(unit.phase, after);
+            unit.phase = after;
         }
-        match self.shared.config.options.once {
-            true => self.run_once(unit).await,
-            false => self.run_watch(unit).await,
+    }
+
+    /// What the coordinator hears of a move: the port claimed, and each generation ready.
+    fn report(&self, before: Phase, after: Phase) {
+        match (before, after) {
+            (Phase::Claiming, Phase::Gated) => self.tell(Up::Claimed(self.index)),
+            (Phase::Serving(Readiness::Ready(_)), _) => {}
+            (_, Phase::Serving(Readiness::Ready(_))) => self.tell(Up::Ready(self.index)),
+            _ => {}
         }
     }
 
@@ -185,133 +207,26 @@ impl Runner {
         let _ = self.changes.up.send(message);
     }
 
+    /// `--once`: this member failed (the rest of the stack is torn down).
+    fn fail_once(&self, why: String) {
+        if self.mode == Mode::Once {
+            self.tell(Up::Failed(self.index, Error::BackendFailed(why)));
+        }
+    }
+
     fn root(&self) -> &Path {
         &self.shared.config.root
     }
 
-    async fn run_watch(&mut self, mut unit: Unit) -> Result<(), Error> {
-        loop {
-            let step = match unit.phase {
-                Phase::Starting => self.start(&mut unit).await?,
-                Phase::Serving => self.serve(&mut unit).await?,
-                Phase::Stopping(then) => self.stop(&mut unit, then == Then::Exit).await?,
-                Phase::Settling { last, .. } => self.settle(last).await,
-                Phase::Waiting { .. } => self.wait_for_change(&mut unit).await,
-                Phase::PortFree => self.port_free_for_restart(&unit).await,
-                Phase::Exiting => return self.finish(&mut unit).await,
-            };
-            unit.phase = next(unit.phase, step);
-        }
-    }
-
-    /// `--once`: start, wait until ready, tell the coordinator, and tear down when it says
-    /// (every member ready, or one failed) or at once on a failure.
-    async fn run_once(&mut self, mut unit: Unit) -> Result<(), Error> {
-        unit.backend = match self.spawn(&mut unit).await? {
-            Ok(backend) => Some(backend),
-            Err(request) => {
-                let who = self.shared.who(&self.member);
-                self.tell(Up::Outcome(
-                    self.index,
-                    Err(Error::BackendFailed(format!(
-                        "{} before {who} was started",
-                        reason(request)
-                    ))),
-                ));
-                return Ok(());
-            }
-        };
-        let outcome = self.once_ready(&mut unit).await;
-        let failed = outcome.is_err();
-        self.tell(Up::Outcome(self.index, outcome));
-        if !failed {
-            // Until the rest of the stack is ready (or failed); exiting meanwhile is a failure.
-            let Some(running) = unit.backend.as_mut() else {
-                return Ok(());
-            };
-            let who = self.shared.who(&self.member);
-            if let Ok(status) = self.requests.wait(false, running.exited()).await {
-                let status = status
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), process::describe_status);
-                self.tell(Up::Outcome(
-                    self.index,
-                    Err(Error::BackendFailed(format!(
-                        "{who} exited with {status} while the rest of the stack started"
-                    ))),
-                ));
-            }
-        }
-        // Teardown whatever happened; a signal now means "kill at once".
-        self.stop(&mut unit, true).await?;
-        self.finish(&mut unit).await
-    }
-
-    /// `--once`: ready, or why not.
-    async fn once_ready(&mut self, unit: &mut Unit) -> Result<(), Error> {
-        let who = self.shared.who(&self.member);
-        // In a stack, a readiness failure says whose.
-        let whose = match self.shared.stack {
-            true => format!("{who}: "),
-            false => String::new(),
-        };
-        let http = self.member.ready.http.clone();
-        let (generation, check) = (unit.generation, ready_check(unit, &http));
-        let Some(running) = unit.backend.as_mut() else {
-            return Err(Error::BackendFailed(format!("{who} was not started")));
-        };
-        let host = self.shared.config.host.clone();
-        let port = self.member.port;
-        let timeout = self.member.ready.timeout;
-        let ready = async {
-            let Some(port) = port else {
-                return Ok(None); // nothing to wait for: started is ready
-            };
-            tokio::select! {
-                biased;
-                // Said below, with its crash summary.
-                _ = running.exited() => Err(None),
-                ready = port::wait_ready(&host, port, check, timeout) => match ready {
-                    Ok(elapsed) => Ok(Some(elapsed)),
-                    Err(NotReady::Status(code)) => Err(Some(format!(
-                        "{}health check GET {} returned HTTP {code}",
-                        whose,
-                        http.as_deref().unwrap_or("/")
-                    ))),
-                    Err(reason) => Err(Some(format!(
-                        "{}not ready in {} ms: {reason}",
-                        whose,
-                        timeout.as_millis()
-                    ))),
-                },
-            }
-        };
-        match self.requests.wait(false, ready).await {
-            Ok(Ok(Some(elapsed))) => {
-                self.ui.emit(&Event::Ready {
-                    generation,
-                    elapsed,
-                    address: format!("{host}:{}", port.unwrap_or(0)),
-                });
-                Ok(())
-            }
-            Ok(Ok(None)) => Ok(()),
-            Ok(Err(Some(why))) => Err(Error::BackendFailed(why)),
-            Ok(Err(None)) => {
-                let status = match running.exited().await {
-                    Ok(status) => process::describe_status(&status),
-                    Err(e) => e.to_string(),
-                };
-                let root = self.shared.config.root.clone();
-                Err(Error::BackendFailed(match running.summary(&root).await {
-                    Some(summary) => format!("{who} exited early with {status}: {summary}"),
-                    None => format!("{who} exited early with {status}"),
-                }))
-            }
-            Err(request) => Err(Error::BackendFailed(format!(
-                "{} before {who} was ready",
-                reason(request)
-            ))),
+    /// Gated: until the coordinator lets it start (stopped before its turn: nothing ran).
+    async fn wait_for_turn(&mut self) -> Step {
+        match self
+            .requests
+            .wait(Interrupts::ShutdownOnly, self.go.wait_for(|go| *go))
+            .await
+        {
+            Ok(Ok(_)) => Step::Go,
+            Ok(Err(_)) | Err(_) => Step::Shutdown,
         }
     }
 
@@ -320,13 +235,16 @@ impl Runner {
     async fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
         match self.spawn(unit).await {
             Ok(Ok(started)) => {
-                unit.backend = Some(started);
-                if self.member.port.is_none() {
-                    self.tell(Up::Ready(self.index)); // nothing to wait for
-                }
-                Ok(Step::Started)
+                let at = started.spawned_at();
+                unit.running = Some(started);
+                let probe = self.member.port.is_some();
+                Ok(Step::Started { at, probe })
             }
-            Ok(Err(request)) => Ok(self.take_request(request)),
+            Ok(Err(request)) => {
+                let who = self.shared.who(&self.member);
+                self.fail_once(format!("{} before {who} was started", reason(request)));
+                Ok(Runner::take_request(request))
+            }
             Err(e) if unit.generation == 1 => Err(e),
             Err(e) => {
                 self.ui.error(&e.to_string());
@@ -335,141 +253,8 @@ impl Runner {
         }
     }
 
-    /// The variables every generation of this process gets from devrun (later entries win):
-    /// the backend's env file then `[env]`, or the member's `env`; then devrun's own.
-    fn base_env(&self) -> Vec<(String, String)> {
-        let mut base: Vec<(String, String)> = match self.member.backend {
-            true => self
-                .env_file_vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            false => Vec::new(),
-        };
-        base.extend(self.member.env.iter().cloned());
-        base.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        // Marks every process of this run, so orphan recovery finds even those that left the
-        // group (setsid, double fork) after a devrun that was killed.
-        base.push((RUN_MARKER.into(), self.shared.state.borrow().run.clone()));
-        if self.shared.stack {
-            base.push((PROCESS_MARKER.into(), self.member.name.clone()));
-        }
-        base
-    }
-
-    /// Spawns the next generation with devrun's variables in its environment: forked from the
-    /// preloader when preload is on and it agreed, else a fresh interpreter.
-    async fn spawn(&mut self, unit: &mut Unit) -> Result<Result<Backend, Request>, Error> {
-        unit.generation += 1;
-        if self.member.backend {
-            self.reread_env_file(unit.generation);
-        }
-        // What the preloader also starts with (some variables act only at interpreter start).
-        let base = self.base_env();
-        let mut env = base.clone();
-        if let Some(port) = self.member.port {
-            env.push(("PORT".into(), port.to_string()));
-        }
-        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
-        let command_line = shell_words::join(&self.member.command);
-        let forked = match self.member.backend {
-            true => {
-                let whole: std::collections::BTreeMap<String, String> =
-                    std::env::vars().chain(env.iter().cloned()).collect();
-                let config = &self.shared.config;
-                let handed = (unit.listener.as_ref(), self.member.label.clone());
-                let fork = self.preload.fork(config, &base, &whole, handed, &self.ui);
-                match self.requests.wait(false, fork).await {
-                    Ok(forked) => forked?,
-                    Err(request) => {
-                        // Asked to stop while the preloader started or forked (which can take
-                        // as long as the imports): end it now; a fork it made dies with it.
-                        self.preload.stop().await;
-                        return Ok(Err(request));
-                    }
-                }
-            }
-            false => None,
-        };
-        let (mut backend, preloaded) = match forked {
-            Some((backend, modules)) => (backend, Some(modules)),
-            None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
-        };
-        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
-            typed.attach(stdin);
-        }
-        self.ui.emit(&Event::Started {
-            generation: unit.generation,
-            pid: backend.pid(),
-            command: command_line,
-            preloaded,
-        });
-        let pid = backend.pid();
-        let record = BackendRecord {
-            pid,
-            pgid: backend.pgid(),
-            start: procs::start_time(pid).unwrap_or(0),
-            generation: unit.generation,
-            command: self.member.command.clone(),
-            started_at: state::unix_now(),
-        };
-        self.shared.record(&self.ui, &self.member, Some(record));
-        Ok(Ok(backend))
-    }
-
-    /// A fresh process running the command.
-    fn spawn_cold(
-        &self,
-        env: &[(String, String)],
-        listener: Option<&socket2::Socket>,
-    ) -> Result<Backend, Error> {
-        let command = &self.member.command;
-        let command_line = shell_words::join(command);
-        let label = self.member.label.clone();
-        Backend::spawn(command, &self.member.cwd, env, listener, label).map_err(|e| {
-            // A command can be megabytes long: errors show its start and its size.
-            let shown = crate::ui::shorten(&command_line);
-            match e.kind() {
-                std::io::ErrorKind::NotFound => Error::Usage(format!(
-                    "cannot start `{shown}`: {} not found (is the venv active, or use its full path?)",
-                    crate::ui::shorten(&command[0])
-                )),
-                std::io::ErrorKind::ArgumentListTooLong => Error::Usage(format!(
-                    "cannot start `{shown}`: its arguments and environment are longer than the \
-                     OS allows ({} bytes of arguments; {e}); shorten the command, or move long \
-                     values into a file the backend reads",
-                    command.iter().map(|a| a.len() + 1).sum::<usize>()
-                )),
-                _ => Error::io(format!("cannot start `{shown}`"), e),
-            }
-        })
-    }
-
-    /// The env file as it is now (the watch restarts for its edits): the keys that changed
-    /// are said, never their values; a file that cannot be read keeps the previous values.
-    fn reread_env_file(&mut self, generation: u32) {
-        let Some(path) = &self.shared.config.env_file else {
-            return;
-        };
-        let shown = path
-            .strip_prefix(self.root())
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        match envfile::read(path, &shown) {
-            Ok(vars) => {
-                let keys = envfile::changed_keys(&self.env_file_vars, &vars);
-                if generation > 1 && !keys.is_empty() {
-                    self.ui.emit(&Warn::EnvChanged { file: shown, keys }.into());
-                }
-                self.env_file_vars = vars;
-            }
-            Err(error) => self.ui.emit(&Warn::EnvFileUnreadable { error }.into()),
-        }
-    }
-
     /// `path` relative to the project root, for display.
-    fn relative(&self, path: &Path) -> PathBuf {
+    pub(super) fn relative(&self, path: &Path) -> PathBuf {
         path.strip_prefix(self.root()).unwrap_or(path).to_path_buf()
     }
 
@@ -488,8 +273,11 @@ impl Runner {
             None => Vec::new(),
         };
         let last_at = batch.last_at;
+        // A change the watch stamped before ready was made during the start, even when it is
+        // delivered after the probe answered (a loaded machine).
         let suspect = |path: &std::path::Path| match ready_at {
             None => true,
+            Some(at) if last_at < at => true,
             Some(at) => last_at <= at + guard::JUST_READY && crate::sys::holds_open(&members, path),
         };
         for path in guard.filter(generation, &mut batch.paths, suspect) {
@@ -504,115 +292,220 @@ impl Runner {
         }
     }
 
-    /// Serving: reports readiness, and returns at the first change, exit or request.
-    async fn serve(&mut self, unit: &mut Unit) -> Result<Step, Error> {
+    /// The quick-streak backoff on a batch about to restart the generation: how long the
+    /// restart waits (said when the streak begins).
+    fn quick_backoff(
+        &self,
+        (guard, generation): (&mut LoopGuard, u32),
+        batch: &Batch,
+        ready_at: Option<Instant>,
+    ) -> Duration {
+        let since_ready = ready_at.map(|at| batch.last_at.saturating_duration_since(at));
+        let backoff = guard.quick_restart(generation, &batch.paths, since_ready);
+        match backoff {
+            QuickBackoff::Now => Duration::ZERO,
+            QuickBackoff::Longer(wait) => wait,
+            QuickBackoff::Began(wait) => {
+                let files: Vec<String> = batch
+                    .paths
+                    .iter()
+                    .map(|p| self.relative(p).display().to_string())
+                    .collect();
+                let globs: Vec<String> = batch
+                    .paths
+                    .iter()
+                    .map(|p| format!("\"{}\"", guard::ignore_glob(&self.relative(p))))
+                    .collect();
+                self.ui.emit(&Event::Warning(format!(
+                    "reload loop? {} changed within {} s of each of the last {} starts (the \
+                     backend writes it itself?): restarting for it after {} s, doubling to 30 s, \
+                     until another file changes or you type rs (or run `devrun restart`). If the \
+                     backend writes it, add {} to [watch] ignore",
+                    files.join(", "),
+                    guard::QUICK.as_secs(),
+                    guard::QUICK_STREAK,
+                    wait.as_secs(),
+                    globs.join(", "),
+                )));
+                wait
+            }
+        }
+    }
+
+    /// Serving: probes readiness (while it is pending), and returns at the generation's exit,
+    /// the probe's answer, the first change that restarts it, or a request.
+    async fn serve(&mut self, unit: &mut Unit, readiness: Readiness) -> Result<Step, Error> {
         let http = self.member.ready.http.clone();
         let (generation, check) = (unit.generation, ready_check(unit, &http));
-        let Some(backend) = unit.backend.as_mut() else {
+        let Some(running) = unit.running.as_mut() else {
             return Ok(Step::Exited);
         };
+        let (spawned_at, pgid) = (running.spawned_at(), running.pgid());
         let host = self.shared.config.host.clone();
-        let port = self.member.port;
-        let timeout = self.member.ready.timeout;
-        let ready = async {
-            match port {
-                Some(port) => port::wait_ready(&host, port, check, timeout).await,
-                None => std::future::pending().await,
+        let (port, timeout) = (self.member.port, self.member.ready.timeout);
+        let probe = async {
+            match (port, readiness) {
+                (Some(port), Readiness::Pending) => {
+                    port::wait_ready(&host, port, check, timeout).await
+                }
+                _ => std::future::pending().await,
             }
         };
-        tokio::pin!(ready);
-        let mut ready_reported = false;
-        let mut ready_at = None;
-        let spawned_at = backend.spawned_at();
-        let pgid = backend.pgid();
-        let index = self.index;
+        tokio::pin!(probe);
+        let ready_at = readiness.started_at();
+        let interrupts = match self.mode {
+            Mode::Watch => Interrupts::Any,
+            Mode::Once => Interrupts::ShutdownOnly,
+        };
+        // A restart the quick-streak backoff holds back: when it is due, and its batch.
+        let mut deferred: Option<(Instant, Batch)> = None;
         loop {
-            let (ui, up) = (&self.ui, &self.changes.up);
             let changes = &mut self.changes.rx;
-            let seen = self.requests.wait(true, async {
+            let due = deferred.as_ref().map(|(at, _)| *at);
+            let seen = self.requests.wait(interrupts, async {
                 tokio::select! {
                     biased;
-                    status = backend.exited() => Some(Err(status)),
+                    status = running.exited() => Seen::Exited(status),
                     // Readiness before changes: a change is judged (the reload-loop guard)
                     // knowing whether the generation was already answering.
-                    result = &mut ready, if !ready_reported => {
-                        ready_reported = true;
-                        ready_at = Some(Instant::now());
-                        ui.emit(&match result {
-                            Ok(elapsed) => {
-                                let _ = up.send(Up::Ready(index));
-                                Event::Ready {
-                                    generation,
-                                    elapsed,
-                                    address: format!("{host}:{}", port.unwrap_or(0)),
-                                }
-                            }
-                            Err(reason) => Event::NotReady {
-                                generation,
-                                elapsed: timeout,
-                                reason: reason.to_string(),
-                            },
-                        });
-                        None
-                    }
-                    Some(batch) = changes.recv() => Some(Ok(batch)),
+                    result = &mut probe => Seen::Probed(result),
+                    Some(batch) = changes.recv() => Seen::Changed(batch),
+                    _ = async {
+                        match due {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Seen::Due,
                 }
             });
             match seen.await {
-                Err(request) => return Ok(self.take_request(request)),
-                Ok(Some(Err(status))) => {
+                Err(request) => {
+                    if ready_at.is_none() {
+                        let who = self.shared.who(&self.member);
+                        self.fail_once(format!("{} before {who} was ready", reason(request)));
+                    }
+                    if let Request::Restart(_) = request {
+                        unit.guard.end_streak();
+                    }
+                    return Ok(Runner::take_request(request));
+                }
+                Ok(Seen::Exited(status)) => {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
-                    return Ok(self.exited(unit, status, ready_reported).await);
+                    return Ok(self.exited(unit, status, readiness).await);
+                }
+                Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result)),
+                Ok(Seen::Due) => {
+                    if let Some((_, batch)) = deferred.take() {
+                        return Ok(self.restart_for(&batch));
+                    }
                 }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
-                Ok(Some(Ok(mut batch))) if batch.last_at >= spawned_at => {
+                Ok(Seen::Changed(mut batch)) if batch.last_at >= spawned_at => {
                     let unit_guard = (&mut unit.guard, generation, pgid);
                     self.guard_batch(unit_guard, &mut batch, ready_at);
                     if batch.paths.is_empty() {
                         continue;
                     }
-                    self.report_change(&batch);
-                    self.tell(Up::Restarting(self.index));
-                    return Ok(Step::Changed(batch.last_at));
+                    if let Some((at, held)) = deferred.take() {
+                        // More of the same loop folds in; any other path restarts at once.
+                        if batch.paths.iter().all(|p| held.paths.contains(p)) {
+                            let last_at = held.last_at.max(batch.last_at);
+                            deferred = Some((at, Batch { last_at, ..held }));
+                            continue;
+                        }
+                        unit.guard.end_streak();
+                        return Ok(self.restart_for(&batch));
+                    }
+                    let wait = self.quick_backoff((&mut unit.guard, generation), &batch, ready_at);
+                    if wait.is_zero() {
+                        return Ok(self.restart_for(&batch));
+                    }
+                    deferred = Some((Instant::now() + wait, batch));
                 }
-                Ok(_) => {}
+                Ok(Seen::Changed(_)) => {}
             }
         }
     }
 
-    /// Serving saw the generation exit on its own: said with its crash summary; the backoff of
-    /// `restart = "on-failure"` starts anew after a generation that got ready or ran a while.
-    async fn exited(&mut self, unit: &mut Unit, status: ExitStatus, got_ready: bool) -> Step {
+    /// A batch restarts the generation: said, and members that restart with it are told.
+    fn restart_for(&self, batch: &Batch) -> Step {
+        self.report_change(batch);
+        self.tell(Up::Restarting(self.index));
+        Step::Changed(batch.last_at)
+    }
+
+    /// The readiness probe answered: said (and in `--once` a failure ends the run).
+    fn probed(&self, generation: u32, result: Result<Duration, NotReady>) -> Step {
+        let (port, timeout) = (self.member.port.unwrap_or(0), self.member.ready.timeout);
+        match result {
+            Ok(elapsed) => {
+                let host = &self.shared.config.host;
+                self.ui.emit(&Event::Ready {
+                    generation,
+                    elapsed,
+                    address: format!("{host}:{port}"),
+                });
+                Step::Ready(Instant::now())
+            }
+            Err(reason) if self.mode == Mode::Once => {
+                // In a stack, a readiness failure says whose.
+                let whose = match self.shared.stack {
+                    true => format!("{}: ", self.member.name),
+                    false => String::new(),
+                };
+                self.fail_once(match reason {
+                    NotReady::Status(code) => format!(
+                        "{whose}health check GET {} returned HTTP {code}",
+                        self.member.ready.http.as_deref().unwrap_or("/")
+                    ),
+                    reason => format!("{whose}not ready in {} ms: {reason}", timeout.as_millis()),
+                });
+                Step::NotReady(Instant::now())
+            }
+            Err(reason) => {
+                self.ui.emit(&Event::NotReady {
+                    generation,
+                    elapsed: timeout,
+                    reason: reason.to_string(),
+                });
+                Step::NotReady(Instant::now())
+            }
+        }
+    }
+
+    /// Serving saw the generation exit on its own: said with its crash summary (in `--once`,
+    /// as the run's failure); the backoff of `restart = "on-failure"` starts anew after a
+    /// generation that got ready or ran a while.
+    async fn exited(&mut self, unit: &mut Unit, status: ExitStatus, readiness: Readiness) -> Step {
         let root = self.shared.config.root.clone();
-        let Some(backend) = unit.backend.as_mut() else {
+        let Some(running) = unit.running.as_mut() else {
             return Step::Exited;
         };
-        let summary = backend.summary(&root).await;
-        if got_ready || backend.spawned_at().elapsed() >= BACKOFF_LONGEST {
+        let summary = running.summary(&root).await;
+        let got_ready = matches!(readiness, Readiness::Ready(_));
+        let described = process::describe_status(&status);
+        if self.mode == Mode::Once {
+            let who = self.shared.who(&self.member);
+            self.fail_once(match (got_ready, summary) {
+                (true, _) => {
+                    format!("{who} exited with {described} while the rest of the stack started")
+                }
+                (false, Some(summary)) => format!("{who} exited early with {described}: {summary}"),
+                (false, None) => format!("{who} exited early with {described}"),
+            });
+            return Step::Exited;
+        }
+        if got_ready || running.spawned_at().elapsed() >= BACKOFF_LONGEST {
             unit.backoff = BACKOFF_FIRST;
         }
         unit.failed = !status.success();
         self.ui.emit(&Event::Exited {
             generation: unit.generation,
-            status: process::describe_status(&status),
+            status: described,
             summary,
         });
         Step::Exited
-    }
-
-    fn bind_listener(&self, unit: &mut Unit) -> Result<(), Error> {
-        let config = &self.shared.config;
-        if self.member.backend && config.inherit_socket {
-            let (host, port) = (&config.host, config.port);
-            let socket = port::bind_listener(host, port).map_err(|e| {
-                Error::Port(format!(
-                    "cannot bind {host}:{port} to hand it to the backend: {e}"
-                ))
-            })?;
-            unit.listener = Some(socket);
-        }
-        Ok(())
     }
 
     fn report_change(&self, batch: &Batch) {
@@ -625,7 +518,7 @@ impl Runner {
     }
 
     /// A request that interrupted a wait, as the step it is (the coordinator said it).
-    fn take_request(&mut self, request: Request) -> Step {
+    pub(super) fn take_request(request: Request) -> Step {
         match request {
             Request::Stop(_) => Step::Shutdown,
             Request::Restart(_) => Step::Restart,
@@ -633,44 +526,42 @@ impl Runner {
     }
 
     /// Stopping: the whole group, escalating to a kill. A shutdown request meanwhile makes this
-    /// the last stop; one more (or any, when `exiting` already) kills at once.
-    async fn stop(&mut self, unit: &mut Unit, exiting: bool) -> Result<Step, Error> {
-        let (mut shutdown, generation) = (false, unit.generation);
+    /// the last stop; one more (or any, when this is the last stop already) kills at once.
+    async fn stop(&mut self, unit: &mut Unit, then: Then) -> Result<Step, Error> {
+        let generation = unit.generation;
+        let mut last_stop = then == Then::Exit;
+        let mut shutdown = false;
         if let Some(typed) = &self.typed {
             typed.detach(); // its stdin closes; lines typed from now on are dropped
         }
-        let Some(mut backend) = unit.backend.take() else {
+        let Some(mut running) = unit.running.take() else {
             return Ok(Step::Stopped { shutdown });
         };
-        if !backend.alive() {
+        if !running.alive() {
             // Exited on its own with nothing left behind: nothing to stop or report.
-            backend.drain_output().await;
+            running.drain_output().await;
             self.shared.record(&self.ui, &self.member, None);
             return Ok(Step::Stopped { shutdown });
         }
         let signal = self.shared.config.stop.signal;
         self.ui.emit(&Event::Stopping {
             generation,
-            pid: backend.pid(),
+            pid: running.pid(),
             signal: signal.name(),
         });
         let (requests, ui) = (&mut self.requests, &self.ui);
         let mut hurry = || {
             while let Some(reason) = requests.try_recv() {
-                if exiting || shutdown {
-                    ui.emit(
-                        &Warn::KillNow {
-                            reason: reason.into(),
-                        }
-                        .into(),
-                    );
+                if last_stop {
+                    let reason = reason.into();
+                    ui.emit(&Warn::KillNow { reason }.into());
                     return true;
                 }
-                shutdown = true;
+                (last_stop, shutdown) = (true, true);
             }
             false
         };
-        let stopped = backend
+        let stopped = running
             .stop(signal, self.shared.config.stop.timeout, &mut hurry)
             .await
             .map_err(|e| Error::io(format!("cannot stop generation {generation}"), e))?;
@@ -716,9 +607,9 @@ impl Runner {
                 }
             }
         };
-        match self.requests.wait(false, quiet).await {
+        match self.requests.wait(Interrupts::ShutdownOnly, quiet).await {
             Ok(()) => Step::Settled,
-            Err(request) => self.take_request(request),
+            Err(request) => Runner::take_request(request),
         }
     }
 
@@ -751,200 +642,13 @@ impl Runner {
                 } => None,
             }
         };
-        match self.requests.wait(true, changed_or_due).await {
+        match self.requests.wait(Interrupts::Any, changed_or_due).await {
             Ok(Some(batch)) => {
                 self.report_change(&batch);
                 Step::Changed(batch.last_at)
             }
             Ok(None) => Step::Restart,
-            Err(request) => self.take_request(request),
-        }
-    }
-
-    /// The rule for "the port is free" for this process's port (none: always).
-    fn port_is_free(&self, held_socket: bool) -> bool {
-        match self.member.port {
-            Some(port) => port_is_free(&self.shared.config.host, port, held_socket),
-            None => true,
-        }
-    }
-
-    /// Waits up to `timeout` for the port to be free (by `port_is_free`), or for a shutdown
-    /// request.
-    async fn wait_port(&mut self, unit: &Unit, timeout: Duration) -> PortWait {
-        let began = Instant::now();
-        let held_socket = unit.listener.is_some();
-        let (host, port) = (self.shared.config.host.clone(), self.member.port);
-        let free = async {
-            loop {
-                if port.is_none_or(|port| port_is_free(&host, port, held_socket)) {
-                    return PortWait::Free(began.elapsed());
-                }
-                if began.elapsed() >= timeout {
-                    return PortWait::Held;
-                }
-                tokio::time::sleep(process::poll_interval(began.elapsed())).await;
-            }
-        };
-        match self.requests.wait(false, free).await {
-            Ok(outcome) => outcome,
-            Err(_) => PortWait::Interrupted,
-        }
-    }
-
-    /// How to pick another port for this process, for messages.
-    fn other_port_hint(&self) -> String {
-        match self.member.backend {
-            true => "use another port (--port)".to_string(),
-            false => format!("set another `port` in [processes.{}]", self.member.name),
-        }
-    }
-
-    fn held_port_message(&self, port: u16) -> String {
-        let hint = self.other_port_hint();
-        if let Some(closing) = port::closing_only(port) {
-            return format!(
-                "port {port} cannot be bound yet: no process holds it, but it is blocked by \
-                 {closing} left by a stopped process (whose listener did not set SO_REUSEADDR); \
-                 the kernel drops them within about a minute (net.ipv4.tcp_fin_timeout). Start \
-                 again then, or {hint}"
-            );
-        }
-        let what = match self.member.backend {
-            true => "a second backend",
-            false => &self.member.name,
-        };
-        format!(
-            "port {port} is held by {}: devrun will not start {what} beside it. Stop that \
-             process, pass --kill-port-holder to have devrun end it, or {hint}",
-            port::describe_holders(&port::holders(port))
-        )
-    }
-
-    /// Before the first generation: the port must be free (a process that is just exiting gets
-    /// the port timeout to let go of it).
-    async fn claim_port(&mut self, unit: &Unit) -> Result<(), Error> {
-        let Some(port) = self.member.port else {
-            return Ok(());
-        };
-        if self.port_is_free(unit.listener.is_some()) {
-            return Ok(());
-        }
-        // Refused with nobody listening (a port Windows reserved): waiting would not help.
-        let host = self.shared.config.host.clone();
-        if let Some(refused) = port::bind_error(&host, port).and_then(|e| {
-            port::refusal_message(port, e.raw_os_error(), !port::holders(port).is_empty())
-        }) {
-            return Err(Error::Port(refused));
-        }
-        if self.shared.config.options.kill_port_holder {
-            self.end_port_holders(port).await?;
-        }
-        let timeout = self.shared.config.stop.port_timeout;
-        self.ui.emit(&Warn::PortBusy { port, timeout }.into());
-        match self.wait_port(unit, timeout).await {
-            PortWait::Free(_) => Ok(()),
-            PortWait::Held => Err(Error::Port(self.held_port_message(port))),
-            PortWait::Interrupted => {
-                Err(Error::Port("interrupted while waiting for the port".into()))
-            }
-        }
-    }
-
-    /// `--kill-port-holder`: ends each process holding the port, with the usual escalation.
-    async fn end_port_holders(&mut self, port: u16) -> Result<(), Error> {
-        let stop = &self.shared.config.stop;
-        for holder in port::holders(port) {
-            self.ui.emit(
-                &Warn::KillPortHolder {
-                    pid: holder.pid,
-                    command: holder.command.clone(),
-                    port,
-                }
-                .into(),
-            );
-            let stopped = process::stop_foreign(holder.pid, stop.signal, stop.timeout)
-                .await
-                .map_err(|e| Error::io(format!("cannot end pid {}", holder.pid), e))?;
-            if let Some(text) = stopped.and_then(|s| s.warning) {
-                let signal = stop.signal.name();
-                self.ui
-                    .emit(&Warn::SignalUndelivered { signal, text }.into());
-            }
-        }
-        Ok(())
-    }
-
-    /// PortFree, between generations: free at once, or (while someone else holds it) says who
-    /// and keeps waiting; changes meanwhile are folded into the coming start.
-    async fn port_free_for_restart(&mut self, unit: &Unit) -> Step {
-        let Some(port) = self.member.port else {
-            return Step::PortFree;
-        };
-        match self
-            .wait_port(unit, self.shared.config.stop.port_timeout)
-            .await
-        {
-            PortWait::Free(waited) => {
-                self.ui.emit(&Event::PortReleased { port, waited });
-                return Step::PortFree;
-            }
-            PortWait::Interrupted => return Step::Shutdown,
-            PortWait::Held => {}
-        }
-        self.ui.emit(&Event::PortHeld {
-            port,
-            holders: format!(
-                "{}; waiting for it to be released (Ctrl-C to quit)",
-                port::describe_busy(port)
-            ),
-        });
-        let (host, held_socket) = (self.shared.config.host.clone(), unit.listener.is_some());
-        let changes = &mut self.changes;
-        let mut recheck = tokio::time::interval(HELD_PORT_RECHECK);
-        let free = async {
-            loop {
-                tokio::select! {
-                    _ = changes.next() => {}
-                    _ = recheck.tick() => {
-                        if port_is_free(&host, port, held_socket) {
-                            return;
-                        }
-                    }
-                }
-            }
-        };
-        match self.requests.wait(false, free).await {
-            Ok(()) => {
-                self.ui.emit(&Event::PortReleased {
-                    port,
-                    waited: Duration::ZERO,
-                });
-                Step::PortFree
-            }
-            Err(request) => self.take_request(request),
-        }
-    }
-
-    /// Exiting: the process is stopped; confirm its port is free before exiting.
-    async fn finish(&mut self, unit: &mut Unit) -> Result<(), Error> {
-        self.preload.stop().await;
-        // devrun's own socket goes first; then the port must be free for everyone.
-        unit.listener = None;
-        let Some(port) = self.member.port else {
-            return Ok(());
-        };
-        let config = &self.shared.config;
-        match port::wait_free(&config.host, port, config.stop.port_timeout).await {
-            Ok(waited) => {
-                self.ui.emit(&Event::PortReleased { port, waited });
-                Ok(())
-            }
-            Err(waited) => Err(Error::Port(format!(
-                "port {port} was not released within {} ms: held by {}",
-                waited.as_millis(),
-                port::describe_busy(port)
-            ))),
+            Err(request) => Runner::take_request(request),
         }
     }
 }
@@ -956,16 +660,5 @@ fn ready_check<'a>(unit: &Unit, http: &'a Option<String>) -> ReadyCheck<'a> {
         (Some(path), _) => ReadyCheck::Http2xx(path),
         (None, true) => ReadyCheck::HttpAnswer("/"),
         (None, false) => ReadyCheck::Connect,
-    }
-}
-
-/// The one rule for "the port is free": with a socket devrun holds for the backend, no process
-/// but devrun holds it (a survivor would otherwise go on accepting with stale code); without,
-/// the port can be bound.
-fn port_is_free(host: &str, port: u16, held_socket: bool) -> bool {
-    if held_socket {
-        port::held_by_others(port).is_empty()
-    } else {
-        port::is_free(host, port)
     }
 }

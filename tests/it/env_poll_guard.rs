@@ -157,3 +157,29 @@ fn a_log_written_just_after_ready_is_stopped_after_the_third_loop() {
         p.stderr()
     );
 }
+
+/// A backend that writes a watched file just after it got ready (and closes it) would restart
+/// forever, a restart every few tenths of a second: after a streak of such restarts, the
+/// restarts for that file back off (1 s, 2 s, 4 s …), said once; a change to another file
+/// still restarts at once and is served.
+#[test]
+fn a_backend_writing_a_watched_file_after_ready_is_bounded_and_other_saves_still_serve() {
+    let p = Project::testapp("writes_after_ready.py").start();
+    assert!(stderr_has(&p, "reload loop? late.py"), "{}", p.stderr());
+    let started = |p: &Project| p.stderr().matches("started generation").count();
+    let at_streak = started(&p);
+    // Unbounded, that is a restart every ~0.4 s: 15 or more in 6 s. Backing off (1 + 2 s,
+    // then 4 s) leaves room for 3 at most.
+    sleep(Duration::from_secs(6));
+    let later = started(&p);
+    assert!(
+        later - at_streak <= 4,
+        "{} restarts in 6 s after the backoff began\n{}",
+        later - at_streak,
+        p.stderr()
+    );
+    p.write_atomic("version.py", "VERSION = \"v2\"\n");
+    let served = p.wait_for_version("v2", Duration::from_secs(3) + WAIT);
+    assert!(served.alive());
+    p.assert_every_start_was_alone();
+}

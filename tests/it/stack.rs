@@ -660,3 +660,44 @@ fn the_backend_alone_stays_unprefixed() {
         p.stderr()
     );
 }
+
+/// A member without a port is ready once started, so a person's saves to its watched file are
+/// never taken for a reload loop: four saves, a few seconds apart, give four fresh generations
+/// (it used to be "ready" only for the coordinator, and the third save was ignored for good).
+#[test]
+fn a_portless_member_restarts_fresh_on_every_save() {
+    let members = worker("worker", "", r#"watch = ["web/worker.py"]"#);
+    let p = Project::stack(&members).start();
+    p.wait_for_version("v1", WAIT);
+    p.wait_for_member_starts("worker", 1, WAIT);
+    let source = std::fs::read_to_string(p.root.join("web/worker.py")).unwrap();
+    for save in 1..=4 {
+        // A person's pace: the save comes a moment after the last start, never during it.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let saved_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        p.write_atomic("web/worker.py", &format!("{source}\n# save {save}\n"));
+        let starts = p.wait_for_member_starts("worker", save + 1, WAIT);
+        let fresh = &starts[save];
+        assert!(
+            fresh.t >= saved_at,
+            "save {save}: the worker that started was not started after the save: {fresh:?}"
+        );
+        assert!(
+            fresh.prev_alive.is_empty(),
+            "save {save}: the new worker started beside the old one: {fresh:?}"
+        );
+    }
+    let starts = p.member_starts("worker");
+    assert!(starts[..4].iter().all(|s| !s.alive()), "{starts:?}");
+    assert!(starts[4].alive(), "the last worker is not running");
+    // (The backend watches web/worker.py too; its own guard may judge saves during its slow
+    // starts on a loaded machine: only the worker's verdict is this test's.)
+    assert!(
+        !p.stderr().contains("devrun[worker]: reload loop"),
+        "{}",
+        p.stderr()
+    );
+}

@@ -1,0 +1,143 @@
+//! Spawning a runner's next generation: the environment devrun gives it, then a fork from the
+//! preloader (when the member preloads and the preloader agreed) or a fresh process.
+
+use super::requests::Interrupts;
+use super::unit::{Runner, Unit};
+use crate::control::Request;
+use crate::envfile;
+use crate::error::Error;
+use crate::process::Backend;
+use crate::procs;
+use crate::state::{self, BackendRecord, PROCESS_MARKER, RUN_MARKER};
+use crate::ui::{Event, Warn};
+use std::collections::BTreeMap;
+
+impl Runner {
+    /// The variables every generation of this process gets from devrun (later entries win):
+    /// its env file, then its `env` (`[env]` for the backend), then devrun's own.
+    fn base_env(&self) -> Vec<(String, String)> {
+        let mut base: Vec<(String, String)> = self
+            .env_file_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        base.extend(self.member.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        base.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        // Marks every process of this run, so orphan recovery finds even those that left the
+        // group (setsid, double fork) after a devrun that was killed.
+        base.push((RUN_MARKER.into(), self.shared.state.borrow().run.clone()));
+        if self.shared.stack {
+            base.push((PROCESS_MARKER.into(), self.member.name.clone()));
+        }
+        base
+    }
+
+    /// Spawns the next generation with devrun's variables in its environment: forked from the
+    /// preloader when the member preloads and it agreed, else a fresh interpreter. `Err` inside:
+    /// a request came while the preloader started or forked.
+    pub(super) async fn spawn(
+        &mut self,
+        unit: &mut Unit,
+    ) -> Result<Result<Backend, Request>, Error> {
+        unit.generation += 1;
+        self.reread_env_file(unit.generation);
+        // What the preloader also starts with (some variables act only at interpreter start).
+        let base = self.base_env();
+        let mut env = base.clone();
+        if let Some(port) = self.member.port {
+            env.push(("PORT".into(), port.to_string()));
+        }
+        env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
+        let command_line = shell_words::join(&self.member.command);
+        let forked = match self.member.extras.preload.is_some() {
+            true => {
+                let whole: BTreeMap<String, String> =
+                    std::env::vars().chain(env.iter().cloned()).collect();
+                let config = &self.shared.config;
+                let handed = (unit.listener.as_ref(), self.label.clone());
+                let fork = self.preload.fork(config, &base, &whole, handed, &self.ui);
+                match self.requests.wait(Interrupts::ShutdownOnly, fork).await {
+                    Ok(forked) => forked?,
+                    Err(request) => {
+                        // Asked to stop while the preloader started or forked (which can take
+                        // as long as the imports): end it now; a fork it made dies with it.
+                        self.preload.stop().await;
+                        return Ok(Err(request));
+                    }
+                }
+            }
+            false => None,
+        };
+        let (mut backend, preloaded) = match forked {
+            Some((backend, modules)) => (backend, Some(modules)),
+            None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
+        };
+        if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
+            typed.attach(stdin);
+        }
+        self.ui.emit(&Event::Started {
+            generation: unit.generation,
+            pid: backend.pid(),
+            command: command_line,
+            preloaded,
+        });
+        let pid = backend.pid();
+        let record = BackendRecord {
+            pid,
+            pgid: backend.pgid(),
+            start: procs::start_time(pid).unwrap_or(0),
+            generation: unit.generation,
+            command: self.member.command.clone(),
+            started_at: state::unix_now(),
+        };
+        self.shared.record(&self.ui, &self.member, Some(record));
+        Ok(Ok(backend))
+    }
+
+    /// A fresh process running the command.
+    fn spawn_cold(
+        &self,
+        env: &[(String, String)],
+        listener: Option<&socket2::Socket>,
+    ) -> Result<Backend, Error> {
+        let command = &self.member.command;
+        let command_line = shell_words::join(command);
+        let label = self.label.clone();
+        Backend::spawn(command, &self.member.cwd, env, listener, label).map_err(|e| {
+            // A command can be megabytes long: errors show its start and its size.
+            let shown = crate::ui::shorten(&command_line);
+            match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Usage(format!(
+                    "cannot start `{shown}`: {} not found (is the venv active, or use its full path?)",
+                    crate::ui::shorten(&command[0])
+                )),
+                std::io::ErrorKind::ArgumentListTooLong => Error::Usage(format!(
+                    "cannot start `{shown}`: its arguments and environment are longer than the \
+                     OS allows ({} bytes of arguments; {e}); shorten the command, or move long \
+                     values into a file the backend reads",
+                    command.iter().map(|a| a.len() + 1).sum::<usize>()
+                )),
+                _ => Error::io(format!("cannot start `{shown}`"), e),
+            }
+        })
+    }
+
+    /// The env file as it is now (the watch restarts for its edits): the keys that changed
+    /// are said, never their values; a file that cannot be read keeps the previous values.
+    fn reread_env_file(&mut self, generation: u32) {
+        let Some(path) = &self.member.extras.env_file else {
+            return;
+        };
+        let shown = self.relative(path).display().to_string();
+        match envfile::read(path, &shown) {
+            Ok(vars) => {
+                let keys = envfile::changed_keys(&self.env_file_vars, &vars);
+                if generation > 1 && !keys.is_empty() {
+                    self.ui.emit(&Warn::EnvChanged { file: shown, keys }.into());
+                }
+                self.env_file_vars = vars;
+            }
+            Err(error) => self.ui.emit(&Warn::EnvFileUnreadable { error }.into()),
+        }
+    }
+}
