@@ -13,54 +13,25 @@
 //! during three starts in a row never loses a later save.
 //!
 //! The other loop writes the file shortly *after* ready and closes it (a startup task that
-//! generates code, a cache written on the first request): nothing tells it from a person who
-//! saves right after each answer but persistence. So the consequence is bounded, never a
-//! lost save: when the same paths restart [`QUICK_STREAK`] consecutive generations, each
-//! within [`QUICK`] of ready, the next restart for them waits 1 s, then 2, 4, … 30 s
-//! ([`QuickBackoff`]); the restart still comes, with the newest code. A change to any other
-//! path, or `rs` / `devrun restart`, restarts at once and ends the streak.
+//! generates code): by timing it cannot be told from a person or an agent who saves right
+//! after each answer. What can be told is a rewrite with the content the generation started
+//! with ([`Contents`]): its code did not change, so no restart is needed and none is stale.
+//! Every changed file is read when its change is taken (so a save done in two writes, a
+//! truncate then the bytes, is judged by its last); a file read before a generation spawned
+//! and not changed since is what that generation started with.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Consecutive generations a path must restart by its own writes before it is given up on.
 pub const STRIKES: u32 = 3;
 /// After ready, how long a change to a file the backend holds open still counts as its own.
 pub const JUST_READY: Duration = Duration::from_secs(1);
 
-/// A change this soon after a generation got ready counts towards a quick streak.
-pub const QUICK: Duration = Duration::from_secs(1);
-/// Consecutive generations restarted by a quick change to the same paths before the restart
-/// for them waits. A person saving the same file right after each answer rarely does it eight
-/// times in a row; a self-writing backend does it 49 times in 15 s.
-pub const QUICK_STREAK: u32 = 8;
-const QUICK_WAIT_FIRST: Duration = Duration::from_secs(1);
-const QUICK_WAIT_LONGEST: Duration = Duration::from_secs(30);
-
-/// What a restart for a change waits, by [`LoopGuard::quick_restart`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuickBackoff {
-    /// Restart at once.
-    Now,
-    /// The streak just reached [`QUICK_STREAK`]: wait this long (and say why, once).
-    Began(Duration),
-    /// The streak goes on: wait this long.
-    Longer(Duration),
-}
-
-/// The paths whose quick changes restarted the last generations, and how many in a row.
-#[derive(Debug)]
-struct Streak {
-    paths: Vec<PathBuf>,
-    generation: u32,
-    count: u32,
-}
-
 #[derive(Debug, Default)]
 pub struct LoopGuard {
-    /// The current quick streak, if any.
-    streak: Option<Streak>,
     /// Per path: the last generation it was a suspect in, and in how many in a row.
     suspects: HashMap<PathBuf, (u32, u32)>,
     /// Paths given up on: their suspect changes restart nothing.
@@ -113,53 +84,55 @@ impl LoopGuard {
     }
 }
 
-impl LoopGuard {
-    /// A change to `paths` is about to restart generation `generation`, `since_ready` after it
-    /// got ready (None: it never did): how long the restart waits.
-    pub fn quick_restart(
-        &mut self,
-        generation: u32,
-        paths: &[PathBuf],
-        since_ready: Option<Duration>,
-    ) -> QuickBackoff {
-        if since_ready.is_none_or(|since| since > QUICK) {
-            self.streak = None;
-            return QuickBackoff::Now;
-        }
-        let streak = match self.streak.take() {
-            Some(s)
-                if s.generation + 1 == generation && paths.iter().all(|p| s.paths.contains(p)) =>
-            {
-                Streak {
-                    generation,
-                    count: s.count + 1,
-                    paths: s.paths,
-                }
-            }
-            _ => Streak {
-                paths: paths.to_vec(),
-                generation,
-                count: 1,
-            },
-        };
-        let count = streak.count;
-        self.streak = Some(streak);
-        let Some(over) = count.checked_sub(QUICK_STREAK) else {
-            return QuickBackoff::Now;
-        };
-        let wait = QUICK_WAIT_FIRST
-            .saturating_mul(1 << over.min(8))
-            .min(QUICK_WAIT_LONGEST);
-        match over {
-            0 => QuickBackoff::Began(wait),
-            _ => QuickBackoff::Longer(wait),
+/// A watched file larger than this is never compared: any change to it is a change.
+const MAX_COMPARED: u64 = 4 << 20;
+
+/// What changed watched files held when a runner last read them, and when: so a rewrite with
+/// the content a generation started with is told from a change.
+#[derive(Debug, Default)]
+pub struct Contents {
+    seen: HashMap<PathBuf, (u64, Instant)>,
+}
+
+impl Contents {
+    /// `paths` changed outside Serving (stopping, settling, waiting): what they hold now is
+    /// what the next generation starts with, unless they change again (another batch).
+    pub fn read(&mut self, paths: &[PathBuf]) {
+        for path in paths {
+            self.record(path, digest(path));
         }
     }
 
-    /// `rs` or `devrun restart`: a person asked, whatever the streak was.
-    pub fn end_streak(&mut self) {
-        self.streak = None;
+    fn record(&mut self, path: &Path, digest: Option<u64>) {
+        match digest {
+            Some(digest) => self
+                .seen
+                .insert(path.to_path_buf(), (digest, Instant::now())),
+            None => self.seen.remove(path),
+        };
     }
+
+    /// Whether `path`, just changed, holds exactly what it held when the generation spawned at
+    /// `spawned_at` started: known only when it was read before then and no change to it was
+    /// seen since. Records what it holds now either way.
+    pub fn unchanged_since(&mut self, path: &Path, spawned_at: Instant) -> bool {
+        let before = self.seen.get(path).copied();
+        let now = digest(path);
+        self.record(path, now);
+        matches!((before, now), (Some((old, read_at)), Some(new)) if read_at < spawned_at && old == new)
+    }
+}
+
+/// A digest of a regular file's bytes (None: unreadable, not a regular file, or too large).
+fn digest(path: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_COMPARED {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = DefaultHasher::new();
+    hasher.write(&bytes);
+    Some(hasher.finish())
 }
 
 /// The glob for `[watch] ignore` that silences `relative`.
@@ -172,76 +145,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_restarts_of_the_same_path_back_off_and_another_path_ends_the_streak() {
-        let mut guard = LoopGuard::default();
-        let gen_py = vec![PathBuf::from("/p/generated.py")];
-        let quick = Some(Duration::from_millis(200));
-        for generation in 1..QUICK_STREAK {
-            assert_eq!(
-                guard.quick_restart(generation, &gen_py, quick),
-                QuickBackoff::Now
-            );
-        }
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK, &gen_py, quick),
-            QuickBackoff::Began(Duration::from_secs(1))
+    fn a_rewrite_with_the_content_a_generation_started_with_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("generated.py");
+        std::fs::write(&path, "X = 1\n").unwrap();
+        let mut contents = Contents::default();
+        // Never read before: a change.
+        assert!(!contents.unchanged_since(&path, Instant::now()));
+        let spawned = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        std::fs::write(&path, "X = 1\n").unwrap();
+        assert!(
+            contents.unchanged_since(&path, spawned),
+            "same bytes as at the start"
         );
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK + 1, &gen_py, quick),
-            QuickBackoff::Longer(Duration::from_secs(2))
-        );
-        for generation in QUICK_STREAK + 2..QUICK_STREAK + 20 {
-            let wait = guard.quick_restart(generation, &gen_py, quick);
-            assert!(matches!(wait, QuickBackoff::Longer(w) if w <= QUICK_WAIT_LONGEST));
-        }
-        // Another path restarts at once and starts the count over.
-        let other = vec![PathBuf::from("/p/views.py")];
-        assert_eq!(guard.quick_restart(40, &other, quick), QuickBackoff::Now);
-        assert_eq!(guard.quick_restart(41, &gen_py, quick), QuickBackoff::Now);
-    }
-
-    #[test]
-    fn a_slow_change_a_gap_in_generations_or_a_request_ends_the_streak() {
-        let gen_py = vec![PathBuf::from("/p/generated.py")];
-        let quick = Some(Duration::from_millis(200));
-        let streak_of = |guard: &mut LoopGuard| {
-            for generation in 1..QUICK_STREAK {
-                guard.quick_restart(generation, &gen_py, quick);
-            }
-        };
-        let mut guard = LoopGuard::default();
-        streak_of(&mut guard);
-        let slow = Some(QUICK + Duration::from_millis(1));
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK, &gen_py, slow),
-            QuickBackoff::Now
-        );
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK + 1, &gen_py, quick),
-            QuickBackoff::Now
-        );
-
-        let mut guard = LoopGuard::default();
-        streak_of(&mut guard);
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK + 5, &gen_py, quick),
-            QuickBackoff::Now
-        );
-
-        let mut guard = LoopGuard::default();
-        streak_of(&mut guard);
-        guard.end_streak();
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK, &gen_py, quick),
-            QuickBackoff::Now
-        );
-
-        let mut guard = LoopGuard::default();
-        streak_of(&mut guard);
-        assert_eq!(
-            guard.quick_restart(QUICK_STREAK, &gen_py, None),
-            QuickBackoff::Now
-        );
+        // Read after the generation started: says nothing of what it started with.
+        let earlier = Instant::now() - Duration::from_secs(1);
+        assert!(!contents.unchanged_since(&path, earlier));
+        let spawned = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        std::fs::write(&path, "X = 2\n").unwrap();
+        assert!(!contents.unchanged_since(&path, spawned), "other bytes");
+        // A change read outside Serving (while settling) is what the next generation starts
+        // with: a rewrite of it is no change, another content is.
+        std::fs::write(&path, "X = 3\n").unwrap();
+        contents.read(std::slice::from_ref(&path));
+        let spawned = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(contents.unchanged_since(&path, spawned));
+        std::fs::write(&path, "X = 4\n").unwrap();
+        assert!(!contents.unchanged_since(&path, spawned));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!contents.unchanged_since(&path, Instant::now()), "deleted");
     }
 
     #[test]

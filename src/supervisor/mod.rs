@@ -14,6 +14,7 @@
 //! Each runner keeps the invariants for its own process: the next generation is spawned only
 //! after the previous group is confirmed gone and its port free.
 
+mod own_writes;
 mod phase;
 mod ports;
 mod requests;
@@ -493,3 +494,6 @@ impl Coordinator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

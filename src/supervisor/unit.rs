@@ -12,7 +12,7 @@ use crate::config::{Member, RestartPolicy};
 use crate::control::Request;
 use crate::envfile::Vars as EnvVars;
 use crate::error::Error;
-use crate::guard::{self, LoopGuard, QuickBackoff};
+use crate::guard::{Contents, LoopGuard};
 use crate::output::Label;
 use crate::port::{self, NotReady, ReadyCheck};
 use crate::process::{self, Backend};
@@ -42,7 +42,7 @@ pub(super) struct Unit {
     pub(super) generation: u32,
     /// The listening socket devrun holds and hands to each generation (`socket = "inherit"`).
     pub(super) listener: Option<socket2::Socket>,
-    guard: LoopGuard,
+    pub(super) guard: LoopGuard,
     /// The last generation exited on its own with a failure (non-zero status, a signal).
     failed: bool,
     /// The next `restart = "on-failure"` wait.
@@ -67,6 +67,8 @@ impl Unit {
 pub(super) struct Changes {
     rx: mpsc::UnboundedReceiver<Batch>,
     up: mpsc::UnboundedSender<Up>,
+    /// What changed files held when Serving last read them (see `guard::Contents`).
+    pub(super) contents: Contents,
 }
 
 impl Changes {
@@ -74,13 +76,21 @@ impl Changes {
         rx: mpsc::UnboundedReceiver<Batch>,
         up: mpsc::UnboundedSender<Up>,
     ) -> Changes {
-        Changes { rx, up }
+        Changes {
+            rx,
+            up,
+            contents: Contents::default(),
+        }
     }
 
-    /// The next batch of changes for this process. Cancel-safe.
+    /// The next batch of changes for this process, outside Serving (its paths are read: what
+    /// they hold now is what the next generation starts with). Cancel-safe.
     pub(super) async fn next(&mut self) -> Batch {
         match self.rx.recv().await {
-            Some(batch) => batch,
+            Some(batch) => {
+                self.contents.read(&batch.paths);
+                batch
+            }
             None => std::future::pending().await,
         }
     }
@@ -97,6 +107,7 @@ impl Changes {
             last_at = Some(last_at.map_or(more.last_at, |at| at.max(more.last_at)));
             paths.extend(more.paths);
         }
+        self.contents.read(&paths);
         Batch {
             paths,
             last_at: last_at.unwrap_or_else(Instant::now),
@@ -109,8 +120,6 @@ enum Seen {
     Exited(std::io::Result<ExitStatus>),
     Probed(Result<Duration, NotReady>),
     Changed(Batch),
-    /// A restart the quick-streak backoff held back is due.
-    Due,
 }
 
 /// One process's supervisor.
@@ -258,80 +267,6 @@ impl Runner {
         path.strip_prefix(self.root()).unwrap_or(path).to_path_buf()
     }
 
-    /// The reload-loop guard on a batch that would restart generation `generation`:
-    /// paths the generation itself wrote (see `guard`) in three generations in a row are
-    /// given up on, said once; while given up on, only their changes during a start are left
-    /// out of the batch (a change after the start is a person's and restarts).
-    fn guard_batch(
-        &self,
-        (guard, generation, pgid): (&mut LoopGuard, u32, u32),
-        batch: &mut Batch,
-        ready_at: Option<Instant>,
-    ) {
-        let members = match ready_at {
-            Some(_) => crate::sys::group_members(pgid),
-            None => Vec::new(),
-        };
-        let last_at = batch.last_at;
-        // A change the watch stamped before ready was made during the start, even when it is
-        // delivered after the probe answered (a loaded machine).
-        let suspect = |path: &std::path::Path| match ready_at {
-            None => true,
-            Some(at) if last_at < at => true,
-            Some(at) => last_at <= at + guard::JUST_READY && crate::sys::holds_open(&members, path),
-        };
-        for path in guard.filter(generation, &mut batch.paths, suspect) {
-            let relative = self.relative(&path);
-            self.ui.emit(
-                &Warn::ReloadLoop {
-                    path: relative.display().to_string(),
-                    glob: guard::ignore_glob(&relative),
-                }
-                .into(),
-            );
-        }
-    }
-
-    /// The quick-streak backoff on a batch about to restart the generation: how long the
-    /// restart waits (said when the streak begins).
-    fn quick_backoff(
-        &self,
-        (guard, generation): (&mut LoopGuard, u32),
-        batch: &Batch,
-        ready_at: Option<Instant>,
-    ) -> Duration {
-        let since_ready = ready_at.map(|at| batch.last_at.saturating_duration_since(at));
-        let backoff = guard.quick_restart(generation, &batch.paths, since_ready);
-        match backoff {
-            QuickBackoff::Now => Duration::ZERO,
-            QuickBackoff::Longer(wait) => wait,
-            QuickBackoff::Began(wait) => {
-                let files: Vec<String> = batch
-                    .paths
-                    .iter()
-                    .map(|p| self.relative(p).display().to_string())
-                    .collect();
-                let globs: Vec<String> = batch
-                    .paths
-                    .iter()
-                    .map(|p| format!("\"{}\"", guard::ignore_glob(&self.relative(p))))
-                    .collect();
-                self.ui.emit(&Event::Warning(format!(
-                    "reload loop? {} changed within {} s of each of the last {} starts (the \
-                     backend writes it itself?): restarting for it after {} s, doubling to 30 s, \
-                     until another file changes or you type rs (or run `devrun restart`). If the \
-                     backend writes it, add {} to [watch] ignore",
-                    files.join(", "),
-                    guard::QUICK.as_secs(),
-                    guard::QUICK_STREAK,
-                    wait.as_secs(),
-                    globs.join(", "),
-                )));
-                wait
-            }
-        }
-    }
-
     /// Serving: probes readiness (while it is pending), and returns at the generation's exit,
     /// the probe's answer, the first change that restarts it, or a request.
     async fn serve(&mut self, unit: &mut Unit, readiness: Readiness) -> Result<Step, Error> {
@@ -357,11 +292,8 @@ impl Runner {
             Mode::Watch => Interrupts::Any,
             Mode::Once => Interrupts::ShutdownOnly,
         };
-        // A restart the quick-streak backoff holds back: when it is due, and its batch.
-        let mut deferred: Option<(Instant, Batch)> = None;
         loop {
             let changes = &mut self.changes.rx;
-            let due = deferred.as_ref().map(|(at, _)| *at);
             let seen = self.requests.wait(interrupts, async {
                 tokio::select! {
                     biased;
@@ -370,12 +302,6 @@ impl Runner {
                     // knowing whether the generation was already answering.
                     result = &mut probe => Seen::Probed(result),
                     Some(batch) = changes.recv() => Seen::Changed(batch),
-                    _ = async {
-                        match due {
-                            Some(at) => tokio::time::sleep_until(at.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    } => Seen::Due,
                 }
             });
             match seen.await {
@@ -384,9 +310,6 @@ impl Runner {
                         let who = self.shared.who(&self.member);
                         self.fail_once(format!("{} before {who} was ready", reason(request)));
                     }
-                    if let Request::Restart(_) = request {
-                        unit.guard.end_streak();
-                    }
                     return Ok(Runner::take_request(request));
                 }
                 Ok(Seen::Exited(status)) => {
@@ -394,42 +317,24 @@ impl Runner {
                     return Ok(self.exited(unit, status, readiness).await);
                 }
                 Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result)),
-                Ok(Seen::Due) => {
-                    if let Some((_, batch)) = deferred.take() {
-                        return Ok(self.restart_for(&batch));
-                    }
-                }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
-                Ok(Seen::Changed(mut batch)) if batch.last_at >= spawned_at => {
-                    let unit_guard = (&mut unit.guard, generation, pgid);
-                    self.guard_batch(unit_guard, &mut batch, ready_at);
-                    if batch.paths.is_empty() {
-                        continue;
+                Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
+                    let judged = (&mut unit.guard, generation, pgid);
+                    let started = (spawned_at, readiness);
+                    if let Some(step) = self.take_batch(judged, batch, started) {
+                        return Ok(step);
                     }
-                    if let Some((at, held)) = deferred.take() {
-                        // More of the same loop folds in; any other path restarts at once.
-                        if batch.paths.iter().all(|p| held.paths.contains(p)) {
-                            let last_at = held.last_at.max(batch.last_at);
-                            deferred = Some((at, Batch { last_at, ..held }));
-                            continue;
-                        }
-                        unit.guard.end_streak();
-                        return Ok(self.restart_for(&batch));
-                    }
-                    let wait = self.quick_backoff((&mut unit.guard, generation), &batch, ready_at);
-                    if wait.is_zero() {
-                        return Ok(self.restart_for(&batch));
-                    }
-                    deferred = Some((Instant::now() + wait, batch));
                 }
-                Ok(Seen::Changed(_)) => {}
+                Ok(Seen::Changed(before_start)) => {
+                    self.changes.contents.read(&before_start.paths);
+                }
             }
         }
     }
 
     /// A batch restarts the generation: said, and members that restart with it are told.
-    fn restart_for(&self, batch: &Batch) -> Step {
+    pub(super) fn restart_for(&self, batch: &Batch) -> Step {
         self.report_change(batch);
         self.tell(Up::Restarting(self.index));
         Step::Changed(batch.last_at)
