@@ -14,6 +14,8 @@ use crate::cli::{describe_limit, ProjectArgs, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT
 use crate::error::ConfigError;
 use crate::process::StopSignal;
 use crate::state::StateDir;
+// `[watch]` settings live with the watch that consumes them; named here too, as before.
+pub use crate::watch::{PollMode, WatchConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -166,31 +168,6 @@ pub struct RunOptions {
     pub replace: bool,
     /// `--kill-port-holder`: end a process devrun did not start that holds the port.
     pub kill_port_holder: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct WatchConfig {
-    pub paths: Vec<PathBuf>,
-    pub include: Vec<String>,
-    pub ignore: Vec<String>,
-    pub gitignore: bool,
-    pub debounce: Duration,
-    /// Files wanted whatever the include globs say (the env file).
-    pub also: Vec<PathBuf>,
-    /// `[watch] poll`: when to poll folders instead of using the OS's notifications.
-    pub poll: PollMode,
-    /// `[watch] poll_ms`: how often polled folders are looked at.
-    pub poll_interval: Duration,
-}
-
-/// `[watch] poll = true | false | "auto"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PollMode {
-    /// Poll the watch paths on filesystems whose notifications miss outside changes.
-    #[default]
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

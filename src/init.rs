@@ -6,6 +6,7 @@
 
 use crate::config::{CONFIG_FILE, DEFAULT_HOST};
 use crate::error::Error;
+use crate::watch::NEVER_PROJECT_DIRS;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
@@ -26,15 +27,6 @@ const MAX_DEPTH: usize = 4;
 const MAX_FILES: usize = 2000;
 /// A source file larger than this is not an app entry point worth reading.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
-/// Folders never scanned (hidden ones are skipped too).
-const SKIP_DIRS: &[&str] = &[
-    ".git",
-    "__pycache__",
-    ".venv",
-    "venv",
-    "node_modules",
-    ".tox",
-];
 /// Where a free port is looked for when none is evident.
 const PORT_RANGE: std::ops::RangeInclusive<u16> = 8000..=8099;
 
@@ -139,8 +131,9 @@ fn scan(dir: &Path) -> Vec<PyFile> {
     files
 }
 
+/// Folders never scanned: those that are never project code, and hidden ones.
 fn skip_dir(name: &str) -> bool {
-    name.starts_with('.') || SKIP_DIRS.contains(&name)
+    name.starts_with('.') || NEVER_PROJECT_DIRS.contains(&name)
 }
 
 fn read_source(path: &Path) -> Option<String> {

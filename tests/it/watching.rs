@@ -615,3 +615,149 @@ fn only_kept_folders_get_an_inotify_watch() {
         "devrun reports {watching:?} for {kept} kept folders"
     );
 }
+
+// ---- the project folder itself deleted and recreated ----
+
+/// Copies a tree as `cp -r` does (the fixtures hold no symlinks), leaving out the top-level
+/// entries named in `skip`. `to` may exist already: devrun may have made it anew for its state
+/// (`.devrun/`) after the project folder went away.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        if skip.iter().any(|s| entry.file_name() == *s) {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target, &[]);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// How the project folder is swapped for a copy of itself under a running devrun.
+#[derive(Clone, Copy, PartialEq)]
+enum Recreate {
+    /// `mv project project.old && cp -r project.old project`.
+    MoveAwayAndCopyBack,
+    /// `rm -rf project && git clone … project`: a copy without `.devrun/`. The deleted folder
+    /// stays devrun's and the backend's working directory, so the OS never says it is gone.
+    DeleteAndClone,
+}
+
+fn recreate(p: &Project, how: Recreate) {
+    let old = p.tmp_dir().join("project.old");
+    match how {
+        Recreate::MoveAwayAndCopyBack => {
+            fs::rename(&p.root, &old).unwrap();
+            copy_tree(&old, &p.root, &[]);
+        }
+        Recreate::DeleteAndClone => {
+            copy_tree(&p.root, &old, &[".devrun"]);
+            // devrun may write its state into the folder while it is being deleted (the
+            // deletions restart the backend), so the removal is tried until it goes through.
+            let removed = poll(WAIT, || fs::remove_dir_all(&p.root).ok());
+            assert!(removed.is_some(), "cannot delete the project folder");
+            copy_tree(&old, &p.root, &[".devrun"]);
+        }
+    }
+}
+
+/// The project folder (the config file's folder, and the watch path or its parent) swapped for
+/// a copy of itself under a running devrun: an edit of `version` (version.py's path) in the
+/// copy restarts the backend, the new generation runs in the copy and serves its code, and the
+/// folder moved away is no longer watched.
+fn assert_recreated_project_is_watched(p: Project, how: Recreate, version: &str) {
+    let p = serving(p);
+    let first = p.starts()[0].clone();
+
+    recreate(&p, how);
+    // The swap is a change (the folder may hold other code): a new generation serves the copy.
+    // A backend started while the files were gone may have exited on the way.
+    poll(WAIT, || p.served().filter(|s| s.pid != first.pid)).unwrap_or_else(|| {
+        panic!("no new generation served after the project folder was swapped for a copy")
+    });
+    p.settle();
+    let before = p.starts().len();
+    p.write_atomic(version, &version_py("v2"));
+    let served = p.wait_for_version("v2", WAIT);
+
+    let start = p.starts()[before..]
+        .iter()
+        .find(|s| s.pid == served.pid)
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "v2 is served by pid {}, which did not start after the edit",
+                served.pid
+            )
+        });
+    assert_eq!(
+        start.cwd.as_deref(),
+        Some(p.root.as_path()),
+        "the backend serving v2 runs in another folder than the recreated project"
+    );
+    assert_eq!(p.listeners(), vec![served.pid]);
+    p.assert_every_start_was_alone();
+
+    if how == Recreate::MoveAwayAndCopyBack {
+        // The moved-away folder holds the old code: editing it restarts nothing.
+        let before = p.settle().len();
+        let old = p.tmp_dir().join("project.old").join(version);
+        fs::write(old, version_py("old")).unwrap();
+        sleep(QUIET);
+        assert_eq!(
+            p.starts().len(),
+            before,
+            "an edit in the moved-away folder restarted the backend"
+        );
+    }
+    // And the copy stays watched.
+    p.write_atomic(version, &version_py("v3"));
+    let v3 = p.wait_for_version("v3", WAIT);
+    assert_ne!(v3.pid, served.pid);
+}
+
+#[test]
+fn the_project_folder_deleted_and_cloned_again_is_watched() {
+    let p = Project::testapp("normal.py");
+    assert_recreated_project_is_watched(p, Recreate::DeleteAndClone, "version.py");
+}
+
+#[test]
+fn the_project_folder_moved_away_and_copied_back_is_watched() {
+    let p = Project::testapp("normal.py");
+    assert_recreated_project_is_watched(p, Recreate::MoveAwayAndCopyBack, "version.py");
+}
+
+/// The common `paths = ["."]` names the same folder.
+#[test]
+fn the_project_folder_watched_as_dot_deleted_and_cloned_again_is_watched() {
+    let p = Project::testapp("normal.py").watch(r#"paths = ["."]"#);
+    assert_recreated_project_is_watched(p, Recreate::DeleteAndClone, "version.py");
+}
+
+#[test]
+fn the_polled_project_folder_deleted_and_cloned_again_is_watched() {
+    let p = Project::testapp("normal.py").watch("poll = true");
+    assert_recreated_project_is_watched(p, Recreate::DeleteAndClone, "version.py");
+}
+
+#[test]
+fn the_polled_project_folder_moved_away_and_copied_back_is_watched() {
+    let p = Project::testapp("normal.py").watch("poll = true");
+    assert_recreated_project_is_watched(p, Recreate::MoveAwayAndCopyBack, "version.py");
+}
+
+/// A watch path inside the project moves with it, but the OS tells only of the project
+/// folder's own move: `app` is another folder afterwards all the same.
+#[test]
+fn a_watch_path_inside_the_project_folder_moved_away_and_copied_back_is_watched() {
+    let p = Project::testapp("normal.py")
+        .watch(r#"paths = ["app"]"#)
+        .config_also("[env]\nPYTHONPATH = \"app\"\n");
+    fs::create_dir(p.root.join("app")).unwrap();
+    fs::rename(p.root.join("version.py"), p.root.join("app/version.py")).unwrap();
+    assert_recreated_project_is_watched(p, Recreate::MoveAwayAndCopyBack, "app/version.py");
+}
