@@ -372,13 +372,18 @@ impl Runner {
         }
         env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         let command_line = shell_words::join(&self.member.command);
-        let forked = match self.member.backend {
-            true => {
+        let config = &self.shared.config;
+        let forked = match (self.member.backend, config.preload.as_ref()) {
+            (true, Some(settings)) => {
                 let whole: std::collections::BTreeMap<String, String> =
                     std::env::vars().chain(env.iter().cloned()).collect();
-                let config = &self.shared.config;
+                let filter = crate::watch::Filter::new(&config.watch, &config.root)
+                    .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
                 let handed = (unit.listener.as_ref(), self.member.label.clone());
-                let fork = self.preload.fork(config, &base, &whole, handed, &self.ui);
+                let project = |path: &Path| filter.wants_file(path);
+                let fork = self
+                    .preload
+                    .fork(settings, &project, &base, &whole, handed, &self.ui);
                 match self.requests.wait(false, fork).await {
                     Ok(forked) => forked?,
                     Err(request) => {
@@ -389,7 +394,7 @@ impl Runner {
                     }
                 }
             }
-            false => None,
+            _ => None,
         };
         let (mut backend, preloaded) = match forked {
             Some((backend, modules)) => (backend, Some(modules)),
