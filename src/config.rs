@@ -12,6 +12,7 @@
 
 use crate::cli::{describe_limit, ProjectArgs, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
 use crate::error::ConfigError;
+use crate::preload::{self, Preload};
 use crate::process::StopSignal;
 use crate::state::StateDir;
 // `[watch]` settings live with the watch that consumes them; named here too, as before.
@@ -69,8 +70,9 @@ pub struct Config {
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
     /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
     pub inherit_socket: bool,
-    /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter.
-    pub preload: Option<Preload>,
+    /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter
+    /// (the command already read as the Python launch it is).
+    pub preload: Option<preload::Settings>,
     pub options: RunOptions,
     /// `[processes.NAME]` tables: the stack's other members, in a valid start order (each after
     /// those it names in `after`), filtered by `--only`.
@@ -119,7 +121,7 @@ pub struct Extras {
     /// every generation (the watch restarts for its edits).
     pub env_file: Option<PathBuf>,
     /// `[server] preload`: generations are forked from a preloaded interpreter.
-    pub preload: Option<Preload>,
+    pub preload: Option<preload::Settings>,
     /// `[server] socket = "inherit"`: devrun holds the listening socket and hands it over.
     pub inherit_socket: bool,
     /// Lines typed in devrun's terminal go to its stdin (`rs` restarts).
@@ -148,15 +150,6 @@ pub enum RestartPolicy {
     /// A failing exit (non-zero status or a signal) restarts it after a backoff (1 s doubling
     /// to 30 s).
     OnFailure,
-}
-
-/// What the preloader imports before it forks generations.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Preload {
-    /// The third-party modules the project's files import, and the module the command runs.
-    Auto,
-    /// Exactly these modules.
-    Modules(Vec<String>),
 }
 
 /// What this run may do beyond supervising (flags only: they have no key in the file).
@@ -551,15 +544,24 @@ impl Config {
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
         watch.also.extend(env_file.clone());
-        let preload = derive_preload(inputs, args)?;
-        #[cfg(target_os = "linux")]
-        if preload.is_some() {
-            crate::preload::launch(&command, &project.root).map_err(|m| inputs.err(None, m))?;
-        }
+        let imports = derive_preload(inputs, args)?;
+        let ready = derive_ready(inputs, args)?;
+        let preload = imports
+            .map(|imports| {
+                preload::Settings::new(
+                    imports,
+                    &command,
+                    &project.root,
+                    inherit_socket,
+                    ready.timeout,
+                )
+            })
+            .transpose()
+            .map_err(|m| inputs.err(None, m))?;
         Ok(Config {
             command,
             watch,
-            ready: derive_ready(inputs, args)?,
+            ready,
             env: derive_env(inputs, &stack)?,
             env_file,
             preload,
@@ -690,7 +692,8 @@ fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
 }
 
 /// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
-/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork.
+/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork. The command it
+/// runs is read in [`preload::Settings::new`].
 fn derive_preload(inputs: &Inputs, args: &RunArgs) -> Result<Option<Preload>, ConfigError> {
     let at = inputs.file.server.preload.as_ref().map(|v| v.span().start);
     let preload = match inputs.file.server.preload.as_ref().map(|v| v.get_ref()) {
@@ -1302,25 +1305,36 @@ mod tests {
                 &RunArgs::default(),
             )
         };
+        let imports = |c: Config| c.preload.map(|settings| settings.imports);
         assert_eq!(with("preload = false").unwrap().preload, None);
         assert_eq!(
-            with("preload = \"auto\"").unwrap().preload,
+            imports(with("preload = \"auto\"").unwrap()),
             Some(Preload::Auto)
         );
         assert_eq!(
-            with("preload = [\"fastapi\"]").unwrap().preload,
+            imports(with("preload = [\"fastapi\"]").unwrap()),
             Some(Preload::Modules(vec!["fastapi".into()]))
         );
         let bad = with("preload = 3").unwrap_err().to_string();
         assert!(bad.contains("[server] preload must be"), "{bad}");
         // Issue 12: the held socket is handed to each forked generation (was refused).
         let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap();
-        assert!(both.inherit_socket && both.preload == Some(Preload::Auto));
+        assert!(both.inherit_socket && both.preload.is_some_and(|s| s.inherit_socket));
         let flag = RunArgs {
             preload: true,
             ..RunArgs::default()
         };
-        assert_eq!(load(python, &flag).unwrap().preload, Some(Preload::Auto));
+        // The launch is read once, here: what the preloader and each fork run.
+        let settings = load(python, &flag).unwrap().preload.unwrap();
+        assert_eq!(settings.imports, Preload::Auto);
+        assert_eq!(settings.launch.interpreter, ["python"]);
+        assert_eq!(settings.launch.module.as_deref(), Some("uvicorn"));
+        assert_eq!(settings.launch.args, ["app:app"]);
+        assert_eq!(settings.title, "python -m uvicorn app:app");
+        assert_eq!(
+            settings.start_timeout,
+            Duration::from_millis(DEFAULT_READY_TIMEOUT_MS)
+        );
         let node = load("command = \"node server.js\"\nport = 1\n", &flag).unwrap_err();
         assert!(
             node.to_string().contains("preload needs a Python command"),

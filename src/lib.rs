@@ -13,10 +13,6 @@ pub mod init;
 pub mod output;
 pub mod poller;
 pub mod port;
-#[cfg(target_os = "linux")]
-pub mod preload;
-#[cfg(not(target_os = "linux"))]
-#[path = "preload_off.rs"]
 pub mod preload;
 pub mod process;
 pub mod procs;

@@ -55,6 +55,9 @@ pub(super) struct Shared {
     pub state: RefCell<State>,
     /// More than one member runs: status lines and output say which.
     pub stack: bool,
+    /// The backend's watch filter: what `watch = "backend"` follows, and what counts as project
+    /// code for preload.
+    pub backend_filter: Filter,
 }
 
 impl Shared {
@@ -138,8 +141,11 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         processes: Vec::new(),
     };
     let members = config.members();
+    let backend_filter = Filter::new(&config.watch, &config.root)
+        .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
     let shared = Rc::new(Shared {
         stack: members.len() > 1,
+        backend_filter,
         config,
         state_dir,
         state: RefCell::new(state),
@@ -240,8 +246,7 @@ async fn coordinate(
         true => None,
         false => Some(start_watch(&shared, &ui)?),
     };
-    let backend_filter = Filter::new(&config.watch, &config.root)
-        .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
+    let backend_filter = &shared.backend_filter;
     let mut coordinator = Coordinator {
         handles,
         ui,
@@ -252,12 +257,12 @@ async fn coordinate(
     while !coordinator.handles.iter().all(|h| h.done) {
         tokio::select! {
             request = shutdown.next() => coordinator.forward(request),
-            batch = next_batch(&mut watch) => coordinator.route(&batch, &backend_filter),
+            batch = next_batch(&mut watch) => coordinator.route(&batch, backend_filter),
             message = up.recv() => match message {
                 Some(Up::Sync(reply)) => {
                     if let Some(watch) = watch.as_mut() {
                         let batch = watch.sync().await;
-                        coordinator.route(&batch, &backend_filter);
+                        coordinator.route(&batch, backend_filter);
                     }
                     let _ = reply.send(());
                 }

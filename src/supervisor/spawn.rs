@@ -11,6 +11,7 @@ use crate::procs;
 use crate::state::{self, BackendRecord, PROCESS_MARKER, RUN_MARKER};
 use crate::ui::{Event, Warn};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 impl Runner {
     /// The variables every generation of this process gets from devrun (later entries win):
@@ -49,13 +50,17 @@ impl Runner {
         }
         env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         let command_line = shell_words::join(&self.member.command);
-        let forked = match self.member.extras.preload.is_some() {
-            true => {
+        let forked = match self.member.extras.preload.as_ref() {
+            Some(settings) => {
                 let whole: BTreeMap<String, String> =
                     std::env::vars().chain(env.iter().cloned()).collect();
-                let config = &self.shared.config;
                 let handed = (unit.listener.as_ref(), self.label.clone());
-                let fork = self.preload.fork(config, &base, &whole, handed, &self.ui);
+                // Project code is what a change to would restart it (the backend's filter).
+                let filter = &self.shared.backend_filter;
+                let project = |path: &Path| filter.wants_file(path);
+                let fork = self
+                    .preload
+                    .fork(settings, &project, &base, &whole, handed, &self.ui);
                 match self.requests.wait(Interrupts::ShutdownOnly, fork).await {
                     Ok(forked) => forked?,
                     Err(request) => {
@@ -66,7 +71,7 @@ impl Runner {
                     }
                 }
             }
-            false => None,
+            None => None,
         };
         let (mut backend, preloaded) = match forked {
             Some((backend, modules)) => (backend, Some(modules)),

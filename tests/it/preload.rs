@@ -312,3 +312,85 @@ fn ps_shows_a_forked_generation_as_its_command() {
         ps_args(preloader)
     );
 }
+
+/// A library that finds the preloader's socket to devrun (the one Unix socket it holds while
+/// it imports): `SOCKET`, and a copy of it every fork inherits, `KEPT`. None in a cold start.
+const SOCKET_FINDER: &str = r#"
+import os, stat
+
+def _socket():
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                return int(name)
+        except OSError:
+            pass
+    return None
+
+SOCKET = _socket()
+KEPT = os.dup(SOCKET) if SOCKET is not None else None
+"#;
+
+/// A module the preloader was given that raises is skipped (its `skipped` reply is read, not
+/// dropped): the rest is preloaded and every generation is forked.
+#[test]
+fn a_listed_module_that_raises_is_skipped_and_the_rest_preloaded() {
+    let source = "raise RuntimeError('broken on purpose')\n";
+    let (p, _) = library(preloading("[\"raises\", \"json\"]"), "raises", source);
+    let p = p.start();
+    let served = p.wait_for_version("v1", WAIT);
+    assert_ne!(parent_of(served.pid), p.pid(), "not forked");
+    let stderr = p.stderr();
+    assert!(!stderr.contains("preload refused"), "{stderr}");
+    assert!(stderr.contains("preloaded 1 module"), "{stderr}");
+}
+
+/// The protocol is typed: a line on the preloader's socket that is no reply refuses preload
+/// for the run, with the line shown, and the backend starts cold.
+#[test]
+fn a_line_that_is_no_reply_refuses_preload_and_is_shown() {
+    let source = format!("{SOCKET_FINDER}\nos.write(SOCKET, b'not a reply\\n')\n");
+    let (p, _) = library(preloading("[\"chatty\"]"), "chatty", &source);
+    let p = p.start();
+    let served = p.wait_for_version("v1", WAIT);
+    assert_eq!(parent_of(served.pid), p.pid(), "not a cold start");
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("preload refused: the preloader sent a line devrun cannot read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not a reply"), "{stderr}");
+}
+
+/// Once serving, a line that is no reply (here written by a generation through a copy of the
+/// socket a library kept) ends the preloader and its fork (an exit status may have been lost
+/// with it); the next generation says why preload is off and starts cold.
+#[test]
+fn a_line_that_is_no_reply_after_ready_ends_the_preloader_and_preload() {
+    let (p, _) = library(preloading("[\"keeper\"]"), "keeper", SOCKET_FINDER);
+    let mut p = p.start();
+    let first = p.wait_for_version("v1", WAIT);
+    assert_ne!(parent_of(first.pid), p.pid(), "not forked");
+    // Later than the preloader's `forked` for this generation, by far.
+    let chatty = "import keeper, os, threading\n\
+                  threading.Timer(2.0, os.write, (keeper.KEPT, b'not a reply\\n')).start()\n\
+                  VERSION = 'v2'\n";
+    p.write_atomic("app/version.py", chatty);
+    let second = p.wait_for_version("v2", WAIT);
+    assert_ne!(parent_of(second.pid), p.pid(), "v2 not forked");
+    p.wait_until("generation 2 to die with the preloader", WAIT, || {
+        p.stderr().contains("generation 2 exited with signal 9")
+    });
+    p.write_atomic("app/version.py", &version_py("v3"));
+    let third = p.wait_for_version("v3", WAIT);
+    assert_eq!(parent_of(third.pid), p.pid(), "v3 not a cold start");
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("preload refused: the preloader sent a line devrun cannot read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not a reply"), "{stderr}");
+    p.signal(libc::SIGINT);
+    assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());
+    p.assert_nothing_left();
+}

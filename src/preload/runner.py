@@ -1,7 +1,9 @@
 # devrun's preloader (embedded in the devrun binary, run as `python -c`; see src/preload.rs).
 # It imports third-party modules once, then forks one child per generation. It never serves
 # and never imports project code on purpose: devrun checks what it loaded with its watch filter.
-# Protocol: one JSON object per line over the Unix socket named by DEVRUN_PRELOAD_SOCKET.
+# Protocol (src/preload/protocol.rs): one JSON object per line over the Unix socket named by
+# DEVRUN_PRELOAD_SOCKET, each with its `kind`; the keys of each kind are below (SPEC, REQUESTS,
+# REPLIES) and checked on the way in and out. Unit tests: test_runner.py, next to this file.
 import array
 import ast
 import ctypes
@@ -18,6 +20,8 @@ import socket
 import sys
 
 PR_SET_PDEATHSIG = 1
+# The protocol version: devrun's must be the same (it checks our hello; we check its spec).
+PROTOCOL = 1
 # Descriptors one fork request can carry (stdin, stdout, stderr, the held socket).
 MAX_FDS = 4
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
@@ -41,8 +45,121 @@ RUNTIME_EXTRAS = {
 }
 
 
-def send(sock, obj):
-    sock.sendall((json.dumps(obj) + "\n").encode())
+class ProtocolError(Exception):
+    """devrun sent something this preloader cannot read (or this preloader would send
+    something devrun cannot)."""
+
+
+# A value's check: (what it must be, the test).
+TEXT = ("a string", lambda v: isinstance(v, str))
+NUMBER = ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+
+
+def optional(check):
+    return (f"{check[0]} or null", lambda v: v is None or check[1](v))
+
+
+def list_of(check, plural):
+    return (f"a list of {plural}", lambda v: isinstance(v, list) and all(map(check[1], v)))
+
+
+TEXTS = ("an object of strings", lambda v: isinstance(v, dict) and all(
+    isinstance(k, str) and isinstance(x, str) for k, x in v.items()))
+MODULE = {"name": TEXT, "file": TEXT, "by": optional(TEXT)}
+MODULES = ("a list of modules", lambda v: isinstance(v, list) and all(
+    is_message(m, MODULE) for m in v))
+
+# What devrun gives when it starts us (DEVRUN_PRELOAD_SPEC).
+SPEC = {
+    "version": NUMBER,
+    "root": TEXT,
+    "modules": optional(list_of(TEXT, "strings")),  # null: "auto"
+    "module": optional(TEXT),
+    "script": optional(TEXT),
+}
+# What devrun asks, by kind.
+REQUESTS = {
+    "fork": {
+        "env": TEXTS, "cwd": TEXT, "module": optional(TEXT), "script": optional(TEXT),
+        "args": list_of(TEXT, "strings"), "fds": list_of(NUMBER, "integers"), "title": TEXT,
+    },
+}
+# What we say, by kind.
+REPLIES = {
+    "hello": {"version": NUMBER},
+    "skipped": {"module": TEXT, "error": TEXT},
+    "refused": {"reason": TEXT},
+    "loaded": {"imported": NUMBER, "modules": MODULES},
+    "forked": {"pid": NUMBER},
+    "stale": {"file": TEXT},
+    "exited": {"pid": NUMBER, "status": NUMBER},
+    "error": {"message": TEXT},
+}
+
+
+def is_message(value, keys):
+    try:
+        check(value, keys, "")
+        return True
+    except ProtocolError:
+        return False
+
+
+def check(message, keys, what):
+    """`message` is an object with exactly `keys`, each value as its check says; returns it.
+    Else ProtocolError, saying what is wrong with `what`."""
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{what} is not an object: {message!r:.200}")
+    missing = sorted(set(keys) - set(message))
+    unknown = sorted(set(message) - set(keys))
+    if missing or unknown:
+        said = [f"lacks {', '.join(missing)}"] if missing else []
+        said += [f"has unknown {', '.join(unknown)}"] if unknown else []
+        raise ProtocolError(f"{what} {' and '.join(said)}")
+    for key, (must_be, test) in keys.items():
+        if not test(message[key]):
+            raise ProtocolError(f"{what}: `{key}` must be {must_be}, not {message[key]!r:.200}")
+    return message
+
+
+def read_spec(text):
+    """devrun's spec, checked (its protocol version must be ours)."""
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise ProtocolError(f"the spec is not JSON ({e})")
+    check(spec, SPEC, "the spec")
+    if spec["version"] != PROTOCOL:
+        raise ProtocolError(
+            f"devrun speaks protocol version {spec['version']}, this preloader {PROTOCOL}")
+    return spec
+
+
+def read_request(line):
+    """One request line from devrun, checked: (kind, its fields)."""
+    try:
+        request = json.loads(line)
+    except ValueError as e:
+        raise ProtocolError(f"a request is not JSON ({e}): {line!r:.200}")
+    if not isinstance(request, dict) or request.get("kind") not in REQUESTS:
+        raise ProtocolError(f"a request of no known kind: {request!r:.200}")
+    kind = request.pop("kind")
+    check(request, REQUESTS[kind], f"the {kind} request")
+    if kind == "fork" and not (request["module"] or request["script"]):
+        raise ProtocolError("the fork request names neither a module nor a script")
+    return kind, request
+
+
+def reply(kind, **fields):
+    """The line saying `kind` with `fields` (checked: devrun would refuse anything else)."""
+    if kind not in REPLIES:
+        raise ProtocolError(f"no reply is called {kind}")
+    check(fields, REPLIES[kind], f"the {kind} reply")
+    return (json.dumps({"kind": kind, **fields}) + "\n").encode()
+
+
+def send(sock, kind, **fields):
+    sock.sendall(reply(kind, **fields))
 
 
 def pdeathsig(libc, parent):
@@ -88,6 +205,9 @@ def imported_names(root):
 
 
 def auto_modules(root, main_module):
+    """What "auto" preloads: the module the command runs, then each name the project imports
+    whose top-level module is third-party (parents before their submodules), then the runtime
+    extras of the libraries among them (all `?`: only if installed)."""
     chosen, verdicts = [main_module] if main_module else [], {}
     for name in sorted(imported_names(root), key=lambda n: (n.lstrip("?").count("."), n)):
         top = name.lstrip("?").split(".")[0]
@@ -123,7 +243,9 @@ def thread_count():
 
 
 def preload(sock, modules):
-    """Imports `modules` one at a time. Returns the loaded files, or None when refused."""
+    """Imports `modules` one at a time (a name with `?` only if it is an installed module).
+    Returns (every module with a file, with the preloaded name whose import loaded it; how many
+    of `modules` were imported), or None when refused (said)."""
     loaded_by, count = {}, 0
     for name in modules:
         optional = name.startswith("?")
@@ -136,7 +258,7 @@ def preload(sock, modules):
             count += 1
         except BaseException as e:  # the child would fail the same way: leave it to the child
             if not optional:
-                send(sock, {"skipped": name, "error": f"{type(e).__name__}: {e}"})
+                send(sock, "skipped", module=name, error=f"{type(e).__name__}: {e}")
             continue
         for new in set(sys.modules) - before:
             loaded_by[new] = name
@@ -148,13 +270,13 @@ def preload(sock, modules):
                     " (numpy's BLAS thread pool: set OPENBLAS_NUM_THREADS=1 and"
                     " OMP_NUM_THREADS=1 in [env] to preload it)"
                 )
-            send(sock, {"refused": reason})
+            send(sock, "refused", reason=reason)
             return None
     loaded = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if isinstance(path, str):
-            loaded.append([name, os.path.abspath(path), loaded_by.get(name, "")])
+            loaded.append({"name": name, "file": os.path.abspath(path), "by": loaded_by.get(name)})
     return loaded, count
 
 
@@ -172,8 +294,9 @@ def findable(name):
 
 
 def stamps(loaded):
+    """Each loaded file's (mtime, size), None if it cannot be read."""
     result = {}
-    for _, path, _ in loaded:
+    for path in (module["file"] for module in loaded):
         try:
             st = os.stat(path)
             result[path] = (st.st_mtime_ns, st.st_size)
@@ -183,6 +306,7 @@ def stamps(loaded):
 
 
 def first_stale(stamped):
+    """The first file whose stamp differs from `stamped` (changed, gone or back), or None."""
     for path, before in stamped.items():
         try:
             st = os.stat(path)
@@ -202,7 +326,7 @@ def reap(sock):
             return
         if pid == 0:
             return
-        send(sock, {"exited": pid, "status": status})
+        send(sock, "exited", pid=pid, status=status)
 
 
 def receive(sock, pending):
@@ -219,7 +343,8 @@ def receive(sock, pending):
 
 
 def serve(sock, stamped):
-    """Forks on request; returns the request in the child, never in the preloader."""
+    """Forks on request; returns the request in the child, never in the preloader. A request
+    it cannot read ends it (said as `error`)."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -249,14 +374,23 @@ def serve(sock, stamped):
         buffer += data
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            request = json.loads(line)
-            # The descriptors sent with this request, as (number in the child, ours).
-            targets = request.get("fds", [])
+            try:
+                _, request = read_request(line)  # "fork", the only kind
+            except ProtocolError as e:
+                send(sock, "error", message=str(e))
+                sys.exit(1)
+            # The descriptors sent with this request, as (number in the child, ours). They
+            # came with the line's first byte, so they are here by its end.
+            targets = request["fds"]
+            if len(pending) < len(targets):
+                send(sock, "error", message=(
+                    f"the fork request names {len(targets)} descriptors; {len(pending)} came"))
+                sys.exit(1)
             fds = list(zip(targets, pending[: len(targets)]))
             del pending[: len(targets)]
             stale = first_stale(stamped)
             if stale:
-                send(sock, {"stale": stale})
+                send(sock, "stale", file=stale)
                 sys.exit(0)
             me = os.getpid()
             for stream in (sys.stdout, sys.stderr):
@@ -281,13 +415,13 @@ def serve(sock, stamped):
                 os.setpgid(pid, pid)
             except OSError:
                 pass  # the child already did (or is gone: devrun finds that out itself)
-            send(sock, {"forked": pid})
+            send(sock, "forked", pid=pid)
 
 
 def place(fds):
-    """Puts each received descriptor at its number (0 stdin, 2 stderr, 3 the held socket),
-    inheritable as in a cold start. Moved out of the way first: one may sit on another's
-    number."""
+    """Puts each received descriptor at its number (0 stdin, 1 stdout, 2 stderr, 3 the held
+    socket), inheritable as in a cold start. Moved out of the way first: one may sit on
+    another's number."""
     moved = [(target, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)) for target, fd in fds]
     for _, fd in fds:
         os.close(fd)
@@ -323,9 +457,9 @@ def run_child(request, libc):
         os.environ["LISTEN_FDS"] = "1"
         os.environ["LISTEN_PID"] = str(os.getpid())  # systemd's convention: this very process
     os.chdir(request["cwd"])
-    if request.get("title"):
+    if request["title"]:
         set_title(request["title"])
-    if request.get("module"):
+    if request["module"]:
         sys.argv = [request["module"]] + request["args"]
         sys.path[0] = request["cwd"]
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -339,21 +473,26 @@ def run_child(request, libc):
 def main():
     libc = ctypes.CDLL(None, use_errno=True)
     pdeathsig(libc, int(os.environ.pop("DEVRUN_PRELOAD_PARENT")))
-    spec = json.loads(os.environ.pop("DEVRUN_PRELOAD_SPEC"))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(os.environ.pop("DEVRUN_PRELOAD_SOCKET"))
+    send(sock, "hello", version=PROTOCOL)
+    try:
+        spec = read_spec(os.environ.pop("DEVRUN_PRELOAD_SPEC", ""))
+    except ProtocolError as e:
+        send(sock, "error", message=str(e))
+        sys.exit(1)
     root = os.path.realpath(spec["root"])
-    if spec.get("script"):
+    if spec["script"]:
         sys.path[0] = os.path.dirname(os.path.abspath(spec["script"]))
     modules = spec["modules"]
     if modules is None:
-        modules = auto_modules(root, spec.get("module"))
+        modules = auto_modules(root, spec["module"])
     result = preload(sock, modules)
     if result is None:
         sys.exit(0)
     loaded, count = result
     stamped = stamps(loaded)
-    send(sock, {"loaded": loaded, "modules": count})
+    send(sock, "loaded", imported=count, modules=loaded)
     return serve(sock, stamped), libc
 
 
