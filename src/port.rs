@@ -452,6 +452,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waits_until_the_predicate_holds_or_the_time_is_up() {
+        let mut asked = 0;
+        let third = async || {
+            asked += 1;
+            asked == 3
+        };
+        let fast = |_| Duration::from_millis(1);
+        assert!(wait_until(third, Duration::from_secs(5), fast)
+            .await
+            .is_ok());
+        assert_eq!(asked, 3, "asked until it said yes, not after");
+        let limit = Duration::from_millis(20);
+        let waited = wait_until(async || false, limit, fast).await;
+        assert!(waited.is_err_and(|waited| waited >= limit));
+    }
+
+    #[tokio::test]
     async fn a_listener_makes_the_port_busy_and_ready() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -144,13 +144,13 @@ fn undelivered(signal: StopSignal, whom: &str, error: &io::Error) -> String {
     )
 }
 
-#[cfg(test)]
+/// They stop real `sleep` processes: Unix only.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
     /// Point 1 of issue 14, on every OS: a stop signal that cannot be sent is one warning and
     /// an immediate kill, never an error (Windows' CTRL_BREAK without a shared console).
-    #[cfg(unix)]
     #[tokio::test]
     async fn a_signal_that_cannot_be_sent_is_one_warning_then_the_kill() {
         let child = std::cell::RefCell::new(
@@ -192,7 +192,6 @@ mod tests {
 
     /// The one escalation also serves the backend's stop: `hurry()` (a second Ctrl-C) turns
     /// the grace time into a kill at once.
-    #[cfg(unix)]
     #[tokio::test]
     async fn hurry_kills_before_the_grace_time_is_over() {
         let child = std::cell::RefCell::new(
@@ -234,6 +233,34 @@ mod tests {
         assert!(
             stopped.elapsed < Duration::from_secs(60),
             "not after the grace"
+        );
+    }
+
+    /// Another devrun asked on its control channel gets no signal: only the kill once the grace
+    /// time is over, announced just before it.
+    #[tokio::test]
+    async fn one_process_already_asked_is_only_killed_after_the_grace_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = procs::start_time(pid).expect("a start time while it runs");
+        let mut announced = 0;
+        let grace = Duration::from_millis(200);
+        let stopped = stop_one(pid, start, None, grace, &mut || announced += 1)
+            .await
+            .expect("stopped")
+            .expect("it was running");
+        assert!(stopped.killed);
+        assert!(stopped.warning.is_none());
+        assert!(stopped.elapsed >= grace, "not killed before the grace time");
+        assert_eq!(announced, 1, "the kill is announced once");
+        assert!(child.wait().unwrap().code().is_none(), "ended by a signal");
+        let again = stop_one(pid, start, Some(StopSignal::Terminate), grace, &mut || {}).await;
+        assert!(
+            again.unwrap().is_none(),
+            "a process that is gone is left alone"
         );
     }
 }
