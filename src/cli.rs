@@ -1,8 +1,11 @@
 //! Command-line flags. They override `devrun.toml`; `config` merges the two.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The status lines' choices belong to `ui`; the flags only pick them.
+pub use crate::ui::{ColorChoice, EventFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -158,21 +161,6 @@ pub struct RunArgs {
     /// The backend's command (overrides `command` in the config)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EventFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    #[default]
-    Auto,
-    Always,
-    Never,
 }
 
 /// The longest a timeout flag or key may be: longer is a typo, and arithmetic on deadlines

@@ -3,10 +3,19 @@
 //! The backend alone keeps its output as it is (stdout untouched; stderr copied byte for byte).
 //! In a stack (`[processes.NAME]`) every member's lines are prefixed with its name, padded to
 //! the longest name and in a colour of its own, so interleaved output still says who wrote it.
+//!
+//! A generation's [`Streams`] copy its pipes and keep the last bytes of its stderr ([`Tail`]);
+//! what reads that tail (the crash summary) is not this module's business.
 
 use std::io::{PipeReader, Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// How much of a generation's stderr is kept: a deep traceback fits many times over.
+const TAIL_BYTES: usize = 64 * 1024;
+/// How long a generation's end waits for the rest of its output (a survivor may hold the pipe).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Colours the members' names cycle through (the status lines' own colours left out).
 const COLOURS: [console::Color; 5] = [
@@ -39,15 +48,88 @@ pub enum Stream {
     Stderr,
 }
 
+/// The last bytes a copied stream carried (between [`TAIL_BYTES`] and twice that once it is
+/// long), shared with whoever reads them after the generation ended.
+#[derive(Debug, Clone, Default)]
+pub struct Tail(Arc<Mutex<Vec<u8>>>);
+
+impl Tail {
+    fn keep(&self, more: &[u8]) {
+        if let Ok(mut tail) = self.0.lock() {
+            keep_tail(&mut tail, more);
+        }
+    }
+
+    /// What is kept, as text (bytes that are not UTF-8 replaced).
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|tail| String::from_utf8_lossy(&tail).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    tail.extend_from_slice(more);
+    if tail.len() > 2 * TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+}
+
+/// One generation's output on its way to devrun's: its stderr (keeping a [`Tail`]) and, for a
+/// stack member, its stdout, each copied by a thread of its own.
+pub struct Streams {
+    stderr_tail: Tail,
+    /// One per copied pipe: true once it reached its end.
+    drained: Vec<watch::Receiver<bool>>,
+}
+
+impl Streams {
+    /// Starts copying `stderr` (the read end of the backend's stderr pipe) to devrun's. With a
+    /// `label` (a stack member) its lines are prefixed, and so are those of `stdout` (without
+    /// one the backend writes to devrun's stdout itself, untouched).
+    pub fn start(
+        stderr: Option<PipeReader>,
+        stdout: Option<PipeReader>,
+        label: Option<Label>,
+    ) -> Streams {
+        let stderr_tail = Tail::default();
+        let tail = Some(stderr_tail.clone());
+        let mut drained: Vec<_> = stderr
+            .map(|pipe| copy(pipe, Stream::Stderr, label.clone(), tail))
+            .into_iter()
+            .collect();
+        drained.extend(stdout.map(|pipe| copy(pipe, Stream::Stdout, label, None)));
+        Streams {
+            stderr_tail,
+            drained,
+        }
+    }
+
+    /// The last bytes of stderr copied so far.
+    pub fn stderr_tail(&self) -> &Tail {
+        &self.stderr_tail
+    }
+
+    /// Waits (briefly: a survivor may hold the pipe) until the generation's output has all been
+    /// copied, so its last lines come before devrun's next status line, and before devrun exits.
+    pub async fn drained(&mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for drained in &mut self.drained {
+            let _ = tokio::time::timeout_at(deadline, drained.wait_for(|done| *done)).await;
+        }
+    }
+}
+
 /// Copies `pipe` to devrun's `stream` on a thread of its own (an output nobody reads blocks the
 /// process as it did when it wrote there itself, never devrun): unchanged without a label,
-/// else line by line with the label in front. `tail` gets the raw bytes (crash summaries).
+/// else line by line with the label in front. `tail` keeps the raw bytes.
 /// The receiver turns true at the pipe's end.
 pub fn copy(
     mut pipe: PipeReader,
     stream: Stream,
     label: Option<Label>,
-    tail: Option<Arc<Mutex<Vec<u8>>>>,
+    tail: Option<Tail>,
 ) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let _ = std::thread::Builder::new()
@@ -67,9 +149,7 @@ pub fn copy(
                     Some(label) => write(stream, &lines.prefixed(&buffer[..n], label)),
                 }
                 if let Some(tail) = &tail {
-                    if let Ok(mut tail) = tail.lock() {
-                        crate::summary::keep_tail(&mut tail, &buffer[..n]);
-                    }
+                    tail.keep(&buffer[..n]);
                 }
             }
             if let Some(label) = &label {
@@ -147,5 +227,16 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "web     | one\nweb     | two\nweb     | three\n"
         );
+    }
+
+    #[test]
+    fn the_tail_stays_bounded_and_keeps_the_end() {
+        let mut tail = Vec::new();
+        for _ in 0..100 {
+            keep_tail(&mut tail, &[b'x'; 4096]);
+        }
+        keep_tail(&mut tail, b"the end");
+        assert!(tail.len() <= 2 * TAIL_BYTES);
+        assert!(tail.ends_with(b"the end"));
     }
 }

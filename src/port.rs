@@ -97,25 +97,46 @@ pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
     Ok(socket)
 }
 
-/// Whether any process but devrun itself holds a listening socket on the port (Linux; elsewhere
-/// the confirmed end of the old generation's processes has to answer for it).
+/// The processes but devrun itself that hold a listening socket on the port (empty where the
+/// OS won't say: then the confirmed end of the old generation's processes has to answer).
 pub fn held_by_others(port: u16) -> Vec<Holder> {
     let me = std::process::id();
     holders(port).into_iter().filter(|h| h.pid != me).collect()
 }
 
-/// Waits until the port is free. Ok(waited) or Err(waited) after `timeout`.
-pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<Duration, Duration> {
+/// The one poll-until-deadline loop (a port free, a backend ready, a state file written): asks
+/// `done()` until it says yes, sleeping `interval(elapsed)` between asks. Ok(time taken), or
+/// Err(time taken) once `done()` still said no after `timeout`.
+pub async fn wait_until(
+    mut done: impl AsyncFnMut() -> bool,
+    timeout: Duration,
+    interval: impl Fn(Duration) -> Duration,
+) -> Result<Duration, Duration> {
     let start = Instant::now();
     loop {
-        if is_free(host, port) {
+        if done().await {
             return Ok(start.elapsed());
         }
         if start.elapsed() >= timeout {
             return Err(start.elapsed());
         }
-        tokio::time::sleep(crate::process::poll_interval(start.elapsed())).await;
+        tokio::time::sleep(interval(start.elapsed())).await;
     }
+}
+
+/// The pace of the waits that follow a stop (the escalation's, the port's release): fast while
+/// it is likely to finish soon, slower when the backend takes its time.
+pub fn poll_interval(elapsed: Duration) -> Duration {
+    match elapsed.as_millis() {
+        0..=100 => Duration::from_millis(1),
+        101..=1000 => Duration::from_millis(5),
+        _ => Duration::from_millis(20),
+    }
+}
+
+/// Waits until the port is free. Ok(waited) or Err(waited) after `timeout`.
+pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<Duration, Duration> {
+    wait_until(async || is_free(host, port), timeout, poll_interval).await
 }
 
 /// The pid a TCP table reports when it does not know the owner (Windows shows 0 for sockets of
@@ -375,23 +396,26 @@ pub async fn wait_ready(
     check: ReadyCheck<'_>,
     timeout: Duration,
 ) -> Result<Duration, NotReady> {
-    let start = Instant::now();
-    loop {
-        match probe(host, port, check).await {
-            Ok(()) => return Ok(start.elapsed()),
-            Err(NotReady::NoListener) if start.elapsed() >= timeout => {
-                return Err(explain_no_listener(host, port))
-            }
-            Err(reason) if start.elapsed() >= timeout => return Err(reason),
-            Err(_) => {}
+    let mut last = NotReady::NoListener;
+    let probed = async || match probe(host, port, check).await {
+        Ok(()) => true,
+        Err(reason) => {
+            last = reason;
+            false
         }
-        // Fast at first: readiness is on the restart path the user waits for.
-        let pause = if start.elapsed() < Duration::from_secs(3) {
-            5
-        } else {
-            50
-        };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+    };
+    match wait_until(probed, timeout, ready_interval).await {
+        Ok(taken) => Ok(taken),
+        Err(_) if last == NotReady::NoListener => Err(explain_no_listener(host, port)),
+        Err(_) => Err(last),
+    }
+}
+
+/// Fast at first: readiness is on the restart path the user waits for.
+fn ready_interval(elapsed: Duration) -> Duration {
+    match elapsed < Duration::from_secs(3) {
+        true => Duration::from_millis(5),
+        false => Duration::from_millis(50),
     }
 }
 
@@ -425,6 +449,23 @@ mod tests {
         assert_eq!(refusal_message(8001, Some(10013), true), None);
         assert_eq!(refusal_message(8001, Some(10048), false), None);
         assert_eq!(refusal_message(8001, None, false), None);
+    }
+
+    #[tokio::test]
+    async fn waits_until_the_predicate_holds_or_the_time_is_up() {
+        let mut asked = 0;
+        let third = async || {
+            asked += 1;
+            asked == 3
+        };
+        let fast = |_| Duration::from_millis(1);
+        assert!(wait_until(third, Duration::from_secs(5), fast)
+            .await
+            .is_ok());
+        assert_eq!(asked, 3, "asked until it said yes, not after");
+        let limit = Duration::from_millis(20);
+        let waited = wait_until(async || false, limit, fast).await;
+        assert!(waited.is_err_and(|waited| waited >= limit));
     }
 
     #[tokio::test]

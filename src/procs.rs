@@ -1,19 +1,12 @@
 //! Questions about other processes: is pid P still the process devrun recorded (same start
 //! time), what is its command line, what are its children. Used to find orphans, escaped
-//! descendants and the holders of a port, never to kill on a bare pid.
+//! descendants and the holders of a port, never to kill on a bare pid. The OS answers come from
+//! `sys`; what is decided from them without the OS (heirs, devrun's own ancestry) is here.
 
-/// Whether `pid` is alive (not a zombie) and is the very process that started at `start`
-/// (never a reused pid).
-pub fn is_same(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start) && !is_zombie(pid)
-}
-
-/// One process and its parent, as a process table lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessRow {
-    pub pid: u32,
-    pub parent: u32,
-}
+pub use crate::sys::{
+    children, command_line, descendants, group_members, is_same, is_zombie, process_group,
+    process_table, start_time, terminate, ProcessRow,
+};
 
 /// The processes still running that `dead` started, and theirs: on Windows a socket stays
 /// LISTENING under the pid of a process that is gone when a child inherited its handle, and
@@ -37,26 +30,6 @@ pub fn heirs(dead: u32, table: &[ProcessRow]) -> Vec<u32> {
     }
     found
 }
-
-/// Every descendant of `pid` (children first), where the OS tells us.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(parent) = queue.pop() {
-        for child in children(parent) {
-            if !found.contains(&child) {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
-}
-
-pub use crate::sys::{
-    children, command_line, group_members, is_zombie, process_group, process_table, start_time,
-    terminate,
-};
 
 /// Processes marked with `var=value` in their environment (see `state::RUN_MARKER`), of this
 /// user, started at or after `since`: (pid, start time). Linux only: elsewhere another process's

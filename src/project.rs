@@ -5,11 +5,11 @@
 use crate::config::ProjectConfig;
 use crate::control::{self, Verb};
 use crate::error::Error;
-use crate::process;
-use crate::procs;
+use crate::port;
+use crate::process::{self, StopSignal};
 use crate::state::{BackendRecord, ProjectLock, State, StateDir};
 use crate::ui::{Ui, Warn};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One devrun per project: takes the project lock, or says who holds it (exit 4). The lock
 /// alone is not the whole answer: a state file naming a live devrun that is not us (another
@@ -75,17 +75,19 @@ pub async fn take_project(
 
 /// The devrun holding the lock, once its state file names it (up to a second).
 async fn wait_for_holder(state_dir: &StateDir) -> Option<State> {
-    let began = Instant::now();
-    loop {
-        if let Some(holder) = state_dir.running_devrun() {
-            return Some(holder);
-        }
-        if began.elapsed() > Duration::from_secs(1) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut holder = None;
+    let named = async || {
+        holder = state_dir.running_devrun();
+        holder.is_some()
+    };
+    let _ = port::wait_until(named, HOLDER_TIMEOUT, |_| HOLDER_POLL).await;
+    holder
 }
+
+/// How long a devrun that holds the lock may take to write its state file, and how often it is
+/// looked for meanwhile.
+const HOLDER_TIMEOUT: Duration = Duration::from_secs(1);
+const HOLDER_POLL: Duration = Duration::from_millis(20);
 
 /// Asks a running devrun (verified by pid and start time) to stop through its control channel;
 /// it tears its backend down itself. Only if the channel cannot be reached is it sent the OS
@@ -127,25 +129,16 @@ pub async fn stop_running_devrun(
             false
         }
     };
-    let gone = || !procs::is_same(pid, holder.devrun_start);
-    if !asked && !gone() {
-        procs::terminate(pid, false)
-            .map_err(|e| Error::io(format!("cannot signal devrun (pid {pid})"), e))?;
-    }
-    let began = Instant::now();
-    let mut killed = false;
-    while !gone() {
-        if !killed && began.elapsed() > timeout {
-            ui.emit(&Warn::DevrunKilled { pid, timeout }.into());
-            let _ = procs::terminate(pid, true);
-            killed = true;
-        }
-        if killed && began.elapsed() > timeout + Duration::from_secs(10) {
-            return Err(Error::AlreadyRunning(format!(
-                "devrun (pid {pid}) survived a kill for 10 s"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The OS stop (SIGTERM; TerminateProcess on Windows) only when it was not asked; the kill
+    // once `timeout` is over, either way.
+    let first = (!asked).then_some(StopSignal::Terminate);
+    let mut say_killed = || ui.emit(&Warn::DevrunKilled { pid, timeout }.into());
+    let stopped = process::stop_one(pid, holder.devrun_start, first, timeout, &mut say_killed)
+        .await
+        .map_err(|e| Error::AlreadyRunning(format!("cannot stop devrun (pid {pid}): {e}")))?;
+    if let Some(text) = stopped.and_then(|s| s.warning) {
+        let signal = StopSignal::Terminate.name();
+        ui.emit(&Warn::SignalUndelivered { signal, text }.into());
     }
     Ok(())
 }

@@ -14,13 +14,9 @@ use std::path::{Path, PathBuf};
 
 pub const STATE_DIR: &str = ".devrun";
 
-/// The environment variable that marks every process of one devrun run (its value is the run's
-/// random id): orphan recovery looks for it to find descendants that left the process group.
-pub const RUN_MARKER: &str = "DEVRUN_RUN";
-
-/// In a stack, the environment variable that names the member a process was started for
-/// (`backend`, `web`, ...): tells one member's escaped descendants from another's.
-pub const PROCESS_MARKER: &str = "DEVRUN_PROCESS";
+/// The environment markers of devrun's processes (`DEVRUN_RUN`, `DEVRUN_PROCESS`): defined by
+/// the platform layer, which reads them back from other processes.
+pub use crate::sys::{PROCESS_MARKER, RUN_MARKER};
 
 /// What devrun records about itself and its current generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,25 +2,19 @@
 //! Python exception and the deepest frame in the project's own files, or the signal in plain
 //! words.
 //!
-//! A [`Witness`] watches one generation: it passes the backend's stderr through to devrun's,
-//! byte for byte, keeping a bounded tail to read the traceback from, and (where the OS says)
-//! samples the leader's memory, so a SIGKILL right after it grew reads "probably out of memory".
+//! A [`Witness`] watches one generation: where the OS says, it samples the leader's memory
+//! (so a SIGKILL right after it grew reads "probably out of memory") and the kernel's
+//! out-of-memory kills. The traceback is read from the tail of stderr that the generation's
+//! output copy kept (`output::Tail`): the summary reads output, it never copies it.
 
-use crate::output::{self, Label, Stream};
-use std::io::PipeReader;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
-/// How much of the backend's stderr is kept: a deep traceback fits many times over.
-const TAIL_BYTES: usize = 64 * 1024;
 /// How often the leader's memory is sampled.
 const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
-/// How long an exit waits for the rest of the backend's stderr (a survivor may hold the pipe).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Growth that makes a SIGKILL "probably out of memory": at least this much within
 /// [`MEMORY_WINDOW`] samples before the end, and at least doubling.
 const MEMORY_GROWTH_BYTES: u64 = 256 * 1024 * 1024;
@@ -46,46 +40,28 @@ impl Memory {
 
 /// What watches one generation for its summary.
 pub struct Witness {
-    tail: Arc<Mutex<Vec<u8>>>,
-    /// One per copied pipe (stderr, and stdout when it is labelled).
-    drained: Vec<watch::Receiver<bool>>,
     memory: Arc<Mutex<Memory>>,
     done: Arc<AtomicBool>,
     oom_kills_at_start: Option<u64>,
 }
 
 impl Witness {
-    /// Starts passing `stderr` (the read end of the backend's stderr pipe) through, and
-    /// sampling the memory of `pid`. With a `label` (a stack member), its lines are prefixed,
-    /// and so are those of `stdout` (else devrun's own, untouched).
-    pub fn start(
-        pid: u32,
-        stderr: Option<PipeReader>,
-        stdout: Option<PipeReader>,
-        label: Option<Label>,
-    ) -> Witness {
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let mut drained: Vec<_> = stderr
-            .map(|pipe| output::copy(pipe, Stream::Stderr, label.clone(), Some(tail.clone())))
-            .into_iter()
-            .collect();
-        drained.extend(stdout.map(|pipe| output::copy(pipe, Stream::Stdout, label, None)));
+    /// Starts sampling the memory of `pid`, the generation's leader.
+    pub fn start(pid: u32) -> Witness {
         let (memory, done) = (Arc::new(Mutex::new(Memory::default())), Arc::default());
         sample_memory(pid, memory.clone(), Arc::clone(&done));
         Witness {
-            tail,
-            drained,
             memory,
             done,
             oom_kills_at_start: crate::sys::oom_kills(),
         }
     }
 
-    /// The one line for a generation that exited on its own with `status`; `root` tells the
-    /// project's files from the rest. Waits (briefly) for the rest of stderr first.
-    pub async fn summary(&mut self, status: &ExitStatus, root: &Path) -> Option<String> {
+    /// The one line for a generation that exited on its own with `status`, from what it left
+    /// on stderr (`stderr_tail`, all of it copied by now); `root` tells the project's files
+    /// from the rest.
+    pub fn summary(&self, status: &ExitStatus, stderr_tail: &str, root: &Path) -> Option<String> {
         self.done.store(true, Ordering::Relaxed);
-        self.drained().await;
         let memory = self.memory.lock().map(|m| *m).unwrap_or_default();
         let oom_killed = crate::sys::oom_kills()
             .zip(self.oom_kills_at_start)
@@ -93,32 +69,13 @@ impl Witness {
         if let Some(signal) = crate::sys::exit_signal(status) {
             return Some(describe_signal(signal, oom_killed, memory));
         }
-        let tail = self.tail.lock().ok()?;
-        python_exception(&String::from_utf8_lossy(&tail), root)
-    }
-}
-
-impl Witness {
-    /// Waits (briefly: a survivor may hold the pipe) until the backend's stderr has all been
-    /// copied, so its last lines come before devrun's next status line, and before devrun exits.
-    pub async fn drained(&mut self) {
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        for drained in &mut self.drained {
-            let _ = tokio::time::timeout_at(deadline, drained.wait_for(|done| *done)).await;
-        }
+        python_exception(stderr_tail, root)
     }
 }
 
 impl Drop for Witness {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Relaxed);
-    }
-}
-
-pub fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
-    tail.extend_from_slice(more);
-    if tail.len() > 2 * TAIL_BYTES {
-        tail.drain(..tail.len() - TAIL_BYTES);
     }
 }
 
@@ -302,16 +259,5 @@ SyntaxError: invalid syntax
         };
         assert!(!describe_signal("SIGKILL", false, started).contains("memory"));
         assert!(describe_signal("SIGSEGV", false, flat).contains("crashed in native code"));
-    }
-
-    #[test]
-    fn the_tail_stays_bounded_and_keeps_the_end() {
-        let mut tail = Vec::new();
-        for _ in 0..100 {
-            keep_tail(&mut tail, &[b'x'; 4096]);
-        }
-        keep_tail(&mut tail, b"the end");
-        assert!(tail.len() <= 2 * TAIL_BYTES);
-        assert!(tail.ends_with(b"the end"));
     }
 }

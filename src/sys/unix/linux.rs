@@ -29,7 +29,7 @@ pub fn die_with_supervisor(cmd: &mut tokio::process::Command) {
 /// devrun's descendants outside the backend's group `pgid`. devrun starts nothing but
 /// backends, and as a subreaper it inherits whatever they orphan, so these are escapees.
 pub fn escapees(pgid: u32) -> Vec<u32> {
-    crate::procs::descendants(std::process::id())
+    crate::sys::descendants(std::process::id())
         .into_iter()
         .filter(|pid| process_group(*pid) != Some(pgid) && !is_zombie(*pid))
         .collect()

@@ -1,7 +1,7 @@
 //! Unix (Linux and macOS): the backend leads a new process group (pgid = its pid) and signals
 //! go to the whole group. What only one of the two has is in `linux.rs` / `macos.rs`.
 
-use crate::process::{StopSignal, INHERITED_FD};
+use super::{StopSignal, INHERITED_FD, PROCESS_MARKER};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{kill, killpg, Signal};
@@ -48,7 +48,7 @@ pub fn prepare_console() -> Option<String> {
 }
 
 /// Only Windows lists every process with its parent in one call; here callers use `children`.
-pub fn process_table() -> Vec<crate::procs::ProcessRow> {
+pub fn process_table() -> Vec<super::ProcessRow> {
     Vec::new()
 }
 
@@ -90,7 +90,7 @@ static LEADERS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 fn member_of(cmd: &tokio::process::Command) -> Option<String> {
     cmd.as_std()
         .get_envs()
-        .find(|(key, _)| *key == crate::state::PROCESS_MARKER)
+        .find(|(key, _)| *key == PROCESS_MARKER)
         .and_then(|(_, value)| value?.to_str().map(str::to_string))
 }
 
@@ -143,7 +143,7 @@ impl Group {
             pgid: pid_of(pid)?,
             spare: Some(spare),
             // A fork's environment as /proc shows it is the preloader's, which has the marker.
-            member: os::environment_value(pid, crate::state::PROCESS_MARKER),
+            member: os::environment_value(pid, PROCESS_MARKER),
         })
     }
 
@@ -156,8 +156,7 @@ impl Group {
             let leaders = LEADERS.lock().map(|l| l.clone()).unwrap_or_default();
             escapees.retain(|pid| {
                 !leaders.contains(pid)
-                    && os::environment_value(*pid, crate::state::PROCESS_MARKER)
-                        .is_none_or(|m| &m == member)
+                    && os::environment_value(*pid, PROCESS_MARKER).is_none_or(|m| &m == member)
             });
         }
         escapees
@@ -233,12 +232,11 @@ pub fn group_refusal(pid: u32, pgid: u32) -> Option<String> {
 /// proven that the leader is the recorded process and leads its own group: the leader, its
 /// descendants, and the members of its group that started after it.
 pub fn orphan_members(pid: u32, pgid: u32, start: u64) -> Vec<u32> {
-    use crate::procs;
-    if !procs::is_same(pid, start) {
+    if !super::is_same(pid, start) {
         return Vec::new();
     }
     let mut members = vec![pid];
-    members.extend(procs::descendants(pid));
+    members.extend(super::descendants(pid));
     members.extend(
         group_members(pgid)
             .into_iter()

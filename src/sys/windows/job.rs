@@ -8,7 +8,7 @@
 //! its escalation, so "every process is gone" is confirmed, not inferred.
 
 use super::check;
-use crate::process::StopSignal;
+use crate::sys::StopSignal;
 use std::io;
 use std::process::ExitStatus;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
@@ -174,7 +174,7 @@ impl Group {
 /// A backend recorded by a devrun that is gone. Its job died with devrun (kill-on-close), so
 /// at most the leader itself can be left, and only if it is the same process (start time).
 pub fn orphan_members(pid: u32, _pgid: u32, start: u64) -> Vec<u32> {
-    if crate::procs::is_same(pid, start) {
+    if crate::sys::is_same(pid, start) {
         vec![pid]
     } else {
         Vec::new()

@@ -66,7 +66,7 @@ pub fn command_line(pid: u32) -> String {
 }
 
 /// Every process with its parent's pid, from one Toolhelp snapshot.
-pub fn process_table() -> Vec<crate::procs::ProcessRow> {
+pub fn process_table() -> Vec<crate::sys::ProcessRow> {
     let mut rows = Vec::new();
     // SAFETY: the snapshot handle is checked and closed; PROCESSENTRY32W is plain data.
     unsafe {
@@ -78,7 +78,7 @@ pub fn process_table() -> Vec<crate::procs::ProcessRow> {
         entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
         let mut more = Process32FirstW(snapshot, &mut entry) != 0;
         while more {
-            rows.push(crate::procs::ProcessRow {
+            rows.push(crate::sys::ProcessRow {
                 pid: entry.th32ProcessID,
                 parent: entry.th32ParentProcessID,
             });
