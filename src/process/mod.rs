@@ -16,9 +16,6 @@ pub use backend::{Backend, Reaped};
 pub use orphan::{stop_orphan, LeaderRecord, Recovery, RunRecord};
 pub use stop::{stop_foreign, stop_one, Stopped};
 
-/// The pace of every wait for a stop to finish (kept here for the supervisor's port wait).
-pub(crate) use crate::port::poll_interval;
-
 /// The stop signal and the inherited socket's descriptor are the platform layer's words.
 pub use crate::sys::{StopSignal, INHERITED_FD};
 

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::port;
 use crate::process;
 use crate::ui::{Event, Warn};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often a held port is re-checked while waiting for its holder to let go.
 const HELD_PORT_RECHECK: Duration = Duration::from_millis(250);
@@ -107,22 +107,16 @@ impl Runner {
     /// Waits up to `timeout` for the port to be free (by `port_is_free`), or for a shutdown
     /// request.
     async fn wait_port(&mut self, unit: &Unit, timeout: Duration) -> PortWait {
-        let began = Instant::now();
         let held_socket = unit.listener.is_some();
         let (host, port) = (self.shared.config.host.clone(), self.member.port);
-        let free = async {
-            loop {
-                if port.is_none_or(|port| port_is_free(&host, port, held_socket)) {
-                    return PortWait::Free(began.elapsed());
-                }
-                if began.elapsed() >= timeout {
-                    return PortWait::Held;
-                }
-                tokio::time::sleep(process::poll_interval(began.elapsed())).await;
-            }
-        };
+        let free = port::wait_until(
+            async || port.is_none_or(|port| port_is_free(&host, port, held_socket)),
+            timeout,
+            port::poll_interval,
+        );
         match self.requests.wait(Interrupts::ShutdownOnly, free).await {
-            Ok(outcome) => outcome,
+            Ok(Ok(waited)) => PortWait::Free(waited),
+            Ok(Err(_)) => PortWait::Held,
             Err(_) => PortWait::Interrupted,
         }
     }

@@ -49,7 +49,7 @@ fn coordinator(
             go: go_rx,
         });
     }
-    let ui = Ui::new(crate::cli::ColorChoice::Never, true);
+    let ui = Ui::new(crate::ui::ColorChoice::Never, true);
     let coordinator = Coordinator {
         handles,
         ui,
