@@ -1,0 +1,341 @@
+//! The run layer's settings, each derived in its own function from the flags and the file
+//! (flags win): command, socket, preload, watch, readiness, env.
+
+use super::*;
+
+/// `[server] socket`: "none" (the default) or "inherit" (not on Windows).
+pub(super) fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
+    let Some(socket) = &inputs.file.server.socket else {
+        return Ok(false);
+    };
+    let at = Some(socket.span().start);
+    match socket.get_ref().as_str() {
+        "none" => Ok(false),
+        "inherit" if cfg!(windows) => Err(inputs.err(
+            at,
+            "[server] socket = \"inherit\" is not supported on Windows; use \"none\"",
+        )),
+        "inherit" => Ok(true),
+        other => Err(inputs.err(
+            at,
+            format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
+        )),
+    }
+}
+
+/// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
+/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork. The command it
+/// runs is read in [`preload::Settings::new`].
+pub(super) fn derive_preload(
+    inputs: &Inputs,
+    args: &RunArgs,
+) -> Result<Option<Preload>, ConfigError> {
+    let at = inputs.file.server.preload.as_ref().map(|v| v.span().start);
+    let preload = match inputs.file.server.preload.as_ref().map(|v| v.get_ref()) {
+        _ if args.preload => Some(Preload::Auto),
+        None | Some(toml::Value::Boolean(false)) => None,
+        Some(toml::Value::Boolean(true)) => Some(Preload::Auto),
+        Some(toml::Value::String(s)) if s == "auto" => Some(Preload::Auto),
+        Some(toml::Value::Array(items)) => {
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+                .collect();
+            match names {
+                Some(names) => Some(Preload::Modules(names)),
+                None => return Err(inputs.err(at, "[server] preload lists module names (strings)")),
+            }
+        }
+        Some(other) => {
+            return Err(inputs.err(
+                at,
+                format!(
+                    "[server] preload must be false, \"auto\" or a list of modules, not {other}"
+                ),
+            ))
+        }
+    };
+    if preload.is_none() {
+        return Ok(None);
+    }
+    if cfg!(target_os = "macos") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on macOS: forking a process that loaded system frameworks \
+             without exec is unsafe there; remove `preload` / --preload",
+        ));
+    }
+    if !cfg!(target_os = "linux") {
+        return Err(inputs.err(
+            at,
+            "preload is not supported on this system: it needs fork (Linux only); remove \
+             `preload` / --preload",
+        ));
+    }
+    Ok(preload)
+}
+
+/// The command: flags win; a string is split shell-style, an array is used as is.
+pub(super) fn derive_command(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    let command = if !args.command.is_empty() {
+        args.command.clone()
+    } else {
+        match &inputs.file.command {
+            None => Vec::new(),
+            Some(value) => command_from_value(value.get_ref())
+                .map_err(|m| inputs.err(Some(value.span().start), m))?,
+        }
+    };
+    if command.is_empty() {
+        return Err(inputs.err(
+            None,
+            "no command to run: set `command` in devrun.toml or pass it after `--`",
+        ));
+    }
+    Ok(command)
+}
+
+pub(super) fn derive_watch(
+    inputs: &Inputs,
+    args: &RunArgs,
+    root: &Path,
+) -> Result<WatchConfig, ConfigError> {
+    let debounce = match args.debounce {
+        Some(debounce) => debounce,
+        None => inputs.millis(
+            "[watch] debounce_ms",
+            &inputs.file.watch.debounce_ms,
+            DEFAULT_DEBOUNCE_MS,
+            MAX_DEBOUNCE,
+        )?,
+    };
+    Ok(WatchConfig {
+        paths: derive_watch_paths(inputs, args, root)?,
+        include: derive_include(inputs, args)?,
+        ignore: derive_ignore(inputs, args)?,
+        gitignore: inputs.file.watch.gitignore.unwrap_or(true),
+        debounce,
+        also: Vec::new(),
+        poll: derive_poll(inputs)?,
+        poll_interval: inputs.millis(
+            "[watch] poll_ms",
+            &inputs.file.watch.poll_ms,
+            DEFAULT_POLL_MS,
+            MAX_POLL,
+        )?,
+    })
+}
+
+pub(super) fn derive_poll(inputs: &Inputs) -> Result<PollMode, ConfigError> {
+    let Some(value) = &inputs.file.watch.poll else {
+        return Ok(PollMode::Auto);
+    };
+    match value.get_ref() {
+        toml::Value::Boolean(true) => Ok(PollMode::Always),
+        toml::Value::Boolean(false) => Ok(PollMode::Never),
+        toml::Value::String(s) if s == "auto" => Ok(PollMode::Auto),
+        other => Err(inputs.err(
+            Some(value.span().start),
+            format!("[watch] poll must be true, false or \"auto\", found {other}"),
+        )),
+    }
+}
+
+/// Flags are relative to the current folder, the file's paths to its folder; all must exist.
+pub(super) fn derive_watch_paths(
+    inputs: &Inputs,
+    args: &RunArgs,
+    root: &Path,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths: Vec<PathBuf> = if !args.watch.is_empty() {
+        args.watch.iter().map(|p| inputs.cwd.join(p)).collect()
+    } else {
+        match &inputs.file.watch.paths {
+            Some(paths) => paths.iter().map(|p| root.join(p)).collect(),
+            None => vec![root.to_path_buf()],
+        }
+    };
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        return Err(inputs.err(
+            None,
+            format!("watch path {} does not exist", missing.display()),
+        ));
+    }
+    Ok(paths)
+}
+
+/// `--ext py,html` replaces `[watch] include`.
+pub(super) fn derive_include(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    if !args.ext.is_empty() {
+        return args
+            .ext
+            .iter()
+            .map(|ext| match ext.trim().trim_start_matches('.') {
+                "" => Err(ConfigError::plain("--ext: empty extension")),
+                ext => Ok(format!("**/*.{ext}")),
+            })
+            .collect();
+    }
+    match &inputs.file.watch.include {
+        Some(globs) => {
+            check_globs(inputs, globs)?;
+            Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
+        }
+        None => Ok(vec![DEFAULT_INCLUDE.to_string()]),
+    }
+}
+
+/// `--ignore` adds to `[watch] ignore`.
+pub(super) fn derive_ignore(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
+    let mut ignore: Vec<String> = Vec::new();
+    if let Some(globs) = &inputs.file.watch.ignore {
+        check_globs(inputs, globs)?;
+        ignore.extend(globs.iter().map(|g| g.get_ref().clone()));
+    }
+    for glob in &args.ignore {
+        globset::Glob::new(glob)
+            .map_err(|e| ConfigError::plain(format!("--ignore {glob:?}: {}", e.kind())))?;
+        ignore.push(glob.clone());
+    }
+    Ok(ignore)
+}
+
+pub(super) fn derive_ready(inputs: &Inputs, args: &RunArgs) -> Result<ReadyConfig, ConfigError> {
+    let ready = &inputs.file.ready;
+    let http = match (&args.ready_http, &ready.http) {
+        (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
+        (None, Some(path)) => Some(
+            check_http_path(path.get_ref())
+                .map_err(|m| inputs.err(Some(path.span().start), format!("[ready] http: {m}")))?,
+        ),
+        (None, None) => None,
+    };
+    let timeout = match args.ready_timeout {
+        Some(timeout) => timeout,
+        None => inputs.millis(
+            "[ready] timeout_ms",
+            &ready.timeout_ms,
+            DEFAULT_READY_TIMEOUT_MS,
+            MAX_TIMEOUT,
+        )?,
+    };
+    Ok(ReadyConfig { http, timeout })
+}
+
+/// `[env]`, its values' placeholders filled as in the command.
+pub(super) fn derive_env(
+    inputs: &Inputs,
+    stack: &stack::Stack,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let fill = stack.placeholders(BACKEND);
+    derive_env_table(inputs, "[env]", &inputs.file.env, &fill)
+}
+
+/// An env table (`[env]`, a member's `env`): names must be valid variable names, values free
+/// of NUL bytes; placeholders are filled.
+pub(super) fn derive_env_table(
+    inputs: &Inputs,
+    table: &str,
+    entries: &BTreeMap<Spanned<String>, Spanned<String>>,
+    fill: &stack::Placeholders,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut env = BTreeMap::new();
+    for (key, value) in entries {
+        let at = Some(key.span().start);
+        let name = key.get_ref();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(inputs.err(
+                at,
+                format!(
+                    "{table} {name:?} is not a valid variable name (it must not be empty or \
+                     contain `=` or a NUL byte)"
+                ),
+            ));
+        }
+        if value.get_ref().contains('\0') {
+            return Err(inputs.err(
+                at,
+                format!("{table} {name}: the value must not contain a NUL byte"),
+            ));
+        }
+        let what = format!("{table} {name}");
+        env.insert(name.clone(), fill.fill_spanned(inputs, &what, value)?);
+    }
+    Ok(env)
+}
+
+/// `--env-file` (relative to the current folder) or `env_file` (relative to the config file):
+/// a named file must exist and parse, so a typo is an error now, not a surprise later.
+pub(super) fn derive_env_file(
+    inputs: &Inputs,
+    args: &RunArgs,
+    root: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let (path, at) = match (&args.env_file, &inputs.file.env_file) {
+        (Some(path), _) => (inputs.cwd.join(path), None),
+        (None, Some(path)) => (root.join(path.get_ref()), Some(path.span().start)),
+        (None, None) => return Ok(None),
+    };
+    let shown = display_path(&path, &inputs.cwd);
+    crate::envfile::read(&path, &shown).map_err(|message| match at {
+        Some(at) => inputs.err(Some(at), format!("env_file: {message}")),
+        None => ConfigError::plain(format!("--env-file: {message}")),
+    })?;
+    Ok(Some(path))
+}
+
+pub(super) fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(line) => shell_words::split(line)
+            .map_err(|e| format!("`command` cannot be split into arguments: {e}")),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!(
+                    "`command` array items must be strings, found {}",
+                    other.type_str()
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "`command` must be a string or an array of strings, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// `--port N` or `--port=N` in the backend's command, so the port is said once.
+pub(super) fn port_in_command(command: &[String]) -> Option<u16> {
+    command.iter().enumerate().find_map(|(i, arg)| {
+        if arg == "--port" {
+            command.get(i + 1)?.parse().ok()
+        } else {
+            arg.strip_prefix("--port=")?.parse().ok()
+        }
+    })
+}
+
+pub(super) fn check_globs(inputs: &Inputs, globs: &[Spanned<String>]) -> Result<(), ConfigError> {
+    for glob in globs {
+        globset::Glob::new(glob.get_ref()).map_err(|e| {
+            inputs.err(
+                Some(glob.span().start),
+                format!("invalid glob {:?}: {}", glob.get_ref(), e.kind()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+pub(super) fn check_http_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') && !path.contains(char::is_whitespace) {
+        Ok(path.to_string())
+    } else {
+        Err(format!("expected a path like \"/health\", found {path:?}"))
+    }
+}
+
+pub(super) fn display_path(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
+}
