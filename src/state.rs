@@ -205,8 +205,13 @@ impl StateDir {
         &self.dir
     }
 
+    /// `.devrun/` inside the project folder, never the project folder itself: a project folder
+    /// deleted under a running devrun stays deleted (so a `git clone` into its path works).
     fn create(&self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        match std::fs::create_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
         let ignore = self.dir.join(".gitignore");
         if !ignore.exists() {
             std::fs::write(ignore, "*\n")?;

@@ -659,6 +659,10 @@ fn recreate(p: &Project, how: Recreate) {
             // deletions restart the backend), so the removal is tried until it goes through.
             let removed = poll(WAIT, || fs::remove_dir_all(&p.root).ok());
             assert!(removed.is_some(), "cannot delete the project folder");
+            // devrun writes its state into `.devrun/` only: it never makes the project folder
+            // anew (a `git clone` into that path would then fail).
+            sleep(QUIET);
+            assert!(!p.root.exists(), "devrun made the deleted project folder anew");
             copy_tree(&old, &p.root, &[".devrun"]);
         }
     }
