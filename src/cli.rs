@@ -39,7 +39,7 @@ pub enum Command {
         #[command(flatten)]
         project: ProjectArgs,
     },
-    /// Ask the devrun running this project to restart its backend now, with the full confirmed
+    /// Ask the devrun running this project to restart its backend (every process of a stack) now, with the full confirmed
     /// teardown, also while the backend is crashed (exit 0 once it acknowledged; 1 when no
     /// devrun runs this project)
     Restart {

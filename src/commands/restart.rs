@@ -7,7 +7,7 @@ use crate::error::{Error, ExitCode};
 use crate::state::StateDir;
 use crate::ui::{Event, Ui};
 
-/// Asks the running devrun of this project to restart its backend now (full confirmed
+/// Asks the running devrun of this project to restart its backend (every process of a stack) now (full confirmed
 /// teardown, also while the backend is crashed). Exit 0 once it acknowledged; 1 when no devrun
 /// runs this project or it cannot be reached.
 pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {

@@ -368,7 +368,8 @@ fn start_watch(shared: &Shared, ui: &Ui) -> Result<Watch, Error> {
         let reason = reason.clone();
         ui.emit(&Warn::Polling { reason }.into());
     } else if watch.polling {
-        ui.emit(&Warn::InotifyLimit.into());
+        let every = config.watch.poll_interval;
+        ui.emit(&Warn::InotifyLimit { every }.into());
     }
     ui.emit(&Event::Watching {
         source: config.source_name(),

@@ -47,7 +47,8 @@ impl Readiness {
 }
 
 /// Where one supervised process is in its cycle (the diagram at the top). Each state is one
-/// action of the runner (`Runner::act`); what the action saw is a [`Step`], and [`next`] —
+/// action of the runner (the `match` in `Runner::run_to_end`); what the action saw is a
+/// [`Step`], and [`next`] —
 /// pure, unit-tested below — says where that leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {

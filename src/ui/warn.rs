@@ -23,8 +23,11 @@ pub enum Warn {
         command: String,
         port: u16,
     },
-    /// The OS refused more inotify watches: the watch polls instead.
-    InotifyLimit,
+    /// The OS refused more inotify watches: the watch polls instead, every `poll_ms`.
+    InotifyLimit {
+        #[serde(skip)]
+        every: std::time::Duration,
+    },
     /// The control channel could not be opened; `devrun stop`/`--replace` will signal instead.
     ControlUnavailable { error: String },
     /// `--replace`: the devrun holding the project is asked to stop.
@@ -95,10 +98,15 @@ pub enum Warn {
     },
 }
 
-const INOTIFY_LIMIT: &str = "the OS refused more file watches (inotify limit): polling the kept \
-     folders every 500 ms instead. Raise the limit with \
-     `sudo sysctl fs.inotify.max_user_watches=524288` (add it to /etc/sysctl.conf to keep it), \
-     or ignore more folders";
+fn inotify_limit(every: std::time::Duration) -> String {
+    format!(
+        "the OS refused more file watches (inotify limit): polling the kept folders every {} ms \
+         instead ([watch] poll_ms). Raise the limit with \
+         `sudo sysctl fs.inotify.max_user_watches=524288` (add it to /etc/sysctl.conf to keep \
+         it), or ignore more folders",
+        every.as_millis()
+    )
+}
 
 fn control_unreachable(pid: u32, control_port: Option<u16>, error: Option<&str>) -> String {
     let os_stop = if cfg!(windows) {
@@ -219,7 +227,7 @@ impl fmt::Display for Warn {
                 f,
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
-            Warn::InotifyLimit => f.write_str(INOTIFY_LIMIT),
+            Warn::InotifyLimit { every } => f.write_str(&inotify_limit(*every)),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested { by } => write!(f, "restart requested by `{by}`"),

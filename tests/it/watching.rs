@@ -662,7 +662,10 @@ fn recreate(p: &Project, how: Recreate) {
             // devrun writes its state into `.devrun/` only: it never makes the project folder
             // anew (a `git clone` into that path would then fail).
             sleep(QUIET);
-            assert!(!p.root.exists(), "devrun made the deleted project folder anew");
+            assert!(
+                !p.root.exists(),
+                "devrun made the deleted project folder anew"
+            );
             copy_tree(&old, &p.root, &[".devrun"]);
         }
     }
