@@ -163,42 +163,50 @@ impl StatusReport {
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
         let backend_run = state.as_ref().is_none_or(|s| s.backend_run);
         let now = state::unix_now();
-        let backend = state
-            .as_ref()
-            .and_then(|s| s.backend.as_ref())
-            .map(|b| backend_status(b, now));
+        // One list inside, the backend first: (name, port, recorded generation).
         let recorded: &[ProcessRecord] = state.as_ref().map_or(&[], |s| &s.processes);
-        let generations: Vec<Option<BackendStatus>> = recorded
+        let backend_record = state.as_ref().and_then(|s| s.backend.as_ref());
+        let entries: Vec<(&str, Option<u16>, Option<&BackendRecord>)> =
+            std::iter::once((BACKEND, port, backend_record))
+                .chain(
+                    recorded
+                        .iter()
+                        .map(|p| (p.name.as_str(), p.port, p.running.as_ref())),
+                )
+                .collect();
+        let generations: Vec<Option<BackendStatus>> = entries
             .iter()
-            .map(|p| p.running.as_ref().map(|b| backend_status(b, now)))
+            .map(|(_, _, record)| record.map(|b| backend_status(b, now)))
             .collect();
         // Every live member's processes, so a listener is named by the member it belongs to.
-        let owners: Vec<(&str, &BackendStatus)> = backend
-            .iter()
-            .map(|b| (BACKEND, b))
-            .chain(
-                recorded
-                    .iter()
-                    .zip(&generations)
-                    .filter_map(|(p, g)| Some((p.name.as_str(), g.as_ref()?))),
-            )
-            .collect();
-        let devrun_pid = running.map(|s| s.devrun_pid);
-        let judge = |port: Option<u16>, name: &str, own: Option<&BackendStatus>| {
-            port.map(|port| judge_port(port, name, own, &owners, devrun_pid))
-        };
-        let (listeners, backend_verdict) = match judge(port, BACKEND, backend.as_ref()) {
-            Some((listeners, verdict)) => (listeners, backend_run.then_some(verdict)),
-            None => (Vec::new(), None),
-        };
-        let processes: Vec<MemberStatus> = recorded
+        let owners: Vec<(&str, &BackendStatus)> = entries
             .iter()
             .zip(&generations)
-            .map(|(p, g)| {
-                let (listeners, verdict) = judge(p.port, &p.name, g.as_ref()).unzip();
+            .filter_map(|((name, _, _), g)| Some((*name, g.as_ref()?)))
+            .collect();
+        let devrun_pid = running.map(|s| s.devrun_pid);
+        let mut judged = entries
+            .iter()
+            .zip(generations.iter())
+            .map(|((name, port, _), g)| {
+                let judged =
+                    port.map(|port| judge_port(port, name, g.as_ref(), &owners, devrun_pid));
+                judged.unzip()
+            });
+        // The backend's fields keep their place at the top of the report (its `status --json`
+        // shape), the other members' go in `processes`.
+        let (listeners, verdict) = judged.next().unwrap_or_default();
+        let listeners = listeners.unwrap_or_default();
+        let backend_verdict = verdict.filter(|_| backend_run);
+        let processes: Vec<MemberStatus> = recorded
+            .iter()
+            .zip(&generations[1..])
+            .zip(judged)
+            .map(|((p, g), (listeners, verdict))| {
                 member_status(p, g.as_ref(), listeners.unwrap_or_default(), verdict)
             })
             .collect();
+        let backend = generations.into_iter().next().flatten();
         let judged: Vec<Verdict> = backend_verdict
             .into_iter()
             .chain(processes.iter().filter_map(|m| m.verdict))
