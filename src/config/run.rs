@@ -201,19 +201,35 @@ pub(super) fn derive_ignore(inputs: &Inputs, args: &RunArgs) -> Result<Vec<Strin
 }
 
 pub(super) fn derive_ready(inputs: &Inputs, args: &RunArgs) -> Result<ReadyConfig, ConfigError> {
-    let ready = &inputs.file.ready;
-    let http = match (&args.ready_http, &ready.http) {
-        (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
-        (None, Some(path)) => Some(
-            check_http_path(path.get_ref())
-                .map_err(|m| inputs.err(Some(path.span().start), format!("[ready] http: {m}")))?,
-        ),
-        (None, None) => None,
-    };
-    let timeout = match args.ready_timeout {
+    let flags = (args.ready_http.as_deref(), args.ready_timeout);
+    ready_from(
+        inputs,
+        &inputs.file.ready,
+        &|key| format!("[ready] {key}"),
+        flags,
+    )
+}
+
+/// A `[ready]` table (the backend's, or a member's `ready = {...}`), flags over it; `key` names
+/// one of its keys in messages.
+pub(super) fn ready_from(
+    inputs: &Inputs,
+    ready: &FileReady,
+    key: &dyn Fn(&str) -> String,
+    (http_flag, timeout_flag): (Option<&str>, Option<Duration>),
+) -> Result<ReadyConfig, ConfigError> {
+    let http =
+        match (http_flag, &ready.http) {
+            (Some(path), _) => Some(check_http_path(path).map_err(ConfigError::plain)?),
+            (None, Some(path)) => Some(check_http_path(path.get_ref()).map_err(|m| {
+                inputs.err(Some(path.span().start), format!("{}: {m}", key("http")))
+            })?),
+            (None, None) => None,
+        };
+    let timeout = match timeout_flag {
         Some(timeout) => timeout,
         None => inputs.millis(
-            "[ready] timeout_ms",
+            &key("timeout_ms"),
             &ready.timeout_ms,
             DEFAULT_READY_TIMEOUT_MS,
             MAX_TIMEOUT,

@@ -8,9 +8,9 @@
 
 use super::{
     command_from_value, derive_env_table, FileReady, Inputs, Member as MemberConfig, ProcessWatch,
-    ProjectConfig, ReadyConfig, RestartPolicy, DEFAULT_READY_TIMEOUT_MS,
+    ProjectConfig, ReadyConfig, RestartPolicy,
 };
-use crate::cli::{RunArgs, MAX_TIMEOUT};
+use crate::cli::RunArgs;
 use crate::error::ConfigError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -422,30 +422,17 @@ fn member_ready(
 ) -> Result<ReadyConfig, ConfigError> {
     let none = FileReady::default();
     let ready = member.file.ready.as_ref().unwrap_or(&none);
-    let http = match &ready.http {
-        None => None,
-        Some(path) => {
-            let at = Some(path.span().start);
-            let key = member.key("ready.http");
-            if port.is_none() {
-                return Err(inputs.err(
-                    at,
-                    format!("{key} needs a port: give the process `port = N` or `port = \"auto\"`"),
-                ));
-            }
-            Some(
-                super::check_http_path(path.get_ref())
-                    .map_err(|m| inputs.err(at, format!("{key}: {m}")))?,
-            )
-        }
-    };
-    let timeout = inputs.millis(
-        &member.key("ready.timeout_ms"),
-        &ready.timeout_ms,
-        DEFAULT_READY_TIMEOUT_MS,
-        MAX_TIMEOUT,
-    )?;
-    Ok(ReadyConfig { http, timeout })
+    if let (Some(path), None) = (&ready.http, port) {
+        return Err(inputs.err(
+            Some(path.span().start),
+            format!(
+                "{} needs a port: give the process `port = N` or `port = \"auto\"`",
+                member.key("ready.http")
+            ),
+        ));
+    }
+    let key = |key: &str| member.key(&format!("ready.{key}"));
+    super::ready_from(inputs, ready, &key, (None, None))
 }
 
 /// `restart = "never"` (the default) or `"on-failure"`.

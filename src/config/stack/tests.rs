@@ -2,6 +2,7 @@
 
 use super::super::{Config, PYPROJECT_FILE};
 use super::*;
+use crate::config::DEFAULT_READY_TIMEOUT_MS;
 use std::path::PathBuf;
 use std::time::Duration;
 
