@@ -99,9 +99,12 @@ pub fn bind_listener(host: &str, port: u16) -> io::Result<socket2::Socket> {
 
 /// The processes but devrun itself that hold a listening socket on the port (empty where the
 /// OS won't say: then the confirmed end of the old generation's processes has to answer).
-pub fn held_by_others(port: u16) -> Vec<Holder> {
+/// Err when the system could not be read: then nobody is known *not* to hold it.
+pub fn held_by_others(port: u16) -> std::io::Result<Vec<Holder>> {
     let me = std::process::id();
-    holders(port).into_iter().filter(|h| h.pid != me).collect()
+    let mut pids = sys::listener_pids_checked(port)?;
+    pids.retain(|pid| *pid != me);
+    Ok(named(pids))
 }
 
 /// The one poll-until-deadline loop (a port free, a backend ready, a state file written): asks
@@ -145,7 +148,11 @@ pub const UNKNOWN_OWNER: u32 = 0;
 
 /// Every process with a listening socket on `port`, any address (empty where the OS won't say).
 pub fn holders(port: u16) -> Vec<Holder> {
-    let mut pids = sys::listener_pids(port);
+    named(sys::listener_pids(port))
+}
+
+/// Each owner once, with its command line.
+fn named(mut pids: Vec<u32>) -> Vec<Holder> {
     pids.sort_unstable();
     pids.dedup();
     pids.into_iter()

@@ -7,7 +7,7 @@ use crate::control::{self, Verb};
 use crate::error::Error;
 use crate::port;
 use crate::process::{self, StopSignal};
-use crate::state::{BackendRecord, ProjectLock, State, StateDir};
+use crate::state::{self, BackendRecord, ProjectLock, State, StateDir};
 use crate::ui::{Ui, Warn};
 use std::time::Duration;
 
@@ -68,7 +68,8 @@ pub async fn take_project(
             }
             .into(),
         );
-        stop_running_devrun(&holder, ui, project.devrun_exit_timeout(), Verb::Replace).await?;
+        let timeout = project.devrun_exit_timeout();
+        stop_running_devrun(state_dir, &holder, ui, timeout, Verb::Replace).await?;
         replaced = true;
     }
 }
@@ -95,6 +96,7 @@ const HOLDER_POLL: Duration = Duration::from_millis(20);
 /// gone, and kills it if it does not exit in time (its backend is then an orphan, which
 /// `recover_orphan` ends). Never takes the project lock.
 pub async fn stop_running_devrun(
+    state_dir: &StateDir,
     holder: &State,
     ui: &Ui,
     timeout: Duration,
@@ -112,7 +114,8 @@ pub async fn stop_running_devrun(
             Err(e) => {
                 let warn = Warn::ControlUnreachable {
                     pid,
-                    control_port: Some(channel.port),
+                    control_port: channel.port,
+                    control: Some(channel.describe()),
                     error: Some(e.to_string()),
                 };
                 ui.emit(&warn.into());
@@ -123,12 +126,16 @@ pub async fn stop_running_devrun(
             let warn = Warn::ControlUnreachable {
                 pid,
                 control_port: None,
+                control: None,
                 error: None,
             };
             ui.emit(&warn.into());
             false
         }
     };
+    if !asked {
+        refuse_another_projects_devrun(state_dir, holder)?;
+    }
     // The OS stop (SIGTERM; TerminateProcess on Windows) only when it was not asked; the kill
     // once `timeout` is over, either way.
     let first = (!asked).then_some(StopSignal::Terminate);
@@ -141,6 +148,32 @@ pub async fn stop_running_devrun(
         ui.emit(&Warn::SignalUndelivered { signal, text }.into());
     }
     Ok(())
+}
+
+/// A state file is evidence, never an order: before a recorded devrun is signalled, it must hold
+/// this project's lock (where the OS shows open files: Linux). A true pid and start time copied
+/// into a forged record (another project's devrun) are refused, and nothing is signalled.
+fn refuse_another_projects_devrun(state_dir: &StateDir, holder: &State) -> Result<(), Error> {
+    let pid = holder.devrun_pid;
+    let Ok(lock) = state::project_lock_path(state_dir.root()) else {
+        return Ok(());
+    };
+    // Either lock will do: the per-user one, or `.devrun/lock` (a devrun started with another
+    // lock folder, say from another login's XDG_RUNTIME_DIR, holds only that one).
+    let local = state_dir.path().join("lock");
+    let holds = |path: &std::path::Path| {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        crate::sys::has_open(pid, &path)
+    };
+    match holds(&lock).zip(holds(&local)) {
+        Some((false, false)) => Err(Error::AlreadyRunning(format!(
+            "devrun (pid {pid}), named in {}, does not hold this project's lock ({}): it runs \
+             another project or the record is not its own; nothing was signalled",
+            state_dir.path().join("state.json").display(),
+            lock.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A devrun that died (SIGKILL, crash, closed terminal) leaves its record behind: end what is

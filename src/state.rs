@@ -65,11 +65,30 @@ pub struct ProcessRecord {
     pub running: Option<BackendRecord>,
 }
 
-/// The running devrun's control channel: a TCP port on 127.0.0.1 and the token it wants.
+/// The control channel's Unix socket in `.devrun/` (see `control`).
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// The running devrun's control channel: its Unix socket (or a TCP port on 127.0.0.1) and the
+/// token it wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlRecord {
-    pub port: u16,
+    /// The TCP port on 127.0.0.1 (where the channel is no Unix socket).
+    pub port: Option<u16>,
     pub token: String,
+    /// The Unix socket (`.devrun/control.sock`), where the OS has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl ControlRecord {
+    /// Where the channel is, for messages: its socket, or 127.0.0.1:PORT.
+    pub fn describe(&self) -> String {
+        match (&self.socket, self.port) {
+            (Some(socket), _) => socket.display().to_string(),
+            (None, Some(port)) => format!("127.0.0.1:{port}"),
+            (None, None) => "(nowhere)".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,12 +224,26 @@ impl StateDir {
         &self.dir
     }
 
+    /// The project folder it belongs to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `.devrun/` inside the project folder, never the project folder itself: a project folder
     /// deleted under a running devrun stays deleted (so a `git clone` into its path works).
+    /// Owner-only on Unix whatever the umask (0700; its files 0600), and refused when another
+    /// user owns it: another user could otherwise hold its lock or rename a forged state file
+    /// over the real one.
     fn create(&self) -> io::Result<()> {
         match std::fs::create_dir(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            owned_by_me(&self.dir)?;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let ignore = self.dir.join(".gitignore");
         if !ignore.exists() {
@@ -250,7 +283,10 @@ impl StateDir {
     }
 
     /// The state file, if it was written for this project's `.devrun/` (see `State::project`).
+    /// On Unix only a file of this user's is evidence: another user's is not read.
     pub fn read(&self) -> Option<State> {
+        #[cfg(unix)]
+        owned_by_me(&self.state_path()).ok()?;
         let text = std::fs::read_to_string(self.state_path()).ok()?;
         let state: State = serde_json::from_str(&text).ok()?;
         match &state.project {
@@ -297,16 +333,44 @@ impl StateDir {
 
     pub fn clear(&self) {
         let _ = std::fs::remove_file(self.state_path());
+        let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
+    }
+}
+
+/// Err unless `path` (not followed if a link) belongs to this user.
+#[cfg(unix)]
+fn owned_by_me(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match meta.uid() == me {
+        true => Ok(()),
+        false => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to you (uid {me}): devrun will not use it; remove it",
+                path.display(),
+                meta.uid()
+            ),
+        )),
     }
 }
 
 /// Opens (creating) and try-locks a file: Ok(None) when another process holds the lock.
 fn lock_file(path: &Path) -> io::Result<Option<File>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // A lock another user made (and can hold) is not ours to share.
+        owned_by_me(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(TryLockError::WouldBlock) => Ok(None),
@@ -405,7 +469,8 @@ mod tests {
             started_at: 3,
             run: random_id().unwrap(),
             control: Some(ControlRecord {
-                port: 9,
+                port: Some(9),
+                socket: None,
                 token: random_id().unwrap(),
             }),
             project: Some(state_dir.project()),
@@ -429,6 +494,47 @@ mod tests {
         assert_eq!(copied.read(), None);
         drop(lock);
         assert!(state_dir.try_lock().unwrap().is_some());
+    }
+
+    /// Issue 20.3: `.devrun/` is the owner's alone and its lock 0600, whatever modes they had
+    /// (a umask of 000 makes 0777 and 0666), and another user's state file is no evidence.
+    #[cfg(unix)]
+    #[test]
+    fn the_state_folder_and_lock_are_owner_only_and_anothers_state_is_not_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::new(dir.path());
+        std::fs::create_dir(state_dir.path()).unwrap();
+        let wide = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(state_dir.path(), wide.clone()).unwrap();
+        std::fs::write(state_dir.path().join("lock"), "").unwrap();
+        std::fs::set_permissions(state_dir.path().join("lock"), wide).unwrap();
+        let _lock = state_dir.try_lock().unwrap().expect("lock");
+        assert_eq!(mode(state_dir.path()), 0o700);
+        assert_eq!(mode(&state_dir.path().join("lock")), 0o600);
+        let state = State {
+            devrun_pid: 1,
+            devrun_start: 2,
+            port: 8001,
+            host: "127.0.0.1".into(),
+            started_at: 3,
+            run: random_id().unwrap(),
+            control: None,
+            project: Some(state_dir.project()),
+            backend: None,
+            backend_run: true,
+            processes: Vec::new(),
+        };
+        state_dir.write(&state).unwrap();
+        assert_eq!(mode(&state_dir.state_path()), 0o600);
+        assert!(state_dir.read().is_some());
+        // Root can hand the file to another user: then it is not read.
+        if unsafe { libc::geteuid() } == 0 {
+            let path = std::ffi::CString::new(state_dir.state_path().to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+            assert_eq!(state_dir.read(), None);
+        }
     }
 
     #[test]

@@ -45,8 +45,8 @@ pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
         Err(e) => {
             ui.error(&format!(
                 "devrun (pid {pid}) did not take the restart on its control channel \
-                 127.0.0.1:{}: {e}",
-                channel.port
+                 ({}): {e}",
+                channel.describe()
             ));
             Ok(ExitCode::BackendFailed)
         }

@@ -37,7 +37,7 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
             running.devrun_pid,
             its_members(&running)
         )));
-        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        stop_running_devrun(&state_dir, &running, ui, timeout, Verb::Stop).await?;
     }
     recover_orphan(&state_dir, &config, ui).await?;
     // A devrun that started meanwhile is running, not left over: it is stopped too.
@@ -47,7 +47,7 @@ pub async fn stop(args: &ProjectArgs, ui: &Ui) -> Result<(), Error> {
             running.devrun_pid,
             its_members(&running)
         )));
-        stop_running_devrun(&running, ui, timeout, Verb::Stop).await?;
+        stop_running_devrun(&state_dir, &running, ui, timeout, Verb::Stop).await?;
         recover_orphan(&state_dir, &config, ui).await?;
         recorded.push(running);
     }

@@ -282,7 +282,15 @@ impl Backend {
             signal => group.signal(signal),
         };
         let whom = format!("pid {pid}");
-        let stopped = escalate(members, send, signal, grace, hurry, Some(&whom)).await?;
+        let stopped = escalate(members, send, signal, grace, hurry, Some(&whom))
+            .await
+            .map_err(|e| match group.blind() {
+                // Not stuck: unseen. No next generation starts beside what may survive.
+                Some(why) => io::Error::other(format!(
+                    "cannot confirm that every process of the group of pid {pid} is gone: {why}"
+                )),
+                None => e,
+            })?;
         // The group is gone: what it wrote last reaches devrun's stderr before anything else.
         self.output.drained().await;
         Ok(Stopped {

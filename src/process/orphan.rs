@@ -41,7 +41,7 @@ enum LeaderCheck {
     NotOurs(String),
 }
 
-fn check_leader(leader: &LeaderRecord) -> LeaderCheck {
+fn check_leader(leader: &LeaderRecord, run: Option<&RunRecord>) -> LeaderCheck {
     let LeaderRecord { pid, pgid, start } = *leader;
     if pid <= 1 || pid == std::process::id() {
         return LeaderCheck::NotOurs(format!("pid {pid} can never be a backend devrun started"));
@@ -55,9 +55,18 @@ fn check_leader(leader: &LeaderRecord) -> LeaderCheck {
     if !procs::is_same(pid, start) {
         return LeaderCheck::Gone;
     }
-    match platform::group_refusal(pid, pgid) {
-        Some(why) => LeaderCheck::NotOurs(why),
-        None => LeaderCheck::Ours,
+    if let Some(why) = platform::group_refusal(pid, pgid) {
+        return LeaderCheck::NotOurs(why);
+    }
+    // A true pid and start time can be copied into a forged record: where the OS shows a
+    // process's environment, the leader must also carry the run's marker (macOS and Windows
+    // do not show it: there pid, start time and group are the proof).
+    match run.and_then(|run| platform::carries(pid, RUN_MARKER, &run.id)) {
+        Some(false) => LeaderCheck::NotOurs(format!(
+            "pid {pid} does not carry the recorded run's {RUN_MARKER} marker: devrun did not \
+             start it"
+        )),
+        _ => LeaderCheck::Ours,
     }
 }
 
@@ -80,7 +89,7 @@ pub async fn stop_orphan(
     let mut refused = Vec::new();
     let mut proven = Vec::new();
     for (index, leader) in leaders.iter().enumerate() {
-        match check_leader(leader) {
+        match check_leader(leader, run) {
             LeaderCheck::NotOurs(why) => refused.push((index, why)),
             LeaderCheck::Ours => proven.push(*leader),
             LeaderCheck::Gone => {}
@@ -90,7 +99,7 @@ pub async fn stop_orphan(
     let still_leading = |proven: &[LeaderRecord]| -> Vec<LeaderRecord> {
         proven
             .iter()
-            .filter(|l| matches!(check_leader(l), LeaderCheck::Ours))
+            .filter(|l| matches!(check_leader(l, run), LeaderCheck::Ours))
             .copied()
             .collect()
     };

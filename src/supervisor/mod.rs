@@ -118,7 +118,10 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     recover_orphan(&state_dir, &config, &ui).await?;
     let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
     // Without the channel devrun still runs: `devrun stop` then falls back to a signal.
-    let control = match control::listen(shutdown.control_sender()).await {
+    let noter = ui.clone();
+    let note: control::Note = std::sync::Arc::new(move |text| noter.emit(&Event::Warning(text)));
+    let channel = control::listen(shutdown.control_sender(), state_dir.path(), note);
+    let control = match channel.await {
         Ok(control) => Some(control),
         Err(e) => {
             let error = e.to_string();

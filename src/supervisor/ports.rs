@@ -230,7 +230,9 @@ impl Runner {
 /// the port can be bound.
 fn port_is_free(host: &str, port: u16, held_socket: bool) -> bool {
     if held_socket {
-        port::held_by_others(port).is_empty()
+        // Who holds it could not be read (a descriptor limit): not free, so no generation
+        // starts beside a survivor nobody could see.
+        port::held_by_others(port).is_ok_and(|others| others.is_empty())
     } else {
         port::is_free(host, port)
     }

@@ -35,8 +35,11 @@ pub enum Warn {
     /// A running devrun could not be asked on its control channel: it gets the OS stop.
     ControlUnreachable {
         pid: u32,
-        /// The channel's port, when the devrun has one.
+        /// The channel's TCP port, when the devrun has one.
         control_port: Option<u16>,
+        /// Where the channel is (its Unix socket, or 127.0.0.1:PORT), when the devrun has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        control: Option<String>,
         error: Option<String>,
     },
     /// A devrun asked to stop did not exit in time and is killed.
@@ -108,15 +111,15 @@ fn inotify_limit(every: std::time::Duration) -> String {
     )
 }
 
-fn control_unreachable(pid: u32, control_port: Option<u16>, error: Option<&str>) -> String {
+fn control_unreachable(pid: u32, control: Option<&str>, error: Option<&str>) -> String {
     let os_stop = if cfg!(windows) {
         "terminating it"
     } else {
         "sending it SIGTERM"
     };
-    match (control_port, error) {
-        (Some(port), Some(error)) => format!(
-            "cannot reach devrun (pid {pid}) on its control channel 127.0.0.1:{port} ({error}); \
+    match (control, error) {
+        (Some(control), Some(error)) => format!(
+            "cannot reach devrun (pid {pid}) on its control channel {control} ({error}); \
              {os_stop} instead"
         ),
         _ => format!(
@@ -164,9 +167,10 @@ fn devrun_warning(warn: &Warn) -> String {
         }
         Warn::ControlUnreachable {
             pid,
-            control_port,
+            control,
             error,
-        } => control_unreachable(*pid, *control_port, error.as_deref()),
+            ..
+        } => control_unreachable(*pid, control.as_deref(), error.as_deref()),
         Warn::DevrunKilled { pid, timeout } => format!(
             "devrun (pid {pid}) did not exit within {} ms: killing it",
             timeout.as_millis()

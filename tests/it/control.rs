@@ -6,13 +6,20 @@
 use crate::harness::*;
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn devrun_stop_asks_through_the_channel_and_the_backend_stops_gracefully() {
     let mut p = Project::testapp("records_signals.py").start();
     let served = p.wait_for_version("v1", WAIT);
     let state = p.read_state();
-    let control_port = state["control"]["port"].as_u64().expect("no control port") as u16;
+    let socket = std::path::PathBuf::from(
+        state["control"]["socket"]
+            .as_str()
+            .expect("no control socket"),
+    );
+    assert!(state["control"]["port"].is_null(), "{state:#}");
     assert_eq!(
         state["control"]["token"].as_str().map(str::len),
         Some(32),
@@ -25,10 +32,16 @@ fn devrun_stop_asks_through_the_channel_and_the_backend_stops_gracefully() {
         0o600,
         "state.json holds the token: owner only"
     );
+    // The channel is a socket in .devrun/ only its owner can enter, itself owner-only.
+    use std::os::unix::fs::FileTypeExt;
+    let meta = fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket(), "{socket:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir = fs::metadata(socket.parent().unwrap()).unwrap();
     assert_eq!(
-        listeners(control_port),
-        vec![p.pid()],
-        "devrun holds the channel"
+        dir.permissions().mode() & 0o777,
+        0o700,
+        ".devrun/ is owner-only"
     );
 
     let (code, stop_stderr) = p.run_another(["stop"], WAIT);
@@ -49,16 +62,16 @@ fn devrun_stop_asks_through_the_channel_and_the_backend_stops_gracefully() {
         );
     }
     p.assert_nothing_left();
-    assert!(listeners(control_port).is_empty());
+    assert!(!socket.exists(), "the socket outlived devrun");
 }
 
 #[test]
 fn devrun_stop_falls_back_to_sigterm_when_the_channel_cannot_be_reached() {
     let mut p = Project::testapp("records_signals.py").start();
     let served = p.wait_for_version("v1", WAIT);
-    // A channel that answers nowhere: a port nothing listens on.
+    // A channel that answers nowhere: a socket path nothing listens on.
     let mut state = p.read_state();
-    state["control"]["port"] = free_port().into();
+    state["control"]["socket"] = p.root.join(".devrun/nobody.sock").to_str().unwrap().into();
     fs::write(p.state_path(), serde_json::to_string(&state).unwrap()).unwrap();
 
     let (code, stop_stderr) = p.run_another(["stop"], WAIT);
@@ -146,4 +159,64 @@ fn devrun_restart_exits_1_when_no_devrun_runs() {
 
     assert_eq!(code, 1, "devrun restart said:\n{stderr}");
     assert!(stderr.contains("no devrun runs this project"), "{stderr}");
+}
+
+/// Issue 20.1: the channel is a Unix socket in a `.devrun/` only its owner may enter: another
+/// local user cannot even connect (so cannot flood devrun's descriptors), and a flood of idle
+/// connections from anyone who can is bounded: the owner's `devrun restart` still goes through
+/// and a fresh generation serves.
+#[test]
+fn another_user_cannot_reach_the_channel_and_a_flood_does_not_block_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let mut p = Project::testapp("normal.py").start();
+    let gen1 = p.wait_for_version("v1", WAIT);
+    let state = p.read_state();
+    let socket = std::path::PathBuf::from(state["control"]["socket"].as_str().unwrap());
+
+    // Another user: `nobody`, through setpriv (needs root). Everything above `.devrun/` is
+    // opened to them, so only `.devrun/`'s own mode can refuse.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Path::new("/usr/bin/setpriv").exists() {
+        for dir in [p.tmp_dir(), p.root.as_path()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let connect = format!(
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\n\
+             try:\n    s.connect({:?})\n    print('connected')\n\
+             except OSError as e:\n    print('refused', e.errno)",
+            socket.to_str().unwrap()
+        );
+        let out = Command::new("/usr/bin/setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", &connect])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            said.trim(),
+            "refused 13",
+            "another user reached the channel: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("skipped the other-user part: not root or no setpriv");
+    }
+
+    // A flood of idle connections without a token, held open.
+    let flood: Vec<UnixStream> = (0..200)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(!flood.is_empty(), "no connection reached the socket at all");
+    let (code, stderr) = p.run_another(["restart"], WAIT);
+    assert_eq!(code, 0, "devrun restart said:\n{stderr}");
+    let gen2 = poll(WAIT, || p.served().filter(|s| s.generation == Some(2)))
+        .expect("generation 2 never answered GET /");
+    assert_ne!(gen2.pid, gen1.pid);
+    assert!(!gen1.alive());
+    assert_eq!(p.listeners(), vec![gen2.pid]);
+    drop(flood);
+    p.signal(SIGINT);
+    assert_eq!(p.wait_exit(WAIT), 0);
+    p.assert_nothing_left();
 }

@@ -213,6 +213,44 @@ fn the_run_marker_proves_a_process_only_with_a_start_time_after_the_run() {
     );
 }
 
+/// Issue 20.4: a true pid, start time and group copied into a forged record are not proof
+/// enough where the OS shows the environment: the leader must carry the recorded run's marker.
+#[test]
+fn a_recorded_leader_without_the_runs_marker_is_not_signalled() {
+    assert_refused("leader_without_marker");
+}
+
+/// Issue 20.4: a forged state file naming another project's live devrun (true pid and start
+/// time, no channel) does not make `devrun stop` signal it: it does not hold this project's
+/// lock.
+#[test]
+fn a_forged_record_naming_another_projects_devrun_does_not_stop_it() {
+    let mut other = Project::testapp("normal.py").start();
+    let served = other.wait_for_version("v1", WAIT);
+    let mut forged = other.read_state();
+    forged["control"] = Value::Null;
+    forged["backend"] = Value::Null;
+    forged["project"] = Value::Null;
+    let here = Project::testapp("normal.py");
+    fs::create_dir_all(here.root.join(".devrun")).unwrap();
+    fs::write(
+        here.root.join(".devrun/state.json"),
+        serde_json::to_string(&forged).unwrap(),
+    )
+    .unwrap();
+
+    let (code, stderr) = here.run_another(["stop"], WAIT);
+
+    assert_eq!(code, 4, "devrun stop said:\n{stderr}");
+    assert!(
+        stderr.contains("does not hold this project's lock"),
+        "{stderr}"
+    );
+    assert!(other.running(), "the other project's devrun was stopped");
+    assert!(served.alive());
+    assert_eq!(other.served().map(|s| s.pid), Some(served.pid));
+}
+
 // ---- #9.3: one lock per project, not per inode ----
 
 #[test]

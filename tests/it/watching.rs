@@ -618,7 +618,8 @@ fn only_kept_folders_get_an_inotify_watch() {
 
 // ---- the project folder itself deleted and recreated ----
 
-/// Copies a tree as `cp -r` does (the fixtures hold no symlinks), leaving out the top-level
+/// Copies a tree's folders and regular files (the fixtures hold no symlinks; devrun's control
+/// socket is not copied, as a clone would not have it), leaving out the top-level
 /// entries named in `skip`. `to` may exist already: devrun may have made it anew for its state
 /// (`.devrun/`) after the project folder went away.
 fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
@@ -628,9 +629,10 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
             continue;
         }
         let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             copy_tree(&entry.path(), &target, &[]);
-        } else {
+        } else if kind.is_file() {
             fs::copy(entry.path(), target).unwrap();
         }
     }

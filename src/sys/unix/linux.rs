@@ -28,11 +28,52 @@ pub fn die_with_supervisor(cmd: &mut tokio::process::Command) {
 
 /// devrun's descendants outside the backend's group `pgid`. devrun starts nothing but
 /// backends, and as a subreaper it inherits whatever they orphan, so these are escapees.
-pub fn escapees(pgid: u32) -> Vec<u32> {
-    crate::sys::descendants(std::process::id())
+/// Err when /proc cannot be read (say, devrun is at its descriptor limit): then nothing can
+/// be confirmed gone, and the caller must not take "none found" for "none there".
+pub fn escapees(pgid: u32) -> io::Result<Vec<u32>> {
+    let found = descendants_in(std::path::Path::new("/proc"), std::process::id())?;
+    // A process whose group cannot be read counts as an escapee: never "gone" by default.
+    Ok(found
         .into_iter()
         .filter(|pid| process_group(*pid) != Some(pgid) && !is_zombie(*pid))
-        .collect()
+        .collect())
+}
+
+/// Every descendant of `pid` from `proc`'s task/*/children files; a process or thread that
+/// is gone is skipped, any other read error is an error.
+fn descendants_in(proc: &std::path::Path, pid: u32) -> io::Result<Vec<u32>> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for child in children_in(proc, parent)? {
+            if !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn children_in(proc: &std::path::Path, pid: u32) -> io::Result<Vec<u32>> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let tasks = match std::fs::read_dir(proc.join(pid.to_string()).join("task")) {
+        Ok(tasks) => tasks,
+        Err(e) if gone(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut children = Vec::new();
+    for task in tasks {
+        match std::fs::read_to_string(task?.path().join("children")) {
+            Ok(text) => children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            ),
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(children)
 }
 
 /// The resident memory of `pid` in bytes (0 for a zombie); None when it is gone.
@@ -199,6 +240,17 @@ pub fn blind_filesystem(path: &std::path::Path) -> Option<String> {
     Some(format!("a {name} filesystem"))
 }
 
+/// Whether `pid` has `path` open: None where the OS will not say (never on Linux).
+pub fn has_open(pid: u32, path: &std::path::Path) -> Option<bool> {
+    Some(holds_open(&[pid], path))
+}
+
+/// Whether `pid`'s environment holds `var=value`: None where the OS will not say (never on
+/// Linux; an environment that cannot be read does not hold it).
+pub fn carries(pid: u32, var: &str, value: &str) -> Option<bool> {
+    Some(environment_value(pid, var).is_some_and(|v| v == value))
+}
+
 /// Whether any of `pids` has `path` open (its /proc fd links).
 pub fn holds_open(pids: &[u32], path: &std::path::Path) -> bool {
     pids.iter().any(|pid| {
@@ -212,6 +264,25 @@ pub fn holds_open(pids: &[u32], path: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A /proc that cannot be read is an error, never "no descendants": the teardown fails
+    /// closed instead of taking a survivor for gone.
+    #[test]
+    fn an_unreadable_proc_is_an_error_not_an_empty_tree() {
+        let proc = tempfile::tempdir().unwrap();
+        let task = proc.path().join("42/task/42");
+        std::fs::create_dir_all(&task).unwrap();
+        std::fs::write(task.join("children"), "43 ").unwrap();
+        // 43's task folder is a file: reading it fails with something other than "gone".
+        std::fs::create_dir_all(proc.path().join("43")).unwrap();
+        std::fs::write(proc.path().join("43/task"), "").unwrap();
+        assert!(descendants_in(proc.path(), 42).is_err());
+        // A process that is gone (no folder) is no error and has no children.
+        std::fs::remove_file(proc.path().join("43/task")).unwrap();
+        assert_eq!(descendants_in(proc.path(), 42).unwrap(), vec![43]);
+        // The real /proc: devrun's test process has no children here that are not listed.
+        assert!(descendants_in(std::path::Path::new("/proc"), std::process::id()).is_ok());
+    }
 
     #[test]
     fn reads_its_own_process_from_proc() {

@@ -6,6 +6,7 @@
 //! a listener.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const TCP_LISTEN: &str = "0A";
@@ -18,12 +19,20 @@ struct Row {
     inode: u64,
 }
 
-/// Sockets with local port `port`, any address, IPv4 or IPv6.
+/// Sockets with local port `port`, any address, IPv4 or IPv6 (what could be read).
 fn rows(port: u16) -> Vec<Row> {
+    rows_checked(port).unwrap_or_default()
+}
+
+/// Sockets with local port `port`; Err when a table exists but cannot be read (a descriptor
+/// limit), never an empty answer for an unseen one. (No tcp6 table: IPv6 is off.)
+fn rows_checked(port: u16) -> io::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -45,7 +54,7 @@ fn rows(port: u16) -> Vec<Row> {
             });
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// The kernel's hex address: 4 or 16 bytes, each 32-bit word in host byte order.
@@ -68,12 +77,12 @@ fn parse_address(hex: &str) -> Option<IpAddr> {
 }
 
 /// Socket inodes in LISTEN state on `port`, any address, IPv4 or IPv6.
-fn listen_inodes(port: u16) -> HashSet<u64> {
-    rows(port)
+fn listen_inodes(port: u16) -> io::Result<HashSet<u64>> {
+    Ok(rows_checked(port)?
         .into_iter()
         .filter(|r| r.state == TCP_LISTEN)
         .map(|r| r.inode)
-        .collect()
+        .collect())
 }
 
 /// The addresses something listens on at `port`.
@@ -122,28 +131,50 @@ pub fn closing_only(port: u16) -> Option<String> {
 }
 
 /// Owners of those sockets, from the /proc/PID/fd links (a scan of /proc: slow, so only
-/// used to name holders, never on the restart path).
+/// used to name holders and, with a held socket, to confirm nobody else holds it).
 pub fn listener_pids(port: u16) -> Vec<u32> {
-    let inodes = listen_inodes(port);
+    listener_pids_checked(port).unwrap_or_default()
+}
+
+/// The owners, or Err when what must be read cannot be (a descriptor limit): "nobody" is then
+/// unknown, never assumed. Processes that are gone, or another user's (whose descriptors are
+/// not ours to read, and who cannot hold devrun's socket), are skipped.
+pub fn listener_pids_checked(port: u16) -> io::Result<Vec<u32>> {
+    let inodes = listen_inodes(port)?;
     if inodes.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let targets: HashSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+    let skipped = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+        )
     };
-    procs
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-            let holds = fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|link| targets.contains(link.to_string_lossy().as_ref()))
-            });
-            holds.then_some(pid)
-        })
-        .collect()
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let fds = match std::fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) if skipped(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|link| targets.contains(link.to_string_lossy().as_ref()))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 #[cfg(test)]

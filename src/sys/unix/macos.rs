@@ -14,8 +14,8 @@ pub fn prepare_supervisor() -> io::Result<()> {
 pub fn die_with_supervisor(_cmd: &mut tokio::process::Command) {}
 
 /// Without a subreaper nothing that left the group comes back to devrun.
-pub fn escapees(_pgid: u32) -> Vec<u32> {
-    Vec::new()
+pub fn escapees(_pgid: u32) -> std::io::Result<Vec<u32>> {
+    Ok(Vec::new())
 }
 
 /// Another process's environment is not read here (escapees are not looked for either).
@@ -130,6 +130,11 @@ fn listeners_on(port: u16) -> Vec<(u32, SocketAddr)> {
         .collect()
 }
 
+/// The owners, as `listener_pids` gives them (the OS answers in one call, or not at all).
+pub fn listener_pids_checked(port: u16) -> std::io::Result<Vec<u32>> {
+    Ok(listener_pids(port))
+}
+
 pub fn listener_pids(port: u16) -> Vec<u32> {
     listeners_on(port).into_iter().map(|(pid, _)| pid).collect()
 }
@@ -148,6 +153,16 @@ pub fn closing_only(_port: u16) -> Option<String> {
 
 /// Network and FUSE mounts are not told apart here yet: `poll = true` forces polling.
 pub fn blind_filesystem(_path: &std::path::Path) -> Option<String> {
+    None
+}
+
+/// Not looked up on macOS (libproc lists vnode paths only for the caller's own files).
+pub fn has_open(_pid: u32, _path: &std::path::Path) -> Option<bool> {
+    None
+}
+
+/// macOS does not show another process's environment.
+pub fn carries(_pid: u32, _var: &str, _value: &str) -> Option<bool> {
     None
 }
 

@@ -18,18 +18,19 @@ mod linux_tcp;
 #[cfg(target_os = "linux")]
 use linux as os;
 #[cfg(target_os = "linux")]
-pub use linux_tcp::{closing_only, listen_addresses, listener_pids};
+pub use linux_tcp::{closing_only, listen_addresses, listener_pids, listener_pids_checked};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 #[cfg(target_os = "macos")]
-pub use macos::{closing_only, listen_addresses, listener_pids};
+pub use macos::{closing_only, listen_addresses, listener_pids, listener_pids_checked};
 
 pub use os::{
-    blind_filesystem, children, command_line, group_members, holds_open, is_zombie, marked,
-    oom_kills, parent, prepare_supervisor, process_group, program_path, resident_bytes, start_time,
+    blind_filesystem, carries, children, command_line, group_members, has_open, holds_open,
+    is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group, program_path,
+    resident_bytes, start_time,
 };
 
 /// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.
@@ -79,6 +80,9 @@ pub struct Group {
     /// In a stack, the member whose group this is (`DEVRUN_PROCESS` in its environment): the
     /// other members' processes are devrun's descendants too, and never this group's escapees.
     member: Option<String>,
+    /// Why the last look for escapees could not see (a /proc read error): the group then
+    /// counts as alive, and a stop that cannot confirm it gone says why.
+    blind: std::sync::Mutex<Option<String>>,
 }
 
 /// The leaders devrun spawned that may still be running: tokio owns their exit status, so the
@@ -130,6 +134,7 @@ pub fn spawn_group(
             pgid: pid_of(pid)?,
             spare: None,
             member,
+            blind: Default::default(),
         },
     ))
 }
@@ -144,11 +149,13 @@ impl Group {
             spare: Some(spare),
             // A fork's environment as /proc shows it is the preloader's, which has the marker.
             member: os::environment_value(pid, PROCESS_MARKER),
+            blind: Default::default(),
         })
     }
 
-    fn escapees(&self) -> Vec<u32> {
-        let mut escapees = os::escapees(self.pgid.as_raw() as u32);
+    /// Err: /proc could not be read, so what escaped is unknown (never "nothing").
+    fn escapees(&self) -> io::Result<Vec<u32>> {
+        let mut escapees = os::escapees(self.pgid.as_raw() as u32)?;
         escapees.retain(|pid| Some(*pid) != self.spare);
         if let Some(member) = &self.member {
             // Another member's process is not ours; one whose environment cannot be read (or
@@ -159,7 +166,12 @@ impl Group {
                     && os::environment_value(*pid, PROCESS_MARKER).is_none_or(|m| &m == member)
             });
         }
-        escapees
+        Ok(escapees)
+    }
+
+    /// Why the group's processes could not all be seen last time, if they could not.
+    pub fn blind(&self) -> Option<String> {
+        self.blind.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn signal(&self, signal: StopSignal) -> io::Result<()> {
@@ -174,7 +186,8 @@ impl Group {
     /// "every process devrun started, directly or not", not just "the group".
     fn send_all(&self, signal: Signal) -> io::Result<()> {
         send(self.pgid, signal)?;
-        for pid in self.escapees() {
+        // Escapees that cannot be listed cannot be signalled: `alive` keeps the group alive.
+        for pid in self.escapees().unwrap_or_default() {
             let _ = kill(Pid::from_raw(pid as i32), signal);
         }
         Ok(())
@@ -195,7 +208,18 @@ impl Group {
                 }
             }
         }
-        !matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) || !self.escapees().is_empty()
+        if !matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) {
+            return true;
+        }
+        let escapees = self.escapees();
+        if let Ok(mut blind) = self.blind.lock() {
+            *blind = escapees
+                .as_ref()
+                .err()
+                .map(|e| format!("cannot read /proc ({e})"));
+        }
+        // Fails closed: what cannot be seen is not gone.
+        !escapees.is_ok_and(|e| e.is_empty())
     }
 }
 

@@ -140,6 +140,11 @@ pub fn spawn_group(
 }
 
 impl Group {
+    /// The job object lists every process itself: nothing is ever unseen.
+    pub fn blind(&self) -> Option<String> {
+        None
+    }
+
     pub fn signal(&self, signal: StopSignal) -> io::Result<()> {
         match signal {
             StopSignal::Kill => self.kill(),

@@ -15,7 +15,7 @@ pub use job::{
     describe_signal_exit, orphan_members, prepare_supervisor, signal_pids, spawn_group, Group,
 };
 pub use procs::{children, command_line, is_zombie, process_table, start_time, terminate};
-pub use tcp::listener_pids;
+pub use tcp::{listener_pids, listener_pids_checked};
 
 /// A graceful stop is the console event CTRL_BREAK to the backend's console process group;
 /// there is no other signal to send it.
@@ -92,6 +92,16 @@ pub fn listen_addresses(_port: u16) -> Vec<SocketAddr> {
 
 /// ReadDirectoryChangesW sees network shares' changes well enough: `poll = true` forces it.
 pub fn blind_filesystem(_path: &std::path::Path) -> Option<String> {
+    None
+}
+
+/// Not looked up on Windows (its handle table is not a public interface).
+pub fn has_open(_pid: u32, _path: &std::path::Path) -> Option<bool> {
+    None
+}
+
+/// Not read on Windows (another process's environment block is not a public interface).
+pub fn carries(_pid: u32, _var: &str, _value: &str) -> Option<bool> {
     None
 }
 

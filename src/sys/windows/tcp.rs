@@ -62,6 +62,11 @@ fn local_port(raw: u32) -> u16 {
     u16::from_be((raw & 0xffff) as u16)
 }
 
+/// The owners, as `listener_pids` gives them (the OS answers in one call, or not at all).
+pub fn listener_pids_checked(port: u16) -> std::io::Result<Vec<u32>> {
+    Ok(listener_pids(port))
+}
+
 pub fn listener_pids(port: u16) -> Vec<u32> {
     let v4 = rows::<MIB_TCPROW_OWNER_PID>(&table(AF_INET as u32))
         .into_iter()
