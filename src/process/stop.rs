@@ -152,7 +152,10 @@ mod tests {
     /// Point 1 of issue 14, on every OS: a stop signal that cannot be sent is one warning and
     /// an immediate kill, never an error (Windows' CTRL_BREAK without a shared console).
     #[tokio::test]
+    // The lock only orders tests; each runs on a runtime of its own.
+    #[allow(clippy::await_holding_lock)]
     async fn a_signal_that_cannot_be_sent_is_one_warning_then_the_kill() {
+        let _alone = crate::children_lock();
         let child = std::cell::RefCell::new(
             std::process::Command::new("sleep")
                 .arg("30")
@@ -193,7 +196,10 @@ mod tests {
     /// The one escalation also serves the backend's stop: `hurry()` (a second Ctrl-C) turns
     /// the grace time into a kill at once.
     #[tokio::test]
+    // The lock only orders tests; each runs on a runtime of its own.
+    #[allow(clippy::await_holding_lock)]
     async fn hurry_kills_before_the_grace_time_is_over() {
+        let _alone = crate::children_lock();
         let child = std::cell::RefCell::new(
             // SIGTERM is only recorded, never sent: it stays running until the kill.
             std::process::Command::new("sleep")
@@ -239,7 +245,10 @@ mod tests {
     /// Another devrun asked on its control channel gets no signal: only the kill once the grace
     /// time is over, announced just before it.
     #[tokio::test]
+    // The lock only orders tests; each runs on a runtime of its own.
+    #[allow(clippy::await_holding_lock)]
     async fn one_process_already_asked_is_only_killed_after_the_grace_time() {
+        let _alone = crate::children_lock();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()

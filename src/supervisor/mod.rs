@@ -505,4 +505,6 @@ impl Coordinator {
 }
 
 #[cfg(test)]
+mod runner_tests;
+#[cfg(test)]
 mod tests;

@@ -327,6 +327,7 @@ mod tests {
 
     #[test]
     fn a_fresh_group_leader_may_be_signalled_as_a_group_but_devruns_own_group_never() {
+        let _alone = crate::children_lock();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .process_group(0)
