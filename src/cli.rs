@@ -35,6 +35,8 @@ pub enum Command {
         project: ProjectArgs,
     },
     /// Stop the devrun running this project, or the orphaned backend a dead devrun left
+    /// (`down` says the same)
+    #[command(visible_alias = "down")]
     Stop {
         #[command(flatten)]
         project: ProjectArgs,
@@ -43,6 +45,35 @@ pub enum Command {
     /// teardown, also while the backend is crashed (exit 0 once it acknowledged; 1 when no
     /// devrun runs this project)
     Restart {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Start devrun for this project in the background (its output to .devrun/devrun.log),
+    /// wait until every process is ready, print each one's address and pid, exit 0; when this
+    /// project already runs under a devrun, start nothing and print the same (exit 1 when a
+    /// process fails before it is ready: nothing is left running)
+    Up {
+        /// Print the `devrun status --json` object instead of one line per process
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for every process to be ready (default: the ready timeout + 10 s)
+        #[arg(long, value_name = "MS", value_parser = parse_timeout)]
+        wait_timeout: Option<Duration>,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
+    /// Show the output of a devrun started by `devrun up` (its status lines and every
+    /// process's output), all of it or only the named processes'
+    Logs {
+        /// Keep printing what is written (until Ctrl-C)
+        #[arg(long, short)]
+        follow: bool,
+        /// How many of the last lines to show
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 100)]
+        lines: usize,
+        /// Only these processes (`backend`, or a `[processes.NAME]`)
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
         #[command(flatten)]
         project: ProjectArgs,
     },

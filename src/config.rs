@@ -24,6 +24,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod file;
+mod kept_ports;
 mod run;
 mod stack;
 
@@ -57,6 +58,8 @@ pub struct ProjectConfig {
     pub host: String,
     pub port: u16,
     pub stop: StopConfig,
+    /// What loading it picked that the run says once at start (a new `port = "auto"`).
+    pub notes: Vec<String>,
 }
 
 /// The validated configuration the supervisor runs with: the project plus the run. Paths are
@@ -252,6 +255,7 @@ impl ProjectConfig {
             host: host.to_string(),
             port,
             stop: StopConfig::default(),
+            notes: Vec::new(),
         }
     }
 
@@ -262,14 +266,15 @@ impl ProjectConfig {
         command: &[String],
     ) -> Result<ProjectConfig, ConfigError> {
         let host = derive_host(inputs, flags);
-        let port = derive_port(inputs, flags, command)?;
-        check_host_resolves(inputs, flags, &host, port)?;
+        check_host_resolves(inputs, flags, &host, 1)?;
+        let (port, note) = derive_port(inputs, flags, command, &host)?;
         Ok(ProjectConfig {
             source: inputs.source.as_ref().map(|s| s.path.clone()),
             root: inputs.root(),
             host,
             port,
             stop: derive_stop(inputs, flags)?,
+            notes: note.into_iter().collect(),
         })
     }
 
@@ -340,8 +345,9 @@ impl Config {
     fn derive(inputs: &Inputs, args: &RunArgs) -> Result<Config, ConfigError> {
         let inherit_socket = derive_inherit_socket(inputs)?;
         let command = derive_command(inputs, args)?;
-        let project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
-        let stack = stack::Stack::derive(inputs, args, &project)?;
+        let mut project = ProjectConfig::derive(inputs, &ProjectFlags::from(args), &command)?;
+        let mut stack = stack::Stack::derive(inputs, args, &project)?;
+        project.notes.append(&mut stack.notes);
         let command = stack.fill_backend_command(inputs, args, command)?;
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
@@ -399,18 +405,48 @@ fn derive_host(inputs: &Inputs, flags: &ProjectFlags) -> String {
     }
 }
 
-/// Flag, else `port`, else `--port N` in the command: devrun must know it.
+/// Flag, else `port` (a number, or `"auto"`: kept per checkout, see `kept_ports`), else
+/// `--port N` in the command: devrun must know it. With it, what to say about an auto pick.
 fn derive_port(
     inputs: &Inputs,
     flags: &ProjectFlags,
     command: &[String],
-) -> Result<u16, ConfigError> {
+    host: &str,
+) -> Result<(u16, Option<String>), ConfigError> {
+    let from_file = match (&flags.port, &inputs.file.port) {
+        (None, Some(value)) => {
+            let at = Some(value.span().start);
+            match value.get_ref() {
+                toml::Value::String(s) if s == "auto" => {
+                    let picked = kept_ports::pick(&inputs.root(), BACKEND, host, &[])
+                        .map_err(|e| inputs.err(at, format!("port = \"auto\": {e}")))?;
+                    return Ok((picked.port, picked.note));
+                }
+                toml::Value::Integer(n) => match u16::try_from(*n) {
+                    Ok(port) if port > 0 => Some(port),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .map(Some)
+            .ok_or_else(|| {
+                inputs.err(
+                    at,
+                    format!(
+                        "port must be a port number (1-65535) or \"auto\", found {}",
+                        value.get_ref()
+                    ),
+                )
+            })?
+        }
+        _ => None,
+    };
     match flags
         .port
-        .or(inputs.file.port)
+        .or(from_file)
         .or_else(|| port_in_command(command))
     {
-        Some(port) if port > 0 => Ok(port),
+        Some(port) if port > 0 => Ok((port, None)),
         _ => Err(inputs.err(
             None,
             "no port: set `port` in devrun.toml or pass --port (devrun must know which port the \

@@ -103,11 +103,16 @@ impl Contents {
         }
     }
 
+    /// What `path` holds now. The same content read again keeps its first reading's time: a
+    /// rewrite whose events come in two batches (the truncate and write, then the close) is
+    /// still judged against what a generation started with.
     fn record(&mut self, path: &Path, digest: Option<u64>) {
         match digest {
-            Some(digest) => self
-                .seen
-                .insert(path.to_path_buf(), (digest, Instant::now())),
+            Some(digest) => {
+                let kept = self.seen.get(path).filter(|(old, _)| *old == digest);
+                let read_at = kept.map_or_else(Instant::now, |(_, at)| *at);
+                self.seen.insert(path.to_path_buf(), (digest, read_at))
+            }
             None => self.seen.remove(path),
         };
     }
@@ -177,6 +182,22 @@ mod tests {
         assert!(!contents.unchanged_since(&path, spawned));
         std::fs::remove_file(&path).unwrap();
         assert!(!contents.unchanged_since(&path, Instant::now()), "deleted");
+    }
+
+    /// One rewrite seen in two batches (the truncate and write, then the close) is judged the
+    /// same both times: the second reading does not make the content "new since the start".
+    #[test]
+    fn a_rewrite_seen_in_two_batches_is_no_change_in_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.py");
+        std::fs::write(&path, "SCHEMA = {}\n").unwrap();
+        let mut contents = Contents::default();
+        contents.read(std::slice::from_ref(&path));
+        let spawned = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        std::fs::write(&path, "SCHEMA = {}\n").unwrap();
+        assert!(contents.unchanged_since(&path, spawned), "the first batch");
+        assert!(contents.unchanged_since(&path, spawned), "the second batch");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod envfile;
 pub mod error;
 pub mod guard;
 pub mod init;
+pub mod logfile;
 pub mod output;
 pub mod poller;
 pub mod port;

@@ -10,8 +10,10 @@ fn main() -> std::process::ExitCode {
         Some(
             Command::Status { project, .. }
             | Command::Stop { project }
-            | Command::Restart { project },
+            | Command::Restart { project }
+            | Command::Logs { project, .. },
         ) => Ui::new(project.color, false),
+        Some(Command::Up { run, .. }) => Ui::with_format(run.color, run.quiet, run.events),
         _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
     };
     let code = match run(&cli, &ui) {
@@ -29,6 +31,20 @@ fn main() -> std::process::ExitCode {
 fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
     match &cli.command {
         Some(Command::Status { json, project }) => return commands::status(project, *json),
+        Some(Command::Logs {
+            follow,
+            lines,
+            names,
+            project,
+        }) => {
+            let args = commands::LogsArgs {
+                project,
+                follow: *follow,
+                lines: *lines,
+                names,
+            };
+            return commands::logs(args);
+        }
         Some(Command::Init { force }) => {
             let cwd = std::env::current_dir()
                 .map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
@@ -61,6 +77,14 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
         .build()
         .map_err(|e| devrun::Error::io("cannot start the async runtime", e))?;
     match (&cli.command, config) {
+        (
+            Some(Command::Up {
+                json,
+                wait_timeout,
+                run,
+            }),
+            _,
+        ) => return runtime.block_on(up(run, *json, *wait_timeout, ui)),
         (Some(Command::Stop { project }), _) => runtime.block_on(commands::stop(project, ui))?,
         (Some(Command::Restart { project }), _) => {
             return runtime.block_on(commands::restart(project, ui))
@@ -69,4 +93,58 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
         _ => {}
     }
     Ok(ExitCode::Ok)
+}
+
+/// `devrun up`: the run's config is checked here (a bad one is exit 2 before anything starts),
+/// then handed, as the same arguments, to the devrun it starts in the background.
+async fn up(
+    run: &devrun::cli::RunArgs,
+    json: bool,
+    wait_timeout: Option<std::time::Duration>,
+    ui: &Ui,
+) -> Result<ExitCode, devrun::Error> {
+    if run.once {
+        return Err(devrun::Error::Usage(
+            "`devrun up` runs devrun in the background; use `devrun --once` for a smoke test"
+                .into(),
+        ));
+    }
+    let config = Config::load(run)?;
+    let wait_timeout =
+        wait_timeout.unwrap_or(config.ready.timeout + std::time::Duration::from_secs(10));
+    let args = commands::UpArgs {
+        config: &config,
+        project: devrun::cli::ProjectArgs {
+            config: run.config.clone(),
+            color: run.color,
+        },
+        forward: forwarded_args(),
+        json,
+        wait_timeout,
+    };
+    commands::up(args, ui).await
+}
+
+/// The arguments after `up`, less `up`'s own (`--json`, `--wait-timeout`): the run's flags and
+/// command, for the devrun `up` starts.
+fn forwarded_args() -> Vec<std::ffi::OsString> {
+    let mut args = std::env::args_os().skip_while(|a| a != "up").skip(1);
+    let mut forward = Vec::new();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            forward.push(arg);
+            forward.extend(args.by_ref());
+            break;
+        }
+        match text.as_ref() {
+            "--json" => {}
+            "--wait-timeout" => {
+                args.next();
+            }
+            t if t.starts_with("--wait-timeout=") => {}
+            _ => forward.push(arg),
+        }
+    }
+    forward
 }

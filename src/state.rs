@@ -8,6 +8,7 @@
 //! file is evidence, never orders: every pid in it is re-checked against the live system.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,13 @@ pub struct State {
     /// The stack's other members (`[processes.NAME]`), each with its live generation if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessRecord>,
+    /// How each member's last generation ended on its own ("exited with code 1: KeyError …"),
+    /// by name, until it starts again: what `devrun up` reports when a member fails.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exited: BTreeMap<String, String>,
+    /// Started by `devrun up`: where its output and every member's go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -101,6 +109,9 @@ pub struct BackendRecord {
     pub command: Vec<String>,
     /// Unix seconds when this generation started.
     pub started_at: u64,
+    /// devrun judged it ready (its port answered, or it has none and started).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl State {
@@ -110,6 +121,21 @@ impl State {
         match name {
             BACKEND => self.backend = running,
             _ => self.set_process(name, port, running),
+        }
+    }
+
+    /// Marks member `name`'s live generation ready.
+    pub fn set_ready(&mut self, name: &str) {
+        let running = match name {
+            BACKEND => self.backend.as_mut(),
+            _ => self
+                .processes
+                .iter_mut()
+                .find(|p| p.name == name)
+                .and_then(|p| p.running.as_mut()),
+        };
+        if let Some(running) = running {
+            running.ready = true;
         }
     }
 
@@ -227,6 +253,11 @@ impl StateDir {
     /// The project folder it belongs to.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes `.devrun/` (owner-only, with its `.gitignore`) if it is not there.
+    pub fn ensure(&self) -> io::Result<()> {
+        self.create()
     }
 
     /// `.devrun/` inside the project folder, never the project folder itself: a project folder
@@ -481,9 +512,12 @@ mod tests {
                 generation: 6,
                 command: vec!["python".into()],
                 started_at: 7,
+                ready: false,
             }),
             backend_run: true,
             processes: Vec::new(),
+            exited: BTreeMap::new(),
+            log: None,
         };
         state_dir.write(&state).unwrap();
         assert_eq!(state_dir.read(), Some(state.clone()));
@@ -525,6 +559,8 @@ mod tests {
             backend: None,
             backend_run: true,
             processes: Vec::new(),
+            exited: BTreeMap::new(),
+            log: None,
         };
         state_dir.write(&state).unwrap();
         assert_eq!(mode(&state_dir.state_path()), 0o600);
@@ -561,6 +597,7 @@ mod tests {
             generation: 1,
             command: vec!["python".into()],
             started_at: 7,
+            ready: false,
         }
     }
 

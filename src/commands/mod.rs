@@ -2,13 +2,17 @@
 //! of a project from outside it, through `.devrun/`, its control channel and the OS. None of them
 //! takes the project lock: asking must never keep a devrun from starting.
 
+mod logs;
 mod restart;
 mod status;
 mod stop;
+mod up;
 
+pub use logs::{logs, LogsArgs};
 pub use restart::restart;
 pub use status::{status, Verdict};
 pub use stop::stop;
+pub use up::{up, UpArgs};
 
 use crate::cli::ProjectArgs;
 use crate::config::ProjectConfig;

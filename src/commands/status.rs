@@ -70,6 +70,9 @@ struct StatusReport {
     devrun_pid: Option<u32>,
     devrun_running: bool,
     devrun_uptime_s: Option<u64>,
+    /// Started by `devrun up`: it runs in the background and its output goes here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<PathBuf>,
     backend: Option<BackendStatus>,
     host: String,
     port: Option<u16>,
@@ -217,6 +220,7 @@ impl StatusReport {
             project: project.root.clone(),
             devrun_pid,
             devrun_uptime_s: running.map(|s| now.saturating_sub(s.started_at)),
+            log: running.and_then(|s| s.log.clone()),
             devrun_running: running.is_some(),
             verdict: Verdict::whole(&judged, anything_alive),
             backend_run,
@@ -340,6 +344,12 @@ fn print_status(report: &StatusReport) {
     match (report.devrun_pid, report.devrun_uptime_s) {
         (Some(pid), Some(up)) => println!("{}pid {pid}, up {}", label("devrun"), duration(up)),
         _ => println!("{}not running", label("devrun")),
+    }
+    if let Some(log) = &report.log {
+        println!(
+            "{indent}in the background (devrun up); output: {}",
+            log.display()
+        );
     }
     if !report.backend_run {
         println!("{}not run by this devrun (--only)", label(BACKEND));

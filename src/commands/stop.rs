@@ -126,6 +126,8 @@ mod tests {
             backend: None,
             backend_run,
             processes: Vec::new(),
+            exited: Default::default(),
+            log: None,
         };
         for (name, port) in members {
             state.set_process(name, *port, None);

@@ -7,7 +7,8 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     pub(super) command: Option<Spanned<toml::Value>>,
-    pub(super) port: Option<u16>,
+    /// A number, or `"auto"` (see `kept_ports`).
+    pub(super) port: Option<Spanned<toml::Value>>,
     pub(super) host: Option<Spanned<String>>,
     pub(super) env_file: Option<Spanned<String>>,
     #[serde(default)]

@@ -7,14 +7,13 @@
 //! `restart_with`, and cycles in `after` (spelled out: `web → api → web`).
 
 use super::{
-    command_from_value, derive_env_table, FileReady, Inputs, Member as MemberConfig, ProcessWatch,
-    ProjectConfig, ReadyConfig, RestartPolicy,
+    command_from_value, derive_env_table, kept_ports, FileReady, Inputs, Member as MemberConfig,
+    ProcessWatch, ProjectConfig, ReadyConfig, RestartPolicy,
 };
 use crate::cli::RunArgs;
 use crate::error::ConfigError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
 use toml::Spanned;
 
@@ -28,10 +27,6 @@ mod placeholders;
 use order::*;
 
 pub(super) use placeholders::Placeholders;
-
-/// How many times a port the OS offers for `port = "auto"` may turn out to be one the config
-/// already names before giving up.
-const AUTO_PORT_TRIES: usize = 20;
 
 /// One `[processes.NAME]` table as written.
 #[derive(Debug, Deserialize)]
@@ -80,6 +75,8 @@ pub(super) struct Stack {
     ports: BTreeMap<String, Option<u16>>,
     /// `backend`, then the members in file order: what error messages offer.
     known: Vec<String>,
+    /// What picking `port = "auto"` ports has to say (a new pick).
+    pub notes: Vec<String>,
 }
 
 impl Stack {
@@ -97,12 +94,14 @@ impl Stack {
             ));
         }
         let only = derive_only(args, &members)?;
+        let (ports, notes) = derive_ports(inputs, &members, project)?;
         let mut stack = Stack {
             processes: Vec::new(),
             run_backend: only.as_ref().is_none_or(|names| names.contains(BACKEND)),
             host: project.host.clone(),
-            ports: derive_ports(inputs, &members, project)?,
+            ports,
             known: known_names(&members),
+            notes,
         };
         // Every member is checked, also those `--only` leaves out: a config is valid or not.
         for index in start_order(&members) {
@@ -234,13 +233,17 @@ fn drop_references_to_left_out(processes: &mut [MemberConfig], only: &BTreeSet<S
 
 // ---- ports ----
 
+/// Every member's port by name (None: it has none), the backend's included.
+type Ports = BTreeMap<String, Option<u16>>;
+
 /// Every member's port, the backend's included: fixed ones checked for duplicates, then
-/// `"auto"` ones picked, free and distinct from every other.
+/// `"auto"` ones (kept per checkout, see `kept_ports`), free and distinct from every other;
+/// and what the picks have to say.
 fn derive_ports(
     inputs: &Inputs,
     members: &[Member],
     project: &ProjectConfig,
-) -> Result<BTreeMap<String, Option<u16>>, ConfigError> {
+) -> Result<(Ports, Vec<String>), ConfigError> {
     let mut ports = BTreeMap::from([(BACKEND.to_string(), Some(project.port))]);
     let mut auto = Vec::new();
     for member in members {
@@ -280,44 +283,21 @@ fn derive_ports(
         ports.insert(member.name().to_string(), Some(port));
     }
     // Listeners held until every auto port is picked, so no two are the same.
-    let mut held = Vec::new();
+    let (mut held, mut notes) = (Vec::new(), Vec::new());
     for member in auto {
-        let (port, listener) = pick_free_port(&project.host, &ports).map_err(|e| {
-            inputs.err(
-                member.file.port.as_ref().map(|v| v.span().start),
-                format!("{} = \"auto\": {e}", member.key("port")),
-            )
-        })?;
-        held.push(listener);
-        ports.insert(member.name().to_string(), Some(port));
+        let taken: Vec<u16> = ports.values().flatten().copied().collect();
+        let picked = kept_ports::pick(&project.root, member.name(), &project.host, &taken)
+            .map_err(|e| {
+                inputs.err(
+                    member.file.port.as_ref().map(|v| v.span().start),
+                    format!("{} = \"auto\": {e}", member.key("port")),
+                )
+            })?;
+        ports.insert(member.name().to_string(), Some(picked.port));
+        notes.extend(picked.note);
+        held.push(picked._held);
     }
-    Ok(ports)
-}
-
-/// A port the OS says is free on `host` now and that no other member names.
-fn pick_free_port(
-    host: &str,
-    taken: &BTreeMap<String, Option<u16>>,
-) -> Result<(u16, TcpListener), String> {
-    let addr = crate::port::resolve(host, 0).map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    // Offered ports that another member names stay bound meanwhile, so they are not offered
-    // again.
-    let mut refused = Vec::new();
-    for _ in 0..AUTO_PORT_TRIES {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| format!("cannot bind a free port on {host}: {e}"))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the port the OS picked on {host}: {e}"))?
-            .port();
-        if !taken.values().any(|p| *p == Some(port)) {
-            return Ok((port, listener));
-        }
-        refused.push(listener);
-    }
-    Err(format!(
-        "the OS offered only ports other processes of the config name ({AUTO_PORT_TRIES} tries)"
-    ))
+    Ok((ports, notes))
 }
 
 // ---- one member's keys ----

@@ -66,8 +66,29 @@ impl Shared {
     /// only orphan recovery after a crash would miss this generation.
     pub fn record(&self, ui: &Ui, member: &Member, running: Option<BackendRecord>) {
         let mut state = self.state.borrow_mut();
+        if running.is_some() {
+            state.exited.remove(&member.name);
+        }
         state.set_member(&member.name, member.port, running);
-        if let Err(e) = self.state_dir.write(&state) {
+        self.write(ui, &state);
+    }
+
+    /// Records that `member`'s live generation is ready.
+    pub fn record_ready(&self, ui: &Ui, member: &Member) {
+        let mut state = self.state.borrow_mut();
+        state.set_ready(&member.name);
+        self.write(ui, &state);
+    }
+
+    /// Records how `member`'s generation ended on its own (until its next start).
+    pub fn record_exit(&self, ui: &Ui, member: &Member, how: String) {
+        let mut state = self.state.borrow_mut();
+        state.exited.insert(member.name.clone(), how);
+        self.write(ui, &state);
+    }
+
+    fn write(&self, ui: &Ui, state: &State) {
+        if let Err(e) = self.state_dir.write(state) {
             let path = self.state_dir.path().join("state.json");
             ui.emit(
                 &Warn::StateNotWritten {
@@ -110,6 +131,9 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     if let Some(text) = process::prepare_console() {
         ui.emit(&Warn::Console { text }.into());
     }
+    for note in &config.notes {
+        ui.emit(&Event::Warning(note.clone()));
+    }
     let shutdown = Shutdown::install()?;
     // `rs` typed in the terminal is the same request as `devrun restart`.
     let typed = Typed::start(shutdown.control_sender(), ui.clone());
@@ -142,7 +166,13 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         backend: None,
         backend_run: config.run_backend,
         processes: Vec::new(),
+        exited: Default::default(),
+        log: std::env::var_os(crate::logfile::LOG_VARIABLE).map(PathBuf::from),
     };
+    if let Some(log) = state.log.clone() {
+        // Started by `devrun up`: its output goes to this file, kept bounded while it runs.
+        tokio::spawn(crate::logfile::keep_bounded(log));
+    }
     let members = config.members();
     let backend_filter = Filter::new(&config.watch, &config.root)
         .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;

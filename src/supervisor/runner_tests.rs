@@ -58,6 +58,8 @@ fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
         backend: None,
         backend_run: false,
         processes: Vec::new(),
+        exited: Default::default(),
+        log: None,
     };
     let backend_filter = Filter::new(&config.watch, &config.root).unwrap();
     let shared = Rc::new(Shared {

@@ -94,6 +94,7 @@ impl Runner {
             generation: unit.generation,
             command: self.member.command.clone(),
             started_at: state::unix_now(),
+            ready: false,
         };
         self.shared.record(&self.ui, &self.member, Some(record));
         Ok(Ok(backend))

@@ -207,7 +207,10 @@ impl Runner {
         match (before, after) {
             (Phase::Claiming, Phase::Gated) => self.tell(Up::Claimed(self.index)),
             (Phase::Serving(Readiness::Ready(_)), _) => {}
-            (_, Phase::Serving(Readiness::Ready(_))) => self.tell(Up::Ready(self.index)),
+            (_, Phase::Serving(Readiness::Ready(_))) => {
+                self.shared.record_ready(&self.ui, &self.member);
+                self.tell(Up::Ready(self.index));
+            }
             _ => {}
         }
     }
@@ -405,6 +408,11 @@ impl Runner {
             unit.backoff = BACKOFF_FIRST;
         }
         unit.failed = !status.success();
+        let how = match &summary {
+            Some(summary) => format!("exited with {described}: {summary}"),
+            None => format!("exited with {described}"),
+        };
+        self.shared.record_exit(&self.ui, &self.member, how);
         self.ui.emit(&Event::Exited {
             generation: unit.generation,
             status: described,

@@ -307,10 +307,16 @@ impl Project {
     /// Like [`Project::start`], with a last say over devrun's command: run it as another user,
     /// give it a stderr nobody reads, …
     pub fn start_with(mut self, customize: impl FnOnce(&mut Command)) -> Project {
+        self = self.written();
+        self.spawn(customize);
+        self
+    }
+
+    /// Writes the config, starting nothing (for commands that start devrun themselves).
+    pub fn written(self) -> Project {
         if let Some(config) = &self.config {
             fs::write(self.root.join("devrun.toml"), self.fill_in(config)).unwrap();
         }
-        self.spawn(customize);
         self
     }
 
@@ -365,6 +371,36 @@ impl Project {
         );
         command.envs(env.iter().copied());
         Guard::spawn(&format!("devrun {}", args.join(" ")), &mut command).with_logs(stdout, stderr)
+    }
+
+    /// Runs devrun to its end (in `cwd`, else the project folder) with this project's own tag,
+    /// so what it leaves running in the background (`devrun up`) is ended with the project:
+    /// its exit code, stdout and stderr.
+    pub fn run_tagged(&self, cwd: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+        let n = SPAWNED.fetch_add(1, Ordering::SeqCst);
+        let stdout = self.tmp.path().join(format!("tagged-{n}.stdout.log"));
+        let stderr = self.tmp.path().join(format!("tagged-{n}.stderr.log"));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut command = self.command(
+            &args,
+            File::create(&stdout).unwrap(),
+            File::create(&stderr).unwrap(),
+        );
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().expect("cannot start the devrun binary");
+        let status = poll(WAIT * 3, || child.try_wait().unwrap());
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("devrun {args:?} did not exit within {:?}", WAIT * 3);
+        };
+        (
+            status.code().unwrap_or(-1),
+            fs::read_to_string(stdout).unwrap_or_default(),
+            fs::read_to_string(stderr).unwrap_or_default(),
+        )
     }
 
     /// The project's temp folder (the root's parent): record file and logs live there.

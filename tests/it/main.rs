@@ -30,6 +30,7 @@ mod stack_config;
 mod stack_state;
 mod stack_status;
 mod typed;
+mod up;
 mod validation;
 mod watch_filter;
 mod watching;

@@ -44,6 +44,16 @@ pub const REUSE_ADDRESS: bool = true;
 pub const SOCKETS_OUTLIVE_OWNER: bool = false;
 
 /// Nothing to prepare: a process group gets signals without a console.
+/// Starts `cmd` in a session of its own (`devrun up`): no controlling terminal, so closing the
+/// terminal or Ctrl-C there never reaches it.
+pub fn detach(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent's memory.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+    }
+}
+
 pub fn prepare_console() -> Option<String> {
     None
 }

@@ -38,6 +38,15 @@ fn check(ok: i32) -> io::Result<()> {
 
 /// No process groups in the Unix sense: the job object is the group.
 /// Not sampled on Windows.
+/// Starts `cmd` without a console and in a process group of its own (`devrun up`): the
+/// terminal's Ctrl-C never reaches it, and it makes the hidden console its backends need.
+pub fn detach(cmd: &mut std::process::Command) {
+    use std::os::windows::process::CommandExt;
+    const DETACHED_PROCESS: u32 = 0x0000_0008;
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+}
+
 pub fn resident_bytes(_pid: u32) -> Option<u64> {
     None
 }
