@@ -13,6 +13,7 @@ mod crash_summary;
 mod env_poll_guard;
 mod events;
 mod fastapi;
+mod hostile_input;
 mod hostile_tree;
 mod inherit;
 mod init;
