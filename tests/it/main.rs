@@ -20,6 +20,7 @@ mod init;
 mod once;
 mod orphan;
 mod preload;
+mod preload_hostile;
 mod pyproject;
 mod reliability;
 mod restart;
