@@ -120,3 +120,45 @@ fn an_env_file_replaced_by_a_pipe_keeps_the_old_values_and_ctrl_c_works() {
     assert!(!served.alive());
     p.assert_nothing_left();
 }
+
+/// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: i32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    numbers_in(line)[0] as u64
+}
+
+/// A 20 MB line pasted into devrun's terminal while the backend does not read its stdin:
+/// devrun's memory stays bounded (it reads and queues pieces, drops what waits too long, says
+/// so once), and `rs` still works afterwards.
+#[test]
+fn a_20_mb_typed_line_is_never_held_whole() {
+    let mut pty = crate::typed::Pty::open();
+    pty.raw();
+    let project = pty.start(Project::testapp("normal.py"));
+    let first = project.wait_for_version("v1", WAIT);
+    let before = status_kb(project.pid(), "VmRSS:");
+    let mut line = vec![b'x'; 20 << 20];
+    line.push(b'\n');
+    pty.type_bytes(&line);
+    project.wait_until("the note", WAIT, || {
+        project
+            .stderr()
+            .contains("typed line dropped: the backend is not reading its stdin")
+    });
+    let peak = status_kb(project.pid(), "VmHWM:");
+    assert!(
+        peak < before + 8 * 1024,
+        "devrun grew from {before} kB to a peak of {peak} kB"
+    );
+    assert_eq!(
+        project.stderr().matches("typed line dropped").count(),
+        1,
+        "{}",
+        project.stderr()
+    );
+    pty.type_bytes(b"rs\n");
+    let second = project.wait_for_starts(2, WAIT)[1].clone();
+    assert_eq!(second.generation, Some(2));
+    assert!(!first.alive());
+}
