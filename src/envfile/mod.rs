@@ -131,6 +131,11 @@ fn parse(text: &str, shown: &str) -> Result<Vars, String> {
             )));
         }
         match parsed.next() {
+            Some(Ok((_, value))) if value.contains('\0') => {
+                return Err(at(
+                    "the value contains a NUL byte, which no process can be given",
+                ))
+            }
             Some(Ok((key, value))) => {
                 total += value.len();
                 if let Some(old) = vars.insert(key, value) {
@@ -188,6 +193,8 @@ mod tests {
             e,
             ".env:6: DATABASE_URL: a double quote is never closed (value not shown)"
         );
+        let e = parse("A=1\nTOKEN=SE\0CRET\n", ".env").unwrap_err();
+        assert_eq!(e, ".env:2: TOKEN: the value contains a NUL byte, which no process can be given (value not shown)");
         let e = parse("A=1\nTOKEN=SECRET more\n", ".env").unwrap_err();
         assert!(e.starts_with(".env:2: TOKEN: a space inside"), "{e}");
         assert!(!e.contains("SECRET"), "{e}");

@@ -162,3 +162,38 @@ fn a_20_mb_typed_line_is_never_held_whole() {
     assert_eq!(second.generation, Some(2));
     assert!(!first.alive());
 }
+
+/// A NUL byte no process can be given is a configuration error with file, line and column
+/// (or the env file's line and key), exit 2 before anything starts, never a failed spawn.
+#[test]
+fn a_nul_byte_in_a_command_or_the_env_file_is_caught_at_load() {
+    let p = Project::empty();
+    let cases = [
+        "command = [\"true\", \"a\\u0000b\"]\nport = 1\n",
+        "port = 1\ncommand = \"true a\\u0000b\"\n",
+        "command = [\"true\"]\nport = 1\n[processes.w]\ncommand = [\"true\", \"\\u0000\"]\n",
+    ];
+    for (config, at) in cases.iter().zip([
+        "devrun.toml:1:11:",
+        "devrun.toml:2:11:",
+        "devrun.toml:4:11:",
+    ]) {
+        fs::write(p.root.join("devrun.toml"), config).unwrap();
+        let (code, out) = p.run_another(["--once"], WAIT);
+        assert_eq!(code, 2, "{config}: {out}");
+        assert!(out.contains(at), "{config}: {out}");
+        assert!(out.contains("contains a NUL byte"), "{config}: {out}");
+    }
+    fs::write(
+        p.root.join("devrun.toml"),
+        "command = [\"true\"]\nport = 1\nenv_file = \".env\"\n",
+    )
+    .unwrap();
+    fs::write(p.root.join(".env"), "A=1\nB=ok\0z\n").unwrap();
+    let (code, out) = p.run_another(["--once"], WAIT);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(".env:2: B: the value contains a NUL byte"),
+        "{out}"
+    );
+}
