@@ -197,3 +197,16 @@ fn a_nul_byte_in_a_command_or_the_env_file_is_caught_at_load() {
         "{out}"
     );
 }
+
+/// `{{port}}` reaches the backend as the text `{port}`, beside a filled `{port}`.
+#[test]
+fn doubled_braces_pass_a_literal_placeholder_to_the_backend() {
+    let p = Project::testapp("normal.py")
+        .config("command = [\"$PYTHON\", \"normal.py\", \"{{port}}\", \"{port}\"]\nport = $PORT\n")
+        .start();
+    let served = p.wait_for_version("v1", WAIT);
+    let cmdline = fs::read(format!("/proc/{}/cmdline", served.pid)).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(args[2], b"{port}");
+    assert_eq!(args[3], p.port.to_string().as_bytes());
+}
