@@ -3,7 +3,8 @@
 //! project module reached through a symlink, a package installed while running).
 
 use crate::harness::*;
-use crate::preload::{parent_of, preloading};
+use crate::preload::{library, parent_of, preloading};
+use std::fs;
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -63,5 +64,78 @@ fn a_preloader_that_does_not_answer_a_fork_is_killed_and_replaced() {
         p.stderr().contains("did not answer a fork request"),
         "{}",
         p.stderr()
+    );
+}
+
+/// A preloaded library that runs a project file by its path (`spec_from_file_location` +
+/// `exec_module`, as config and hook loaders do): preload is refused naming the file, so an
+/// edit of it is served (a fork would answer with the old hooks).
+#[test]
+fn a_project_file_a_library_runs_by_path_refuses_preload() {
+    let source = "import importlib.util, os\n\
+                  spec = importlib.util.spec_from_file_location(\n    \
+                      'hooks', os.path.join(os.getcwd(), 'app', 'hooks.py'))\n\
+                  hooks = importlib.util.module_from_spec(spec)\n\
+                  spec.loader.exec_module(hooks)\n";
+    let (p, _) = library(preloading("[\"hookloader\"]"), "hookloader", source);
+    p.write_atomic("app/hooks.py", "VERSION = 'h1'\n");
+    p.write_atomic(
+        "app/version.py",
+        "import hookloader\nVERSION = hookloader.hooks.VERSION\n",
+    );
+    let p = p.start();
+    let first = p.wait_for_version("h1", WAIT);
+    assert_eq!(parent_of(first.pid), p.pid(), "not a cold start");
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("preload refused: a project file was read by preloading hookloader"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("app/hooks.py"), "{stderr}");
+    p.write_atomic("app/hooks.py", "VERSION = 'h2'\n");
+    let second = p.wait_for_version("h2", WAIT);
+    assert!(!first.alive());
+    assert_eq!(parent_of(second.pid), p.pid());
+}
+
+/// A library that connects at import: every fork would share the connection; preload is
+/// refused with the socket named, and the backend starts cold.
+#[test]
+fn a_connection_opened_at_import_refuses_preload_naming_it() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let source = format!("import socket\nconn = socket.create_connection(('127.0.0.1', {port}))\n");
+    let (p, _) = library(preloading("[\"dbclient\"]"), "dbclient", &source);
+    let p = p.start();
+    let served = p.wait_for_version("v1", WAIT);
+    assert_eq!(parent_of(served.pid), p.pid(), "not a cold start");
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("preloading dbclient opened a socket"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("a TCP connection to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+/// Project code imported through a symlink (a library folder holding a link to a project
+/// package) is still project code: preload is refused naming it.
+#[test]
+fn project_code_imported_through_a_symlink_refuses_preload() {
+    let p = preloading("[\"sneaky\"]");
+    let lib = p.tmp_dir().join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    std::os::unix::fs::symlink(p.root.join("app"), lib.join("appalias")).unwrap();
+    fs::write(lib.join("sneaky.py"), "import appalias.version\n").unwrap();
+    let p = p.env("PYTHONPATH", lib.to_str().unwrap()).start();
+    let served = p.wait_for_version("v1", WAIT);
+    assert_eq!(parent_of(served.pid), p.pid(), "not a cold start");
+    let stderr = p.stderr();
+    assert!(
+        stderr
+            .contains("project code was imported by preloading sneaky: appalias, appalias.version"),
+        "{stderr}"
     );
 }
