@@ -407,27 +407,40 @@ def findable(name):
         return False
 
 
+def stamp(path):
+    """What tells a file (or folder) changed: mtime and size, and inode and ctime too, which a
+    rewrite that keeps size and mtime (`cp -p`, `rsync -t`, a tool restoring them) still
+    changes. None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
 def stamps(loaded):
-    """Each loaded file's (mtime, size), None if it cannot be read."""
-    result = {}
-    for path in (module["file"] for module in loaded):
-        try:
-            st = os.stat(path)
-            result[path] = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            result[path] = None
-    return result
+    """Each loaded file's stamp."""
+    return {module["file"]: stamp(module["file"]) for module in loaded}
+
+
+def package_folders(root):
+    """The folders on `sys.path` outside the project (a virtualenv's inside it too): a package
+    installed or removed there (`pip install -e`: a new `.pth` and `.dist-info`) changes the
+    folder's stamp, and only a fresh interpreter reads a new `.pth`."""
+    folders = []
+    for entry in sys.path:
+        real = os.path.realpath(entry or ".")
+        inside = real == root or real.startswith(root + os.sep)
+        packages = "site-packages" in real or "dist-packages" in real
+        if os.path.isdir(real) and (not inside or (packages and real != root)):
+            folders.append(real)
+    return folders
 
 
 def first_stale(stamped):
     """The first file whose stamp differs from `stamped` (changed, gone or back), or None."""
     for path, before in stamped.items():
-        try:
-            st = os.stat(path)
-            now = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            now = None
-        if now != before:
+        if stamp(path) != before:
             return path
     return None
 
@@ -606,6 +619,7 @@ def main():
         sys.exit(0)
     loaded, count, read = result
     stamped = stamps(loaded + read)
+    stamped.update((folder, stamp(folder)) for folder in package_folders(root))
     send(sock, "loaded", imported=count, modules=loaded, read=read)
     return serve(sock, stamped), libc
 

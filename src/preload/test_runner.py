@@ -123,6 +123,35 @@ class Stamps(unittest.TestCase):
             os.remove(kept)
             self.assertEqual(runner.first_stale(stamped), kept)
 
+    def test_a_rewrite_that_keeps_size_and_mtime_is_stale(self):
+        with tempfile.TemporaryDirectory() as root:
+            dep = write(root, "dep.py", "VALUE = 'a1'\n")
+            before = os.stat(dep)
+            stamped = runner.stamps([{"name": "dep", "file": dep, "by": "dep"}])
+            os.replace(write(root, "new.py", "VALUE = 'b2'\n"), dep)
+            os.utime(dep, ns=(before.st_atime_ns, before.st_mtime_ns))
+            self.assertEqual(os.stat(dep).st_size, before.st_size)
+            self.assertEqual(runner.first_stale(stamped), dep)
+
+    def test_a_package_installed_into_a_path_folder_is_stale(self):
+        with tempfile.TemporaryDirectory() as project, tempfile.TemporaryDirectory() as site:
+            project = os.path.realpath(project)
+            venv = os.path.join(project, ".venv", "lib", "site-packages")
+            os.makedirs(venv)
+            os.makedirs(os.path.join(project, "src"))  # the project's own: changes with it
+            saved, cwd = sys.path[:], os.getcwd()
+            sys.path[:] = ["", project, os.path.join(project, "src"), venv, site]
+            try:
+                os.chdir(project)
+                folders = runner.package_folders(project)
+            finally:
+                sys.path[:] = saved
+                os.chdir(cwd)
+            self.assertEqual(folders, [venv, os.path.realpath(site)])
+            stamped = {f: runner.stamp(f) for f in folders}
+            write(site, "__editable__.x.pth", "/somewhere\n")
+            self.assertEqual(runner.first_stale(stamped), os.path.realpath(site))
+
 
 class Findable(unittest.TestCase):
     def test_only_installed_submodules(self):

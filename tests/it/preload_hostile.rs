@@ -139,3 +139,87 @@ fn project_code_imported_through_a_symlink_refuses_preload() {
         "{stderr}"
     );
 }
+
+/// The testapp preloading `modules`, run by `python` (a path).
+fn testapp_preloading(python: &str, modules: &str) -> Project {
+    Project::testapp("normal.py").config(&format!(
+        "command = [\"{python}\", \"normal.py\"]\nport = $PORT\n[watch]\ndebounce_ms = 50\n\
+         [server]\npreload = {modules}\n"
+    ))
+}
+
+/// A package installed while devrun runs (`pip install -e`: a new `.pth` in site-packages) is
+/// seen: the next generation comes from a fresh preloader, which reads the `.pth`, instead of a
+/// fork that fails with ModuleNotFoundError.
+#[test]
+fn a_pth_added_to_site_packages_while_running_means_a_fresh_preloader() {
+    let scratch = tempfile::tempdir().unwrap();
+    let venv = scratch.path().join("venv");
+    let made = std::process::Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success(), "cannot make a venv");
+    let lib = fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let site = lib.path().join("site-packages");
+    assert!(site.is_dir(), "{}", site.display());
+    let venv_python = venv.join("bin/python");
+    let p = testapp_preloading(venv_python.to_str().unwrap(), "[\"json\"]").start();
+    let first = p.wait_for_version("v1", WAIT);
+    let old = parent_of(first.pid);
+    assert_ne!(old, p.pid(), "not forked");
+    let editable = scratch.path().join("libs/x");
+    fs::create_dir_all(&editable).unwrap();
+    fs::write(editable.join("newpkg.py"), "VALUE = 'n1'\n").unwrap();
+    fs::write(
+        site.join("__editable__.newpkg.pth"),
+        format!("{}\n", editable.display()),
+    )
+    .unwrap();
+    p.write_atomic("version.py", "import newpkg\nVERSION = newpkg.VALUE\n");
+    let second = p.wait_for_version("n1", WAIT);
+    let fresh = parent_of(second.pid);
+    assert!(
+        fresh != old && fresh != p.pid(),
+        "not from a fresh preloader"
+    );
+    assert!(
+        p.stderr().contains("starting a fresh preloader"),
+        "{}",
+        p.stderr()
+    );
+}
+
+/// A dependency rewritten with the same size and modification time is still seen.
+#[test]
+fn a_dependency_rewritten_with_the_same_size_and_mtime_means_a_fresh_preloader() {
+    let p = testapp_preloading("$PYTHON", "[\"dep\"]");
+    let (p, dep) = library(p, "dep", "VALUE = 'a1'\n");
+    p.write_atomic("version.py", "import dep\nVERSION = dep.VALUE\n");
+    let p = p.start();
+    let first = p.wait_for_version("a1", WAIT);
+    let old = parent_of(first.pid);
+    assert_ne!(old, p.pid(), "not forked");
+    let mtime = fs::metadata(&dep).unwrap().modified().unwrap();
+    let new = dep.with_extension("new");
+    fs::write(&new, "VALUE = 'b2'\n").unwrap();
+    fs::rename(&new, &dep).unwrap();
+    let file = fs::File::options().write(true).open(&dep).unwrap();
+    file.set_times(fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
+    drop(file);
+    assert_eq!(fs::metadata(&dep).unwrap().modified().unwrap(), mtime);
+    p.write_atomic("version.py", "import dep\nVERSION = dep.VALUE  # touched\n");
+    let second = p.wait_for_version("b2", WAIT);
+    assert_ne!(parent_of(second.pid), old, "the stale preloader forked it");
+    assert!(
+        p.stderr().contains("starting a fresh preloader"),
+        "{}",
+        p.stderr()
+    );
+}
