@@ -59,9 +59,9 @@ impl Placeholders<'_> {
                 rest = &tail[2..];
                 continue;
             }
-            if tail.starts_with('}') {
+            if let Some(after) = tail.strip_prefix('}') {
                 out.push('}');
-                rest = &tail[1..];
+                rest = after;
                 continue;
             }
             let Some(close) = tail.find('}') else {
