@@ -9,8 +9,8 @@
 
 use crate::control::Request;
 use crate::ui::{Ui, Warn};
-use std::io::{BufRead, IsTerminal, PipeWriter, Write};
-use std::sync::mpsc::{self, Sender};
+use std::io::{BufRead, IsTerminal, PipeWriter, Read, Write};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -19,6 +19,11 @@ use tokio::sync::mpsc::UnboundedSender;
 pub const RESTART_LINE: &str = "rs";
 /// Who a restart by [`RESTART_LINE`] says asked for it.
 const RESTART_BY: &str = "rs";
+/// A typed (or pasted) line is read and forwarded in pieces of at most this many bytes, and
+/// at most [`QUEUED`] pieces wait for a backend that does not read: devrun never holds more
+/// than about 1 MiB of input, however long the line.
+const PIECE: usize = 64 * 1024;
+const QUEUED: usize = 16;
 
 /// Whether lines typed in devrun's terminal are forwarded: decided once, at the first call.
 pub fn forwarding() -> bool {
@@ -29,7 +34,7 @@ pub fn forwarding() -> bool {
 /// Where typed lines go: the current generation's stdin, while one runs.
 #[derive(Clone, Default)]
 pub struct Typed {
-    current: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
+    current: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
 }
 
 impl Typed {
@@ -51,7 +56,7 @@ impl Typed {
     /// The next lines go to `stdin`, the pipe a generation reads, written by a thread of its
     /// own (a backend that does not read must never block devrun).
     pub fn attach(&self, mut stdin: PipeWriter) {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUED);
         let spawned = std::thread::Builder::new()
             .name("devrun-stdin-pipe".into())
             .spawn(move || {
@@ -71,41 +76,56 @@ impl Typed {
         self.set(None);
     }
 
-    fn set(&self, to: Option<Sender<Vec<u8>>>) {
+    fn set(&self, to: Option<SyncSender<Vec<u8>>>) {
         if let Ok(mut current) = self.current.lock() {
             *current = to;
         }
     }
 
-    /// Hands `line` to the attached generation; false when none takes it.
-    fn forward(&self, line: Vec<u8>) -> bool {
+    /// Hands a piece of a line to the attached generation; Err: why nobody takes it.
+    fn forward(&self, piece: Vec<u8>) -> Result<(), &'static str> {
+        let none = "no backend is running, or its stdin was closed (Ctrl-D)";
         let Ok(current) = self.current.lock() else {
-            return false;
+            return Err(none);
         };
-        current.as_ref().is_some_and(|tx| tx.send(line).is_ok())
+        match current.as_ref().map(|tx| tx.try_send(piece)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(TrySendError::Full(_))) => Err("the backend is not reading its stdin"),
+            Some(Err(TrySendError::Disconnected(_))) | None => Err(none),
+        }
     }
 
     fn read_terminal(&self, requests: &UnboundedSender<Request>, ui: &Ui) {
         let mut stdin = std::io::stdin().lock();
         let mut line = Vec::new();
+        // Whether the next piece starts a line (only a whole short line can be `rs`), and
+        // whether this line's drop was said already (once per line, not per piece).
+        let (mut line_start, mut said) = (true, false);
         loop {
             line.clear();
-            match stdin.read_until(b'\n', &mut line) {
+            let read = (&mut stdin).take(PIECE as u64).read_until(b'\n', &mut line);
+            let ends = line.is_empty() || line.ends_with(b"\n");
+            let starts = std::mem::replace(&mut line_start, ends);
+            if starts {
+                said = false;
+            }
+            match read {
                 // Ctrl-D: the backend's stdin ends too (pdb quits on it); the terminal stays,
                 // so reading goes on for the next generation.
                 Ok(0) => {
                     self.detach();
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Ok(_) if is_restart(&line) => {
+                Ok(_) if starts && is_restart(&line) => {
                     if requests.send(Request::Restart(RESTART_BY)).is_err() {
                         return;
                     }
                 }
                 Ok(_) => {
-                    if !self.forward(line.clone()) {
-                        let why = "no backend is running, or its stdin was closed (Ctrl-D)";
-                        ui.emit(&Warn::InputDropped { why }.into());
+                    if let Err(why) = self.forward(line.clone()) {
+                        if !std::mem::replace(&mut said, true) {
+                            ui.emit(&Warn::InputDropped { why }.into());
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -138,11 +158,14 @@ mod tests {
     fn lines_reach_the_attached_pipe_and_none_after_detach() {
         let (mut reader, writer) = std::io::pipe().unwrap();
         let typed = Typed::default();
-        assert!(!typed.forward(b"early\n".to_vec()), "nothing attached yet");
+        assert!(
+            typed.forward(b"early\n".to_vec()).is_err(),
+            "nothing attached yet"
+        );
         typed.attach(writer);
-        assert!(typed.forward(b"c\n".to_vec()));
+        assert!(typed.forward(b"c\n".to_vec()).is_ok());
         typed.detach();
-        assert!(!typed.forward(b"late\n".to_vec()));
+        assert!(typed.forward(b"late\n".to_vec()).is_err());
         let mut got = String::new();
         std::io::Read::read_to_string(&mut reader, &mut got).unwrap();
         assert_eq!(got, "c\n", "the pipe ends at detach");

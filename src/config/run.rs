@@ -301,6 +301,18 @@ pub(super) fn derive_env_file(
 }
 
 pub(super) fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {
+    let command = command_parts(value)?;
+    // The OS cannot pass it: caught here, with file, line and column, not at the first spawn.
+    match command.iter().position(|arg| arg.contains('\0')) {
+        Some(i) => Err(format!(
+            "`command` argument {} contains a NUL byte, which no program can be given",
+            i + 1
+        )),
+        None => Ok(command),
+    }
+}
+
+fn command_parts(value: &toml::Value) -> Result<Vec<String>, String> {
     match value {
         toml::Value::String(line) => shell_words::split(line)
             .map_err(|e| format!("`command` cannot be split into arguments: {e}")),

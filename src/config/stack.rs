@@ -123,6 +123,7 @@ impl Stack {
             own: self.ports.get(name).copied().flatten(),
             ports: &self.ports,
             known: &self.known,
+            fd: None,
         }
     }
 
@@ -135,7 +136,10 @@ impl Stack {
         args: &RunArgs,
         command: Vec<String>,
     ) -> Result<Vec<String>, ConfigError> {
-        let fill = self.placeholders(BACKEND);
+        let fill = Placeholders {
+            fd: Some(crate::process::INHERITED_FD),
+            ..self.placeholders(BACKEND)
+        };
         let span = match (&inputs.file.command, args.command.is_empty()) {
             (Some(value), true) => Some(value.span()),
             _ => None,
@@ -143,11 +147,10 @@ impl Stack {
         command
             .into_iter()
             .map(|arg| {
-                let filled = fill.fill(&arg).map_err(|unfilled| match &span {
+                fill.fill(&arg).map_err(|unfilled| match &span {
                     Some(span) => unfilled.located(inputs, "`command`", span.clone()),
                     None => ConfigError::plain(format!("the command after `--`: {unfilled}")),
-                })?;
-                Ok(filled.replace("{fd}", &crate::process::INHERITED_FD.to_string()))
+                })
             })
             .collect()
     }

@@ -154,7 +154,8 @@ impl Preloader {
             Ok(loaded) => loaded,
             Err(refused) => return Ok(Started::Refused(refused)),
         };
-        if let Some(reason) = project_module(&loaded.modules, is_project) {
+        let project = project_module(&loaded.modules, is_project);
+        if let Some(reason) = project.or_else(|| project_file_read(&loaded.read, is_project)) {
             return Ok(Started::Refused(reason));
         }
         let (replies_tx, replies) = mpsc::unbounded_channel();
@@ -282,6 +283,7 @@ impl Preloader {
 struct Loaded {
     imported: usize,
     modules: Vec<protocol::Module>,
+    read: Vec<protocol::ReadFile>,
     skipped: Vec<(String, String)>,
 }
 
@@ -295,10 +297,15 @@ async fn handshake(lines: &mut Replies, deadline: tokio::time::Instant) -> Resul
         match next_reply(lines, deadline).await? {
             Reply::Skipped { module, error } => skipped.push((module, error)),
             Reply::Refused { reason } => return Err(reason),
-            Reply::Loaded { imported, modules } => {
+            Reply::Loaded {
+                imported,
+                modules,
+                read,
+            } => {
                 return Ok(Loaded {
                     imported,
                     modules,
+                    read,
                     skipped,
                 })
             }
@@ -433,6 +440,26 @@ fn project_module(
     ))
 }
 
+/// A project file preloading read or ran without importing it as a module (a library's
+/// `spec_from_file_location` + `exec_module`, or `open` + `exec`): its contents would be stale
+/// in every fork after an edit, as an imported module's would.
+fn project_file_read(
+    read: &[protocol::ReadFile],
+    is_project: &dyn Fn(&Path) -> bool,
+) -> Option<String> {
+    let found: Vec<&protocol::ReadFile> = read.iter().filter(|r| is_project(&r.file)).collect();
+    let first = found.first()?;
+    Some(format!(
+        "a project file was read by preloading {}: {}{} (it would be stale in every fork)",
+        first.by,
+        first.file.display(),
+        match found.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +486,23 @@ mod tests {
             Some(
                 "project code was imported by preloading sneaky: app, app.settings \
                  (/p/app/settings.py, …)"
+            )
+        );
+        let read = |file: &str| protocol::ReadFile {
+            file: file.into(),
+            by: "pluggy".into(),
+        };
+        let files = [
+            read("/v/pluggy/x.py"),
+            read("/p/hooks.py"),
+            read("/p/conf.py"),
+        ];
+        assert_eq!(project_file_read(&files[..1], &is_project), None);
+        assert_eq!(
+            project_file_read(&files, &is_project).as_deref(),
+            Some(
+                "a project file was read by preloading pluggy: /p/hooks.py and 1 more \
+                 (it would be stale in every fork)"
             )
         );
         let at_start = [module("app", "/p/app/__init__.py", None)];

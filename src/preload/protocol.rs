@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever a message changes; the preloader's `hello` must carry this one.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// How much of an unreadable line an error shows.
 const SHOWN: usize = 200;
 
@@ -76,10 +76,12 @@ pub enum Reply {
     /// It will not serve (a module started a thread); it exits.
     Refused { reason: String },
     /// It imported `imported` of the modules it was given; `modules` is every module it holds
-    /// that has a file (for the check that none is project code).
+    /// that has a file, `read` every file inside the project its imports read or ran without
+    /// importing it (for the check that none is project code).
     Loaded {
         imported: usize,
         modules: Vec<Module>,
+        read: Vec<ReadFile>,
     },
     /// It forked the requested generation as `pid`, leading its own group.
     Forked { pid: u32 },
@@ -99,6 +101,15 @@ pub struct Module {
     pub name: String,
     pub file: PathBuf,
     pub by: Option<String>,
+}
+
+/// A file inside the project that preloading `by` read, compiled or ran (a hook file a
+/// library loads by its path, a settings file read at import).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFile {
+    pub file: PathBuf,
+    pub by: String,
 }
 
 impl Reply {
@@ -200,7 +211,7 @@ mod tests {
                 json!({"kind": "loaded", "imported": 1, "modules": [
                     {"name": "fastapi", "file": "/v/fastapi/__init__.py", "by": "fastapi"},
                     {"name": "site", "file": "/usr/lib/site.py", "by": null},
-                ]}),
+                ], "read": [{"file": "/p/hooks.py", "by": "pluggy"}]}),
                 Reply::Loaded {
                     imported: 1,
                     modules: vec![
@@ -215,6 +226,10 @@ mod tests {
                             by: None,
                         },
                     ],
+                    read: vec![ReadFile {
+                        file: "/p/hooks.py".into(),
+                        by: "pluggy".into(),
+                    }],
                 },
             ),
             (

@@ -21,7 +21,7 @@ import sys
 
 PR_SET_PDEATHSIG = 1
 # The protocol version: devrun's must be the same (it checks our hello; we check its spec).
-PROTOCOL = 1
+PROTOCOL = 2
 # Descriptors one fork request can carry (stdin, stdout, stderr, the held socket).
 MAX_FDS = 4
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
@@ -68,6 +68,9 @@ TEXTS = ("an object of strings", lambda v: isinstance(v, dict) and all(
 MODULE = {"name": TEXT, "file": TEXT, "by": optional(TEXT)}
 MODULES = ("a list of modules", lambda v: isinstance(v, list) and all(
     is_message(m, MODULE) for m in v))
+READ = {"file": TEXT, "by": TEXT}
+READS = ("a list of files read", lambda v: isinstance(v, list) and all(
+    is_message(m, READ) for m in v))
 
 # What devrun gives when it starts us (DEVRUN_PRELOAD_SPEC).
 SPEC = {
@@ -89,7 +92,7 @@ REPLIES = {
     "hello": {"version": NUMBER},
     "skipped": {"module": TEXT, "error": TEXT},
     "refused": {"reason": TEXT},
-    "loaded": {"imported": NUMBER, "modules": MODULES},
+    "loaded": {"imported": NUMBER, "modules": MODULES, "read": READS},
     "forked": {"pid": NUMBER},
     "stale": {"file": TEXT},
     "exited": {"pid": NUMBER, "status": NUMBER},
@@ -242,15 +245,121 @@ def thread_count():
     return len(os.listdir("/proc/self/task"))
 
 
-def preload(sock, modules):
+# What the audit hook records into while a preload imports (a list), else None. A hook cannot
+# be removed: outside preloading (and in every fork) it returns at once.
+_recording = [None]
+
+
+def audit(event, args):
+    """Files read (`open` for reading), compiled or run (`exec`): a library can run a project
+    file without importing it as a module (`spec_from_file_location` + `exec_module`, or
+    `open` + `exec`), and `sys.modules` never shows it."""
+    into = _recording[0]
+    if into is None:
+        return
+    try:
+        if event == "open":
+            path, mode, flags = args
+            reading = (mode is None and (flags or 0) & os.O_ACCMODE != os.O_WRONLY) or (
+                mode is not None and ("r" in mode or "+" in mode))
+            if reading and not isinstance(path, int):
+                into.append(path)
+        elif event == "compile" and len(args) > 1:
+            into.append(args[1])
+        elif event == "exec":
+            into.append(getattr(args[0], "co_filename", None))
+    except Exception:  # never fail the operation audited
+        pass
+
+
+def as_devrun_names(root, shown_root, path):
+    """`path` as devrun names project files (under `shown_root`, the root devrun gave) when it
+    is inside the project once symlinks are resolved (`root` is resolved), else its absolute
+    path, or None when it is no file (`<string>`, a descriptor)."""
+    try:
+        path = os.fsdecode(os.fspath(path))
+    except TypeError:
+        return None
+    if not path or path.startswith("<"):
+        return None
+    real = os.path.realpath(path)
+    if real != root and real.startswith(root + os.sep):
+        return os.path.join(shown_root, os.path.relpath(real, root))
+    return os.path.abspath(path)
+
+
+def sockets():
+    """This process's sockets: {descriptor: its inode}."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found[int(fd)] = target
+    return found
+
+
+def describe_socket(fd):
+    """`a TCP connection to 10.0.0.5:5432`, `a listening socket on 127.0.0.1:8000`, ..."""
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return f"descriptor {fd}"
+    with s:
+        kind = {socket.AF_INET: "TCP", socket.AF_INET6: "TCP", socket.AF_UNIX: "Unix"}.get(
+            s.family, str(s.family))
+        if s.type == socket.SOCK_DGRAM:
+            kind = "UDP" if kind == "TCP" else kind + " datagram"
+        try:
+            return f"a {kind} connection to {address(s.getpeername())}"
+        except OSError:
+            pass
+        try:
+            return f"a {kind} socket on {address(s.getsockname())}"
+        except OSError:
+            return f"a {kind} socket"
+
+
+def address(addr):
+    if isinstance(addr, tuple):
+        return f"{addr[0]}:{addr[1]}"
+    return os.fsdecode(addr) or "(unnamed)"
+
+
+def refusal(name, opened):
+    """Why preloading `name` cannot be forked from: a thread, or sockets every fork would share."""
+    if thread_count() > 1:
+        reason = f"preloading {name} started a thread"
+        if "numpy" in sys.modules:
+            # numpy's BLAS (OpenBLAS, MKL) starts its thread pool at import.
+            reason += (
+                " (numpy's BLAS thread pool: set OPENBLAS_NUM_THREADS=1 and"
+                " OMP_NUM_THREADS=1 in [env] to preload it)"
+            )
+        return reason
+    if opened:
+        said = ", ".join(describe_socket(fd) for fd in sorted(opened))
+        return (f"preloading {name} opened a socket, which every fork would share: {said} "
+                "(open it when the app starts, not at import)")
+    return None
+
+
+def preload(sock, modules, root, shown_root=None):
     """Imports `modules` one at a time (a name with `?` only if it is an installed module).
     Returns (every module with a file, with the preloaded name whose import loaded it; how many
-    of `modules` were imported), or None when refused (said)."""
-    loaded_by, count = {}, 0
+    of `modules` were imported; every file inside the project (`root`, resolved) one of them
+    read or ran, with that name), or None when refused (said). Files are named as devrun
+    names them (under `shown_root`, the root it gave)."""
+    shown_root = shown_root or root
+    loaded_by, read_by, count = {}, {}, 0
+    sys.addaudithook(audit)
     for name in modules:
         optional = name.startswith("?")
         name = name.lstrip("?")
-        before = set(sys.modules)
+        before, sockets_before = set(sys.modules), sockets()
+        _recording[0] = reads = []
         try:
             if optional and (name in sys.modules or not findable(name)):
                 continue
@@ -260,24 +369,29 @@ def preload(sock, modules):
             if not optional:
                 send(sock, "skipped", module=name, error=f"{type(e).__name__}: {e}")
             continue
+        finally:
+            _recording[0] = None
         for new in set(sys.modules) - before:
             loaded_by[new] = name
-        if thread_count() > 1:
-            reason = f"preloading {name} started a thread"
-            if "numpy" in sys.modules:
-                # numpy's BLAS (OpenBLAS, MKL) starts its thread pool at import.
-                reason += (
-                    " (numpy's BLAS thread pool: set OPENBLAS_NUM_THREADS=1 and"
-                    " OMP_NUM_THREADS=1 in [env] to preload it)"
-                )
+        for path in reads:
+            path = as_devrun_names(root, shown_root, path)
+            if path and path.startswith(shown_root + os.sep):
+                read_by.setdefault(path, name)
+        # New sockets; a copy of the channel to devrun is no connection of the library's (and
+        # anything it writes there is caught by the protocol).
+        opened = {fd for fd, inode in sockets().items()
+                  if sockets_before.get(fd) != inode and inode != sockets_before.get(sock.fileno())}
+        reason = refusal(name, opened)
+        if reason:
             send(sock, "refused", reason=reason)
             return None
     loaded = []
     for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str):
-            loaded.append({"name": name, "file": os.path.abspath(path), "by": loaded_by.get(name)})
-    return loaded, count
+        path = as_devrun_names(root, shown_root, getattr(module, "__file__", None))
+        if isinstance(getattr(module, "__file__", None), str) and path:
+            loaded.append({"name": name, "file": path, "by": loaded_by.get(name)})
+    read = [{"file": path, "by": by} for path, by in sorted(read_by.items())]
+    return loaded, count, read
 
 
 def findable(name):
@@ -293,27 +407,40 @@ def findable(name):
         return False
 
 
+def stamp(path):
+    """What tells a file (or folder) changed: mtime and size, and inode and ctime too, which a
+    rewrite that keeps size and mtime (`cp -p`, `rsync -t`, a tool restoring them) still
+    changes. None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
 def stamps(loaded):
-    """Each loaded file's (mtime, size), None if it cannot be read."""
-    result = {}
-    for path in (module["file"] for module in loaded):
-        try:
-            st = os.stat(path)
-            result[path] = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            result[path] = None
-    return result
+    """Each loaded file's stamp."""
+    return {module["file"]: stamp(module["file"]) for module in loaded}
+
+
+def package_folders(root):
+    """The folders on `sys.path` outside the project (a virtualenv's inside it too): a package
+    installed or removed there (`pip install -e`: a new `.pth` and `.dist-info`) changes the
+    folder's stamp, and only a fresh interpreter reads a new `.pth`."""
+    folders = []
+    for entry in sys.path:
+        real = os.path.realpath(entry or ".")
+        inside = real == root or real.startswith(root + os.sep)
+        packages = "site-packages" in real or "dist-packages" in real
+        if os.path.isdir(real) and (not inside or (packages and real != root)):
+            folders.append(real)
+    return folders
 
 
 def first_stale(stamped):
     """The first file whose stamp differs from `stamped` (changed, gone or back), or None."""
     for path, before in stamped.items():
-        try:
-            st = os.stat(path)
-            now = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            now = None
-        if now != before:
+        if stamp(path) != before:
             return path
     return None
 
@@ -487,12 +614,13 @@ def main():
     modules = spec["modules"]
     if modules is None:
         modules = auto_modules(root, spec["module"])
-    result = preload(sock, modules)
+    result = preload(sock, modules, root, spec["root"])
     if result is None:
         sys.exit(0)
-    loaded, count = result
-    stamped = stamps(loaded)
-    send(sock, "loaded", imported=count, modules=loaded)
+    loaded, count, read = result
+    stamped = stamps(loaded + read)
+    stamped.update((folder, stamp(folder)) for folder in package_folders(root))
+    send(sock, "loaded", imported=count, modules=loaded, read=read)
     return serve(sock, stamped), libc
 
 

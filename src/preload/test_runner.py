@@ -123,6 +123,35 @@ class Stamps(unittest.TestCase):
             os.remove(kept)
             self.assertEqual(runner.first_stale(stamped), kept)
 
+    def test_a_rewrite_that_keeps_size_and_mtime_is_stale(self):
+        with tempfile.TemporaryDirectory() as root:
+            dep = write(root, "dep.py", "VALUE = 'a1'\n")
+            before = os.stat(dep)
+            stamped = runner.stamps([{"name": "dep", "file": dep, "by": "dep"}])
+            os.replace(write(root, "new.py", "VALUE = 'b2'\n"), dep)
+            os.utime(dep, ns=(before.st_atime_ns, before.st_mtime_ns))
+            self.assertEqual(os.stat(dep).st_size, before.st_size)
+            self.assertEqual(runner.first_stale(stamped), dep)
+
+    def test_a_package_installed_into_a_path_folder_is_stale(self):
+        with tempfile.TemporaryDirectory() as project, tempfile.TemporaryDirectory() as site:
+            project = os.path.realpath(project)
+            venv = os.path.join(project, ".venv", "lib", "site-packages")
+            os.makedirs(venv)
+            os.makedirs(os.path.join(project, "src"))  # the project's own: changes with it
+            saved, cwd = sys.path[:], os.getcwd()
+            sys.path[:] = ["", project, os.path.join(project, "src"), venv, site]
+            try:
+                os.chdir(project)
+                folders = runner.package_folders(project)
+            finally:
+                sys.path[:] = saved
+                os.chdir(cwd)
+            self.assertEqual(folders, [venv, os.path.realpath(site)])
+            stamped = {f: runner.stamp(f) for f in folders}
+            write(site, "__editable__.x.pth", "/somewhere\n")
+            self.assertEqual(runner.first_stale(stamped), os.path.realpath(site))
+
 
 class Findable(unittest.TestCase):
     def test_only_installed_submodules(self):
@@ -191,13 +220,16 @@ class Protocol(unittest.TestCase):
         self.assertTrue(line.endswith(b"\n"))
         self.assertEqual(json.loads(line), {"kind": "forked", "pid": 42})
         module = {"name": "json", "file": "/usr/lib/json/__init__.py", "by": None}
-        loaded = json.loads(runner.reply("loaded", imported=1, modules=[module]))
+        read = [{"file": "/p/hooks.py", "by": "pluggy"}]
+        loaded = json.loads(runner.reply("loaded", imported=1, modules=[module], read=read))
         self.assertEqual(loaded["modules"], [module])
+        self.assertEqual(loaded["read"], read)
         for kind, fields in [
             ("forked", {}),
             ("forked", {"pid": "42"}),
             ("welcome", {}),
-            ("loaded", {"imported": 1, "modules": [{"name": "json"}]}),
+            ("loaded", {"imported": 1, "modules": [{"name": "json"}], "read": []}),
+            ("loaded", {"imported": 1, "modules": [], "read": [{"file": "/p/x.py"}]}),
         ]:
             with self.assertRaises(runner.ProtocolError):
                 runner.reply(kind, **fields)
@@ -230,7 +262,7 @@ class Preload(Project):
         write(self.root, "pkg_devrun/sub.py", "")
         names = ["good_devrun", "raises_devrun", "?no_such_module_devrun", "?json.decoder",
                  "?pkg_devrun.sub", "?pkg_devrun.missing"]
-        loaded, imported = runner.preload(self.sock, names)
+        loaded, imported, read = runner.preload(self.sock, names, self.root)
         self.assertEqual(imported, 2)  # an optional one already imported is not counted again
         self.assertEqual(by_name(loaded)["pkg_devrun"], "pkg_devrun.sub")
         by = by_name(loaded)
@@ -247,7 +279,7 @@ class Preload(Project):
             thread.start()
         """)
         try:
-            self.assertIsNone(runner.preload(self.sock, ["json", "threaded_devrun"]))
+            self.assertIsNone(runner.preload(self.sock, ["json", "threaded_devrun"], self.root))
         finally:
             threaded = sys.modules["threaded_devrun"]
             threaded.stop.set()
@@ -255,6 +287,69 @@ class Preload(Project):
         [refused] = self.said()
         self.assertEqual(refused["kind"], "refused")
         self.assertIn("preloading threaded_devrun started a thread", refused["reason"])
+
+    def library(self, name, source):
+        """A module outside the project (a library), importable."""
+        lib = tempfile.TemporaryDirectory()
+        self.addCleanup(lib.cleanup)
+        sys.path.append(lib.name)
+        self.addCleanup(sys.path.remove, lib.name)
+        write(lib.name, f"{name}.py", source)
+
+    def test_a_project_file_run_by_path_is_said_as_read_with_its_importer(self):
+        write(self.root, "hooks.py", "HOOK = 1\n")
+        write(self.root, "settings.cfg", "x = 1\n")
+        write(self.root, "plain.py", "X = 1\n")
+        self.library("loader_devrun", """
+            import importlib.util, os
+            spec = importlib.util.spec_from_file_location("hooks", os.path.join(ROOT, "hooks.py"))
+            hooks = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(hooks)
+            with open(os.path.join(ROOT, "plain.py")) as f:
+                exec(f.read())
+            with open(os.path.join(ROOT, "settings.cfg")) as f:
+                f.read()
+            with open(os.path.join(ROOT, "written.log"), "w") as f:
+                f.write("x")
+        """.replace("ROOT", repr(self.root)))
+        _, _, read = runner.preload(self.sock, ["json", "loader_devrun"], self.root)
+        files = {r["file"]: r["by"] for r in read}
+        for name in ("hooks.py", "plain.py", "settings.cfg"):
+            self.assertEqual(files.get(os.path.join(self.root, name)), "loader_devrun", files)
+        self.assertNotIn(os.path.join(self.root, "written.log"), files)  # written, not read
+        self.assertTrue(all(f.startswith(self.root + os.sep) for f in files), files)
+
+    def test_project_code_reached_through_a_symlink_is_named_inside_the_project(self):
+        write(self.root, "app_devrun/__init__.py", "")
+        link = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, link)
+        os.symlink(self.root, os.path.join(link, "via"))
+        self.addCleanup(os.unlink, os.path.join(link, "via"))
+        sys.path.insert(0, os.path.join(link, "via"))  # found there first
+        self.addCleanup(sys.path.remove, os.path.join(link, "via"))
+        self.library("sneaky_devrun", "import app_devrun\n")
+        loaded, _, _ = runner.preload(self.sock, ["sneaky_devrun"], self.root)
+        files = {m["name"]: m["file"] for m in loaded}
+        self.assertEqual(files["app_devrun"], os.path.join(self.root, "app_devrun", "__init__.py"))
+
+    def test_a_module_that_opens_a_socket_is_refused_and_the_socket_named(self):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        self.addCleanup(server.close)
+        port = server.getsockname()[1]
+        self.library("connects_devrun", f"""
+            import socket
+            conn = socket.create_connection(("127.0.0.1", {port}))
+        """)
+        try:
+            self.assertIsNone(runner.preload(self.sock, ["json", "connects_devrun"], self.root))
+        finally:
+            sys.modules["connects_devrun"].conn.close()
+        [refused] = self.said()
+        self.assertEqual(refused["kind"], "refused")
+        self.assertIn("preloading connects_devrun opened a socket", refused["reason"])
+        self.assertIn(f"a TCP connection to 127.0.0.1:{port}", refused["reason"])
 
 
 if __name__ == "__main__":

@@ -23,22 +23,54 @@ pub struct Reaped {
 enum Leader {
     Spawned(tokio::process::Child),
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    Forked(tokio::sync::watch::Receiver<Reaped>),
+    Forked {
+        reports: tokio::sync::watch::Receiver<Reaped>,
+        preloader: u32,
+        /// Since when the leader has been a zombie the preloader does not reap.
+        unreaped_since: Option<Instant>,
+    },
 }
 
+/// A preloader reaps a fork within milliseconds: one that leaves its exited fork a zombie
+/// this long is stopped (SIGSTOP, a debugger) or hung.
+const UNREAPED_GRACE: Duration = Duration::from_secs(2);
+
 impl Leader {
+    /// A forked leader that exited but is not reaped by its parent, the preloader (stopped or
+    /// hung), would count as a survivor of the kill for ever. Past [`UNREAPED_GRACE`] the
+    /// preloader is killed: the zombie goes to devrun (the subreaper) and is reaped, its status
+    /// reads as killed, and the next fork starts a fresh preloader.
+    fn unstick(&mut self, pid: u32) {
+        let Leader::Forked {
+            preloader,
+            unreaped_since,
+            ..
+        } = self
+        else {
+            return;
+        };
+        // The zombie's parent is the preloader right now: its pid cannot have been reused.
+        if !(platform::is_zombie(pid) && platform::parent(pid) == Some(*preloader)) {
+            *unreaped_since = None;
+            return;
+        }
+        if unreaped_since.get_or_insert_with(Instant::now).elapsed() >= UNREAPED_GRACE {
+            let _ = platform::terminate(*preloader, true);
+        }
+    }
+
     /// The leader's exit status if it has exited (and was reaped). Never blocks.
     fn try_status(&mut self, pid: u32) -> Option<ExitStatus> {
         match self {
             Leader::Spawned(child) => child.try_wait().ok().flatten(),
-            Leader::Forked(reports) => reported(&reports.borrow(), pid),
+            Leader::Forked { reports, .. } => reported(&reports.borrow(), pid),
         }
     }
 
     async fn wait(&mut self, pid: u32) -> io::Result<ExitStatus> {
         match self {
             Leader::Spawned(child) => child.wait().await,
-            Leader::Forked(reports) => loop {
+            Leader::Forked { reports, .. } => loop {
                 if let Some(status) = reported(&reports.borrow_and_update(), pid) {
                     return Ok(status);
                 }
@@ -192,7 +224,11 @@ impl Backend {
             label,
         } = pipes;
         Ok(Backend {
-            child: Leader::Forked(reports),
+            child: Leader::Forked {
+                reports,
+                preloader,
+                unreaped_since: None,
+            },
             pid,
             spawned_at,
             group: platform::Group::adopt(pid, preloader)?,
@@ -270,6 +306,7 @@ impl Backend {
             (self.pid, &mut self.child, &mut self.status, &self.group);
         let members = || {
             if status.is_none() {
+                child.unstick(pid);
                 *status = child.try_status(pid);
             }
             match group.alive(status.is_some()) {

@@ -41,7 +41,15 @@ impl Runner {
         unit: &mut Unit,
     ) -> Result<Result<Backend, Request>, Error> {
         unit.generation += 1;
-        self.reread_env_file(unit.generation);
+        if let Some(path) = self.member.extras.env_file.clone() {
+            // Read off the loop (it may have become a pipe nobody writes): a request ends the wait.
+            let shown = self.relative(&path).display().to_string();
+            let read = envfile::read_async(&path, &shown);
+            match self.requests.wait(Interrupts::ShutdownOnly, read).await {
+                Ok(read) => self.take_env_file(read, shown, unit.generation),
+                Err(request) => return Ok(Err(request)),
+            }
+        }
         // What the preloader also starts with (some variables act only at interpreter start).
         let base = self.base_env();
         let mut env = base.clone();
@@ -130,12 +138,13 @@ impl Runner {
 
     /// The env file as it is now (the watch restarts for its edits): the keys that changed
     /// are said, never their values; a file that cannot be read keeps the previous values.
-    fn reread_env_file(&mut self, generation: u32) {
-        let Some(path) = &self.member.extras.env_file else {
-            return;
-        };
-        let shown = self.relative(path).display().to_string();
-        match envfile::read(path, &shown) {
+    fn take_env_file(
+        &mut self,
+        read: Result<envfile::Vars, String>,
+        shown: String,
+        generation: u32,
+    ) {
+        match read {
             Ok(vars) => {
                 let keys = envfile::changed_keys(&self.env_file_vars, &vars);
                 if generation > 1 && !keys.is_empty() {

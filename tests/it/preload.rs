@@ -7,14 +7,14 @@ use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
 
-fn preloading(modules: &str) -> Project {
+pub(crate) fn preloading(modules: &str) -> Project {
     Project::fastapi_app(&format!(
         "{UVICORN_CONFIG}\n[server]\npreload = {modules}\n"
     ))
 }
 
 /// A third-party module outside the project, on PYTHONPATH: `lib/<name>.py`.
-fn library(p: Project, name: &str, source: &str) -> (Project, PathBuf) {
+pub(crate) fn library(p: Project, name: &str, source: &str) -> (Project, PathBuf) {
     let lib = p.tmp_dir().join("lib");
     fs::create_dir_all(&lib).unwrap();
     let file = lib.join(format!("{name}.py"));
@@ -23,7 +23,7 @@ fn library(p: Project, name: &str, source: &str) -> (Project, PathBuf) {
     (p, file)
 }
 
-fn parent_of(pid: i32) -> i32 {
+pub(crate) fn parent_of(pid: i32) -> i32 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     rest.split_whitespace().nth(1).unwrap().parse().unwrap()

@@ -47,6 +47,24 @@ impl Pty {
         })
     }
 
+    /// Non-canonical mode: the terminal hands on what is written at once, with no limit on a
+    /// line's length (as a paste into a program that reads raw input would).
+    pub(crate) fn raw(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.terminal.as_ref().expect("before start").as_raw_fd();
+        unsafe {
+            let mut termios = std::mem::zeroed::<libc::termios>();
+            assert_eq!(libc::tcgetattr(fd, &mut termios), 0);
+            termios.c_lflag &= !libc::ICANON;
+            assert_eq!(libc::tcsetattr(fd, libc::TCSANOW, &termios), 0);
+        }
+    }
+
+    /// Types `bytes` as they are.
+    pub(crate) fn type_bytes(&mut self, bytes: &[u8]) {
+        self.keyboard.write_all(bytes).unwrap();
+    }
+
     /// Types a line and Enter.
     pub(crate) fn type_line(&mut self, line: &str) {
         self.keyboard

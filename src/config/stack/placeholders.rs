@@ -15,6 +15,8 @@ pub(in crate::config) struct Placeholders<'a> {
     pub(super) own: Option<u16>,
     pub(super) ports: &'a BTreeMap<String, Option<u16>>,
     pub(super) known: &'a [String],
+    /// `{fd}`: only in the backend's command (the inherited socket's descriptor).
+    pub(super) fd: Option<i32>,
 }
 
 /// A placeholder that cannot be filled, and why.
@@ -44,12 +46,24 @@ impl Unfilled {
 }
 
 impl Placeholders<'_> {
+    /// `text` with our placeholders filled; `{{` and `}}` stand for a literal `{` and `}`
+    /// (as in Python's `str.format`), so `{{port}}` is the text `{port}`.
     pub fn fill(&self, text: &str) -> Result<String, Unfilled> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let tail = &rest[open..];
+        while let Some(brace) = rest.find(['{', '}']) {
+            out.push_str(&rest[..brace]);
+            let tail = &rest[brace..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                out.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            if let Some(after) = tail.strip_prefix('}') {
+                out.push('}');
+                rest = after;
+                continue;
+            }
             let Some(close) = tail.find('}') else {
                 out.push_str(tail);
                 return Ok(out);
@@ -90,6 +104,7 @@ impl Placeholders<'_> {
     fn value(&self, inner: &str) -> Option<Result<String, String>> {
         match inner {
             "host" => Some(Ok(self.host.to_string())),
+            "fd" => self.fd.map(|fd| Ok(fd.to_string())),
             "port" => Some(self.own.map(|p| p.to_string()).ok_or_else(|| {
                 format!(
                     "{} has no port (give it `port = N` or `port = \"auto\"`)",

@@ -115,6 +115,21 @@ fn placeholders_are_filled_in_every_command_and_env() {
     assert_eq!(l.ok().command, ["x", "8001", "5173", "{}", "{fd"]);
 }
 
+/// `{{` and `}}` are a literal `{` and `}`: `{{port}}` is the text `{port}`, in the
+/// backend's command (`{{fd}}` too), a member's and an env value.
+#[test]
+fn doubled_braces_are_literal_braces() {
+    let l = load_file(
+        "devrun.toml",
+        "command = [\"x\", \"{{port}}={port}\", \"{{fd}} {fd}\", \"{{}}\", \"{a}\"]\nport = 8001\n\
+         [env]\nT = \"{{host}}\"\n[processes.web]\ncommand = \"w {{port}}\"\n",
+        &[],
+    );
+    assert_eq!(l.ok().command, ["x", "{port}=8001", "{fd} 3", "{}", "{a}"]);
+    assert_eq!(l.ok().env.get("T").map(String::as_str), Some("{host}"));
+    assert_eq!(l.process("web").command, ["w", "{port}"]);
+}
+
 #[test]
 fn placeholders_that_cannot_be_filled_are_located() {
     let l = load(
