@@ -492,7 +492,21 @@ mod tests {
             std::fs::read_to_string(dir.path().join(".devrun/.gitignore")).unwrap(),
             "*\n"
         );
-        let state = State {
+        let state = recorded(&state_dir);
+        state_dir.write(&state).unwrap();
+        assert_eq!(state_dir.read(), Some(state.clone()));
+        // The same file copied into another project (cp -r, a backup) is no evidence there.
+        let copy = tempfile::tempdir().unwrap();
+        let copied = StateDir::new(copy.path());
+        copied.write(&state).unwrap();
+        assert_eq!(copied.read(), None);
+        drop(lock);
+        assert!(state_dir.try_lock().unwrap().is_some());
+    }
+
+    /// A state file with every field set, for `state_dir`'s project.
+    fn recorded(state_dir: &StateDir) -> State {
+        State {
             devrun_pid: 1,
             devrun_start: 2,
             port: 8001,
@@ -518,16 +532,7 @@ mod tests {
             processes: Vec::new(),
             exited: BTreeMap::new(),
             log: None,
-        };
-        state_dir.write(&state).unwrap();
-        assert_eq!(state_dir.read(), Some(state.clone()));
-        // The same file copied into another project (cp -r, a backup) is no evidence there.
-        let copy = tempfile::tempdir().unwrap();
-        let copied = StateDir::new(copy.path());
-        copied.write(&state).unwrap();
-        assert_eq!(copied.read(), None);
-        drop(lock);
-        assert!(state_dir.try_lock().unwrap().is_some());
+        }
     }
 
     /// Issue 20.3: `.devrun/` is the owner's alone and its lock 0600, whatever modes they had
@@ -548,19 +553,9 @@ mod tests {
         assert_eq!(mode(state_dir.path()), 0o700);
         assert_eq!(mode(&state_dir.path().join("lock")), 0o600);
         let state = State {
-            devrun_pid: 1,
-            devrun_start: 2,
-            port: 8001,
-            host: "127.0.0.1".into(),
-            started_at: 3,
-            run: random_id().unwrap(),
             control: None,
-            project: Some(state_dir.project()),
             backend: None,
-            backend_run: true,
-            processes: Vec::new(),
-            exited: BTreeMap::new(),
-            log: None,
+            ..recorded(&state_dir)
         };
         state_dir.write(&state).unwrap();
         assert_eq!(mode(&state_dir.state_path()), 0o600);
