@@ -34,9 +34,10 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
                 .map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
             let written = devrun::init::init(&cwd, *force)?;
             ui.emit(&devrun::ui::Event::Warning(format!(
-                "wrote {} ({}); run `devrun` to start",
+                "wrote {} ({}); {}",
                 written.path.display(),
-                written.detected
+                written.detected,
+                written.next
             )));
             return Ok(ExitCode::Ok);
         }

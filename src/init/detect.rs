@@ -33,20 +33,42 @@ impl Framework {
     }
 }
 
-/// An application object found in a source file: `VAR = Framework(` at module level.
+/// The factory function names Flask's `--app MODULE` looks for by itself (and the ones
+/// `init` recognises for FastAPI/Starlette, run with uvicorn's `--factory`).
+const FACTORY_NAMES: [&str; 2] = ["create_app", "make_app"];
+
+/// An application found in a source file: `VAR = Framework(` at module level, or a
+/// module-level factory function (`def create_app(`) in a file that imports the framework.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AppObject {
     pub(super) framework: Framework,
     /// Dotted module path, relative to the project folder.
     pub(super) module: String,
+    /// The app variable, or the factory function's name.
     pub(super) var: String,
     pub(super) file: PathBuf,
+    /// `var` is a factory that returns the app (the Flask tutorial's `create_app()`).
+    pub(super) factory: bool,
 }
 
 impl AppObject {
+    /// What the server is told to load: `module:var`; for a Flask factory just the module
+    /// (`flask --app flaskr` finds `create_app` itself, as the Flask tutorial writes it).
     pub(super) fn target(&self) -> String {
-        format!("{}:{}", self.module, self.var)
+        if self.factory && self.framework == Framework::Flask {
+            self.module.clone()
+        } else {
+            format!("{}:{}", self.module, self.var)
+        }
     }
+}
+
+/// What one source file defines: see [`find_app`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Found {
+    pub(super) framework: Framework,
+    pub(super) var: String,
+    pub(super) factory: bool,
 }
 
 /// What `init` found in the folder.
@@ -61,6 +83,12 @@ pub(super) enum Detected {
 impl Detected {
     pub(super) fn describe(&self) -> String {
         match self {
+            Detected::Asgi(app) | Detected::Flask(app) if app.factory => format!(
+                "{} app factory {}() in {}",
+                app.framework.name(),
+                app.var,
+                app.module
+            ),
             Detected::Asgi(app) | Detected::Flask(app) => {
                 format!("{} app {}", app.framework.name(), app.target())
             }
@@ -103,16 +131,17 @@ pub(super) fn detect(dir: &Path, files: &[PyFile]) -> Detected {
         let Some(text) = read_source(&file.abs) else {
             continue;
         };
-        let Some((framework, var)) = find_app(&text) else {
+        let Some(found) = find_app(&text) else {
             continue;
         };
         let app = AppObject {
-            framework,
+            framework: found.framework,
             module,
-            var,
+            var: found.var,
             file: file.abs.clone(),
+            factory: found.factory,
         };
-        if framework.is_asgi() {
+        if app.framework.is_asgi() {
             asgi.push((index, app));
         } else {
             flask.push((index, app));
@@ -131,8 +160,8 @@ pub(super) fn detect(dir: &Path, files: &[PyFile]) -> Detected {
     Detected::Template
 }
 
-/// The most likely entry point among several apps: not a test, a conventional file name,
-/// shallow, then first in scan order.
+/// The most likely entry point among several apps: not a test, an app object rather than a
+/// factory, a conventional file name, shallow, then first in scan order.
 fn best(candidates: Vec<(usize, AppObject)>, preferred: &[&str]) -> Option<AppObject> {
     candidates
         .into_iter()
@@ -146,16 +175,26 @@ fn best(candidates: Vec<(usize, AppObject)>, preferred: &[&str]) -> Option<AppOb
                 part == "tests" || part == "test" || part == "conftest" || part.starts_with("test_")
             });
             let depth = app.module.matches('.').count();
-            (is_test, !preferred.contains(&name), depth, *index)
+            (
+                is_test,
+                app.factory,
+                !preferred.contains(&name),
+                depth,
+                *index,
+            )
         })
         .map(|(_, app)| app)
 }
 
 /// The first module-level `VAR = FastAPI(` (or `Starlette(`, `Flask(`, optionally qualified
-/// like `fastapi.FastAPI(`, optionally annotated like `app: FastAPI = FastAPI(`) in `source`.
-/// Lines inside triple-quoted strings are skipped.
-fn find_app(source: &str) -> Option<(Framework, String)> {
+/// like `fastapi.FastAPI(`, optionally annotated like `app: FastAPI = FastAPI(`) in `source`;
+/// else a module-level `def create_app(` / `def make_app(` in a file that imports one of the
+/// frameworks (FastAPI before Flask before Starlette: a FastAPI file may import Starlette's
+/// pieces). Lines inside triple-quoted strings are skipped.
+pub(super) fn find_app(source: &str) -> Option<Found> {
     let mut in_string = false;
+    let mut factory: Option<String> = None;
+    let mut imported: Vec<Framework> = Vec::new();
     for line in source.lines() {
         let was_in_string = in_string;
         if (line.matches("\"\"\"").count() + line.matches("'''").count()) % 2 == 1 {
@@ -164,11 +203,50 @@ fn find_app(source: &str) -> Option<(Framework, String)> {
         if was_in_string {
             continue;
         }
-        if let Some(found) = app_assignment(line) {
-            return Some(found);
+        if let Some((framework, var)) = app_assignment(line) {
+            return Some(Found {
+                framework,
+                var,
+                factory: false,
+            });
+        }
+        if let Some(framework) = framework_import(line) {
+            imported.push(framework);
+        }
+        if factory.is_none() {
+            factory = factory_def(line);
         }
     }
-    None
+    let framework = [Framework::FastApi, Framework::Flask, Framework::Starlette]
+        .into_iter()
+        .find(|f| imported.contains(f))?;
+    Some(Found {
+        framework,
+        var: factory?,
+        factory: true,
+    })
+}
+
+/// `import flask`, `from flask import Flask`, `from fastapi.x import y`, … on one line.
+fn framework_import(line: &str) -> Option<Framework> {
+    let rest = line
+        .trim_start()
+        .strip_prefix("from ")
+        .or_else(|| line.trim_start().strip_prefix("import "))?;
+    let package = rest.trim_start().split(['.', ' ', ',']).next()?;
+    match package {
+        "fastapi" => Some(Framework::FastApi),
+        "flask" => Some(Framework::Flask),
+        "starlette" => Some(Framework::Starlette),
+        _ => None,
+    }
+}
+
+/// `def create_app(` or `def make_app(` at module level: the factory's name.
+fn factory_def(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("def ")?;
+    let name = rest.split('(').next()?.trim();
+    FACTORY_NAMES.contains(&name).then(|| name.to_string())
 }
 
 /// `VAR[: TYPE] = [mod.]Framework(` on one unindented line.
@@ -240,9 +318,41 @@ mod tests {
                       def make():\n    app = FastAPI()\n\nmain_app = FastAPI()\n";
         assert_eq!(
             find_app(source),
-            Some((Framework::FastApi, "main_app".to_string()))
+            Some(Found {
+                framework: Framework::FastApi,
+                var: "main_app".to_string(),
+                factory: false,
+            })
         );
         assert_eq!(find_app("import os\n"), None);
+    }
+
+    #[test]
+    fn factories_are_found_in_files_that_import_the_framework() {
+        // The Flask tutorial's flaskr/__init__.py.
+        let flaskr =
+            "import os\n\nfrom flask import Flask\n\n\ndef create_app(test_config=None):\n    \
+                      app = Flask(__name__, instance_relative_config=True)\n    return app\n";
+        let found = find_app(flaskr).unwrap();
+        assert_eq!(found.framework, Framework::Flask);
+        assert_eq!(found.var, "create_app");
+        assert!(found.factory);
+        let fastapi = "from starlette.middleware.cors import CORSMiddleware\n\
+                       from fastapi import FastAPI\ndef make_app() -> FastAPI:\n    return FastAPI()\n";
+        assert_eq!(find_app(fastapi).unwrap().framework, Framework::FastApi);
+        // A module-level app wins over a factory in the same file.
+        let both = "from flask import Flask\ndef create_app():\n    pass\napp = Flask(__name__)\n";
+        assert!(!find_app(both).unwrap().factory);
+        // No framework imported, or a factory that is not at module level: nothing.
+        assert_eq!(find_app("def create_app():\n    return make()\n"), None);
+        assert_eq!(
+            find_app("import flask\nclass X:\n    def create_app(self):\n        pass\n"),
+            None
+        );
+        assert_eq!(
+            find_app("from flasky import x\ndef create_app():\n    pass\n"),
+            None
+        );
     }
 
     #[test]
@@ -272,5 +382,34 @@ mod tests {
             "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'x')\n",
         );
         assert_eq!(detect(dir.path(), &scan(dir.path())), Detected::Django);
+    }
+
+    #[test]
+    fn the_flask_tutorial_layout_is_a_factory_run_by_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write(
+            "flaskr/__init__.py",
+            "from flask import Flask\n\ndef create_app(test_config=None):\n    \
+             app = Flask(__name__)\n    return app\n",
+        );
+        write(
+            "flaskr/blog.py",
+            "from flask import Blueprint\nbp = Blueprint('blog', __name__)\n",
+        );
+        write(
+            "tests/conftest.py",
+            "from flaskr import create_app\nfrom flask import Flask\n",
+        );
+        let found = detect(dir.path(), &scan(dir.path()));
+        let Detected::Flask(app) = &found else {
+            panic!("{found:?}");
+        };
+        assert_eq!(app.target(), "flaskr");
+        assert_eq!(found.describe(), "Flask app factory create_app() in flaskr");
     }
 }

@@ -26,6 +26,8 @@ pub struct Written {
     /// "FastAPI app app.main:app", "Django project", "Flask app", or "no app found (template)";
     /// then "; a dev script in web/package.json (commented [processes.web])" if one was found.
     pub detected: String,
+    /// What to do next: run `devrun`, or fill in the command first.
+    pub next: String,
 }
 
 /// Writes `dir/devrun.toml`. Refuses (exit 2) to overwrite an existing one unless `force`.
@@ -71,7 +73,16 @@ pub fn init(dir: &Path, force: bool) -> Result<Written, Error> {
             frontend.package_json()
         ));
     }
-    Ok(Written { path, detected })
+    let next = if app == detect::Detected::Template {
+        format!("fill in `command` in {CONFIG_FILE} (devrun refuses to start until then)")
+    } else {
+        "run `devrun` to start".to_string()
+    };
+    Ok(Written {
+        path,
+        detected,
+        next,
+    })
 }
 
 fn already_exists(dir: &Path) -> Error {

@@ -14,47 +14,94 @@ fn toml_array(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn command_for(app: &Detected, python: &str) -> Vec<String> {
+/// The backend's command for what was found; `None` when nothing was (the file then has an
+/// empty `command` that devrun refuses, saying what to fill in).
+fn command_for(app: &Detected, python: &str) -> Option<Vec<String>> {
     let host = DEFAULT_HOST;
-    let mut command = vec![python.to_string()];
+    let words = |words: &[&str]| -> Vec<String> { words.iter().map(|w| w.to_string()).collect() };
     let rest: Vec<String> = match app {
-        Detected::Asgi(app) => vec![
-            "-m".into(),
-            "uvicorn".into(),
-            app.target(),
-            "--host".into(),
-            host.into(),
-            "--port".into(),
-            "{port}".into(),
-        ],
+        Detected::Asgi(app) => {
+            let mut rest = words(&["-m", "uvicorn", &app.target()]);
+            if app.factory {
+                rest.push("--factory".into());
+            }
+            rest.extend(words(&["--host", host, "--port", "{port}"]));
+            rest
+        }
         Detected::Django => vec![
             "manage.py".into(),
             "runserver".into(),
             format!("{host}:{{port}}"),
             "--noreload".into(),
         ],
-        Detected::Flask(app) => vec![
-            "-m".into(),
-            "flask".into(),
-            "--app".into(),
-            app.target(),
-            "run".into(),
-            "--host".into(),
-            host.into(),
-            "--port".into(),
-            "{port}".into(),
-            "--no-reload".into(),
-        ],
-        Detected::Template => vec![
-            "-m".into(),
-            "http.server".into(),
-            "{port}".into(),
-            "--bind".into(),
-            host.into(),
-        ],
+        // --debug: Flask re-reads edited templates and shows its debugger page; --no-reload:
+        // without it, --debug would start Flask's own reloader beside devrun.
+        Detected::Flask(app) => words(&[
+            "-m",
+            "flask",
+            "--app",
+            &app.target(),
+            "run",
+            "--host",
+            host,
+            "--port",
+            "{port}",
+            "--debug",
+            "--no-reload",
+        ]),
+        Detected::Template => return None,
     };
+    let mut command = vec![python.to_string()];
     command.extend(rest);
-    command
+    Some(command)
+}
+
+/// The comment above `command` and the `command = …` line.
+fn render_command(app: &Detected, python: &str) -> String {
+    let comment = match app {
+        Detected::Template => {
+            let example = toml_array(&[
+                python.to_string(),
+                "-m".into(),
+                "uvicorn".into(),
+                "app.main:app".into(),
+                "--port".into(),
+                "{port}".into(),
+            ]);
+            return format!(
+                "# No FastAPI, Starlette, Django or Flask app was found. FILL IN the command that\n\
+                 # starts your backend on {{port}} (devrun fills it in), e.g.\n\
+                 #   command = {example}\n\
+                 # devrun refuses to start (exit 2) while it is empty.\n\
+                 command = []\n\n"
+            );
+        }
+        Detected::Django => {
+            "# The backend's command: Django's dev server without its own autoreloader\n\
+             # (devrun does the reloading). devrun fills in {port}.\n"
+        }
+        Detected::Flask(_) => {
+            "# The backend's command: Flask's dev server in debug mode (edited templates are\n\
+             # re-read, errors show the debugger page) without its own reloader (devrun does the\n\
+             # reloading). devrun fills in {port}.\n"
+        }
+        Detected::Asgi(_) => {
+            "# The backend's command, without --reload (devrun does the reloading).\n\
+             # devrun fills in {port}.\n"
+        }
+    };
+    let command = command_for(app, python).unwrap_or_default();
+    format!("{comment}command = {}\n\n", toml_array(&command))
+}
+
+/// What a change to restarts the backend: code, and the templates of the frameworks that
+/// keep them in `.html` files.
+fn include_for(app: &Detected) -> Vec<String> {
+    let mut include = vec!["**/*.py".to_string()];
+    if matches!(app, Detected::Django | Detected::Flask(_)) {
+        include.push("**/*.html".to_string());
+    }
+    include
 }
 
 pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -> String {
@@ -65,31 +112,7 @@ pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -
         "# `devrun` runs the backend and restarts it, with a confirmed teardown, on every change;\n\
          # `devrun --once` is the CI smoke test. Paths are relative to this file's folder.\n\n",
     );
-
-    match app {
-        Detected::Template => out.push_str(&format!(
-            "# No FastAPI, Starlette, Django or Flask app was found, so this runs Python's built-in\n\
-             # file server as a placeholder: REPLACE it with your backend's command, e.g.\n\
-             # command = [{}, \"-m\", \"uvicorn\", \"app.main:app\", \"--port\", \"{{port}}\"]\n",
-            toml_string(python)
-        )),
-        Detected::Django => out.push_str(
-            "# The backend's command: Django's dev server without its own autoreloader\n\
-             # (devrun does the reloading). devrun fills in {port}.\n",
-        ),
-        Detected::Flask(_) => out.push_str(
-            "# The backend's command: Flask's dev server without its own reloader (devrun does the\n\
-             # reloading). devrun fills in {port}.\n",
-        ),
-        Detected::Asgi(_) => out.push_str(
-            "# The backend's command, without --reload (devrun does the reloading).\n\
-             # devrun fills in {port}.\n",
-        ),
-    }
-    out.push_str(&format!(
-        "command = {}\n\n",
-        toml_array(&command_for(app, python))
-    ));
+    out.push_str(&render_command(app, python));
 
     out.push_str(&format!(
         "# The port the backend serves ({port_note}).\n\
@@ -97,10 +120,6 @@ pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -
          port = {port}\n\n"
     ));
 
-    let mut include = vec!["**/*.py".to_string()];
-    if matches!(app, Detected::Django) {
-        include.push("**/*.html".to_string());
-    }
     out.push_str(&format!(
         "[watch]\n\
          # Folders watched for changes.\n\
@@ -110,7 +129,7 @@ pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -
          # More globs to ignore (.git, __pycache__, .venv, venv, node_modules ... always are;\n\
          # so is what .gitignore lists).\n\
          # ignore = [\"data/**\"]\n\n",
-        toml_array(&include)
+        toml_array(&include_for(app))
     ));
 
     out.push_str(
@@ -142,10 +161,20 @@ mod tests {
             module: "web".into(),
             var: "server".into(),
             file: PathBuf::from("web.py"),
+            factory: false,
         };
         for detected in [
             Detected::Asgi(AppObject {
                 framework: Framework::FastApi,
+                ..app.clone()
+            }),
+            Detected::Asgi(AppObject {
+                framework: Framework::FastApi,
+                factory: true,
+                ..app.clone()
+            }),
+            Detected::Flask(AppObject {
+                factory: true,
                 ..app.clone()
             }),
             Detected::Flask(app),
@@ -155,9 +184,52 @@ mod tests {
             let text = render(&detected, ".venv\\Scripts\\python.exe", 8123, "test");
             let value: toml::Table = toml::from_str(&text).unwrap();
             let command = value["command"].as_array().unwrap();
+            if detected == Detected::Template {
+                assert!(command.is_empty(), "{text}");
+                assert!(text.contains("#   command = ['.venv\\Scripts"), "{text}");
+                continue;
+            }
             assert_eq!(command[0].as_str(), Some(".venv\\Scripts\\python.exe"));
             assert_eq!(value["port"].as_integer(), Some(8123));
             assert_eq!(value["stop"]["timeout_ms"].as_integer(), Some(5000));
         }
+    }
+
+    #[test]
+    fn flask_runs_in_debug_mode_without_its_reloader_and_watches_templates() {
+        let app = AppObject {
+            framework: Framework::Flask,
+            module: "flaskr".into(),
+            var: "create_app".into(),
+            file: PathBuf::from("flaskr/__init__.py"),
+            factory: true,
+        };
+        let text = render(&Detected::Flask(app), "python3", 8123, "test");
+        let value: toml::Table = toml::from_str(&text).unwrap();
+        let command: Vec<&str> = value["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            command,
+            [
+                "python3",
+                "-m",
+                "flask",
+                "--app",
+                "flaskr",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--debug",
+                "--no-reload"
+            ]
+        );
+        let include = value["watch"]["include"].as_array().unwrap();
+        assert!(include.iter().any(|v| v.as_str() == Some("**/*.html")));
     }
 }

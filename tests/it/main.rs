@@ -20,6 +20,7 @@ mod once;
 mod orphan;
 mod preload;
 mod pyproject;
+mod real_layouts;
 mod reliability;
 mod restart;
 mod serve;

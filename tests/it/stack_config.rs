@@ -164,6 +164,11 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
     // The template's port: the project's own free port (not init's 8000..=8099 search, which
     // other init tests serialize on).
     p.write_inplace(".env", &format!("PORT={}\n", p.port));
+    p.write_inplace(
+        "app.py",
+        "from flask import Flask\n\napp = Flask(__name__)\n",
+    );
+    crate::init::link_test_venv(&p);
     p.write_inplace("web/package.json", r#"{"scripts": {"dev": "vite"}}"#);
     p.write_inplace(
         "node_modules/x/package.json",
