@@ -26,6 +26,7 @@ pub mod preload;
 pub mod process;
 pub mod procs;
 pub mod project;
+pub mod reloader;
 pub mod state;
 pub mod stdin;
 pub mod summary;

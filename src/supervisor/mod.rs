@@ -141,6 +141,10 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         processes: Vec::new(),
     };
     let members = config.members();
+    for (member, found) in crate::reloader::in_members(&members) {
+        let (what, fix) = (found.what, found.fix);
+        ui.emit(&Warn::OwnReloader { member, what, fix }.into());
+    }
     let backend_filter = Filter::new(&config.watch, &config.root)
         .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
     let shared = Rc::new(Shared {

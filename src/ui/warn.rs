@@ -96,6 +96,12 @@ pub enum Warn {
         #[serde(skip)]
         text: String,
     },
+    /// A member's command starts its server's own reloader (see `reloader`): said once.
+    OwnReloader {
+        member: String,
+        what: String,
+        fix: String,
+    },
 }
 
 fn inotify_limit(every: std::time::Duration) -> String {
@@ -228,6 +234,16 @@ impl fmt::Display for Warn {
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
             Warn::InotifyLimit { every } => f.write_str(&inotify_limit(*every)),
+            Warn::OwnReloader { member, what, fix } => write!(
+                f,
+                "{} runs its own reloader ({what}): two reloaders fight (a change restarts it \
+                 twice, the ready time grows); {fix} in its command: devrun is the reloader",
+                if member == crate::config::BACKEND {
+                    "the backend".to_string()
+                } else {
+                    format!("[processes.{member}]")
+                }
+            ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested { by } => write!(f, "restart requested by `{by}`"),

@@ -18,6 +18,7 @@ mod inherit;
 mod init;
 mod once;
 mod orphan;
+mod own_reloader;
 mod preload;
 mod pyproject;
 mod real_layouts;
