@@ -397,14 +397,19 @@ pub async fn wait_ready(
     timeout: Duration,
 ) -> Result<Duration, NotReady> {
     let mut last = NotReady::NoListener;
+    // A 4xx is the app's answer (no such route, not allowed): waiting cannot change it, so
+    // it ends the wait at once. A 5xx may be an app still starting (503): waited out.
+    let mut answered = false;
     let probed = async || match probe(host, port, check).await {
         Ok(()) => true,
         Err(reason) => {
+            answered = matches!(reason, NotReady::Status(code) if (400..500).contains(&code));
             last = reason;
-            false
+            answered
         }
     };
     match wait_until(probed, timeout, ready_interval).await {
+        Ok(_) if answered => Err(last),
         Ok(taken) => Ok(taken),
         Err(_) if last == NotReady::NoListener => Err(explain_no_listener(host, port)),
         Err(_) => Err(last),

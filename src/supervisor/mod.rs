@@ -14,6 +14,7 @@
 //! Each runner keeps the invariants for its own process: the next generation is spawned only
 //! after the previous group is confirmed gone and its port free.
 
+mod config_file;
 mod own_writes;
 mod phase;
 mod ports;
@@ -233,6 +234,8 @@ struct Coordinator {
     stopping: bool,
     /// The first error (a member that could not go on, or `--once`'s first failure).
     error: Option<Error>,
+    /// Edits to it are said, never routed (see `config_file`).
+    config_file: Option<config_file::ConfigFile>,
 }
 
 /// Starts a runner per member and coordinates them until every one is done.
@@ -257,16 +260,17 @@ async fn coordinate(
         once,
         stopping: false,
         error: None,
+        config_file: config_file::ConfigFile::new(config),
     };
     while !coordinator.handles.iter().all(|h| h.done) {
         tokio::select! {
             request = shutdown.next() => coordinator.forward(request),
-            batch = next_batch(&mut watch) => coordinator.route(&batch, backend_filter),
+            batch = next_batch(&mut watch) => coordinator.route(batch, backend_filter),
             message = up.recv() => match message {
                 Some(Up::Sync(reply)) => {
                     if let Some(watch) = watch.as_mut() {
                         let batch = watch.sync().await;
-                        coordinator.route(&batch, backend_filter);
+                        coordinator.route(batch, backend_filter);
                     }
                     let _ = reply.send(());
                 }
@@ -347,6 +351,8 @@ fn link(handles: &mut [Handle], members: &[Member]) {
 fn start_watch(shared: &Shared, ui: &Ui) -> Result<Watch, Error> {
     let config = &shared.config;
     let mut watching = config.watch.clone();
+    // Watched whatever `include` says, so an edit is said (see `config_file`).
+    watching.also.extend(config.source.clone());
     for process in &config.processes {
         let ProcessWatch::Paths(paths) = &process.watch else {
             continue;
@@ -413,7 +419,10 @@ impl Coordinator {
     }
 
     /// Hands each member the paths of `batch` its route wants.
-    fn route(&self, batch: &Batch, backend: &Filter) {
+    fn route(&mut self, mut batch: Batch, backend: &Filter) {
+        if let Some(config_file) = self.config_file.as_mut() {
+            config_file.take(&mut batch, &self.ui);
+        }
         for handle in self.handles.iter().filter(|h| !h.done) {
             let paths: Vec<PathBuf> = batch
                 .paths
@@ -500,6 +509,10 @@ impl Coordinator {
                 "stopped before {} started",
                 waiting.join(", ")
             )));
+        }
+        if self.once {
+            let members = self.handles.iter().map(|h| h.name.clone()).collect();
+            self.ui.emit(&Event::OncePassed { members });
         }
         Ok(())
     }

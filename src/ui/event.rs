@@ -71,6 +71,10 @@ pub enum Event {
         summary: Option<String>,
     },
     Waiting,
+    /// `--once` passed: every member got ready, was stopped and its port confirmed free.
+    OncePassed {
+        members: Vec<String>,
+    },
     ShuttingDown {
         reason: String,
     },
@@ -125,7 +129,7 @@ const FILES_SHOWN: usize = 3;
 impl Event {
     pub(super) fn level(&self) -> Level {
         match self {
-            Event::Ready { .. } | Event::Started { .. } => Level::Good,
+            Event::Ready { .. } | Event::Started { .. } | Event::OncePassed { .. } => Level::Good,
             Event::Changed { .. } | Event::Warning(_) | Event::Warn(_) | Event::NotReady { .. } => {
                 Level::Warn
             }
@@ -153,6 +157,11 @@ impl Event {
             }
             Event::PortHeld { port, holders } => format!("port {port} is held by {holders}"),
             Event::Waiting => "waiting for changes".to_string(),
+            Event::OncePassed { members } => format!(
+                "--once passed: {} got ready, stopped, port{} released",
+                members.join(", "),
+                plural(members.len())
+            ),
             Event::ShuttingDown { reason } => format!("{reason}: shutting down"),
             Event::Warning(text) => text.clone(),
             Event::Warn(warn) => warn.to_string(),

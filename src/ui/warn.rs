@@ -96,6 +96,8 @@ pub enum Warn {
         #[serde(skip)]
         text: String,
     },
+    /// The config file was edited while devrun runs: said once, devrun keeps its settings.
+    ConfigChanged { file: String },
     /// A member's command starts its server's own reloader (see `reloader`): said once.
     OwnReloader {
         member: String,
@@ -234,6 +236,11 @@ impl fmt::Display for Warn {
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
             Warn::InotifyLimit { every } => f.write_str(&inotify_limit(*every)),
+            Warn::ConfigChanged { file } => write!(
+                f,
+                "{file} changed: devrun keeps running with the settings it started with; \
+                 restart devrun to apply the change (Ctrl-C, then `devrun`)"
+            ),
             Warn::OwnReloader { member, what, fix } => write!(
                 f,
                 "{} runs its own reloader ({what}): two reloaders fight (a change restarts it \

@@ -27,6 +27,7 @@ mod restart;
 mod serve;
 mod shutdown;
 mod single_instance;
+mod small_cli;
 mod stack;
 mod stack_config;
 mod stack_state;

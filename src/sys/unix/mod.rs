@@ -28,8 +28,9 @@ use macos as os;
 pub use macos::{closing_only, listen_addresses, listener_pids};
 
 pub use os::{
-    blind_filesystem, children, command_line, group_members, holds_open, is_zombie, marked,
-    oom_kills, parent, prepare_supervisor, process_group, program_path, resident_bytes, start_time,
+    blind_filesystem, children, command_line, environment_value, group_members, holds_open,
+    is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group, program_path,
+    resident_bytes, start_time,
 };
 
 /// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.

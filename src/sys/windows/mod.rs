@@ -76,6 +76,11 @@ pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
     Vec::new()
 }
 
+/// Another process's environment is not read on Windows.
+pub fn environment_value(_pid: u32, _var: &str) -> Option<String> {
+    None
+}
+
 /// `command_line` is the executable's path here.
 pub fn program_path(pid: u32) -> String {
     command_line(pid)
