@@ -332,6 +332,23 @@ pub(super) fn derive_env_file(
     Ok(Some(path))
 }
 
+/// The backend's `cwd`, relative to the config file's folder (default: that folder); it must
+/// be a folder. A relative program path in the command starts from it, as in a shell that
+/// changed into it (`cwd = "backend"`, `command = "../.venv/bin/python …"`).
+pub(super) fn derive_backend_cwd(inputs: &Inputs, root: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(cwd) = &inputs.file.cwd else {
+        return Ok(root.to_path_buf());
+    };
+    let path = root.join(cwd.get_ref());
+    if !path.is_dir() {
+        return Err(inputs.err(
+            Some(cwd.span().start),
+            format!("cwd: {} is not a folder", path.display()),
+        ));
+    }
+    Ok(path)
+}
+
 pub(super) fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {
     match value {
         toml::Value::String(line) => shell_words::split(line)

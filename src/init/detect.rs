@@ -75,7 +75,8 @@ pub(super) struct Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Detected {
     Asgi(AppObject),
-    Django,
+    /// The folder of its `manage.py`, relative to the project (empty: the project itself).
+    Django(PathBuf),
     Flask(AppObject),
     Template,
 }
@@ -92,7 +93,10 @@ impl Detected {
             Detected::Asgi(app) | Detected::Flask(app) => {
                 format!("{} app {}", app.framework.name(), app.target())
             }
-            Detected::Django => "Django project".to_string(),
+            Detected::Django(folder) if folder.as_os_str().is_empty() => {
+                "Django project".to_string()
+            }
+            Detected::Django(folder) => format!("Django project in {}", folder.display()),
             Detected::Template => "no app found (template)".to_string(),
         }
     }
@@ -101,24 +105,26 @@ impl Detected {
     pub(super) fn app_file(&self) -> Option<&Path> {
         match self {
             Detected::Asgi(app) | Detected::Flask(app) => Some(&app.file),
-            Detected::Django | Detected::Template => None,
+            Detected::Django(_) | Detected::Template => None,
         }
     }
 }
 
-/// Picks the project's app. A top-level `manage.py` that mentions Django wins (a Django tree
-/// may hold helper scripts with a FastAPI app); then a FastAPI/Starlette app; then Flask; then a
-/// `manage.py` that does not mention Django (still most likely Django's); else the template.
+/// Picks the project's app. A `manage.py` that mentions Django, in the folder or a direct
+/// subfolder (`backend/manage.py`), wins (a Django tree may hold helper scripts with a FastAPI
+/// app); then a FastAPI/Starlette app; then Flask; then a top-level `manage.py` that does not
+/// mention Django (still most likely Django's); else the template.
 pub(super) fn detect(dir: &Path, files: &[PyFile]) -> Detected {
-    let manage = dir.join("manage.py");
-    let manage_text = if manage.is_file() {
-        Some(read_source(&manage).unwrap_or_default())
-    } else {
-        None
-    };
-    if let Some(text) = &manage_text {
+    let manage_text = read_source(&dir.join("manage.py"));
+    let manages = files
+        .iter()
+        .filter(|f| f.rel.file_name().is_some_and(|n| n == "manage.py"))
+        .filter(|f| f.rel.components().count() <= 2);
+    for manage in manages {
+        let text = read_source(&manage.abs).unwrap_or_default();
         if text.to_ascii_lowercase().contains("django") {
-            return Detected::Django;
+            let folder = manage.rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            return Detected::Django(folder);
         }
     }
 
@@ -155,7 +161,7 @@ pub(super) fn detect(dir: &Path, files: &[PyFile]) -> Detected {
         return Detected::Flask(app);
     }
     if manage_text.is_some() {
-        return Detected::Django;
+        return Detected::Django(PathBuf::new());
     }
     Detected::Template
 }
@@ -381,7 +387,10 @@ mod tests {
             "manage.py",
             "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'x')\n",
         );
-        assert_eq!(detect(dir.path(), &scan(dir.path())), Detected::Django);
+        assert_eq!(
+            detect(dir.path(), &scan(dir.path())),
+            Detected::Django(PathBuf::new())
+        );
     }
 
     #[test]

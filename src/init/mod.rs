@@ -3,13 +3,14 @@
 //! Detection is plain line matching over the project's `.py` files (no imports, no regex):
 //! a module-level `app = FastAPI(` / `Starlette(` / `Flask(` assignment, or a top-level
 //! `manage.py` for Django. Whatever is found, the file written is one `devrun --once` accepts.
-//! `scan` walks the tree, `detect` finds the app, `python` and `port` pick the interpreter and
-//! the port, `frontend` finds a dev server beside the backend, `render` writes the TOML.
+//! `scan` walks the tree, `detect` finds the app, `layout` places it (a `backend/` subfolder,
+//! a venv or `.env` above it), `port` picks the port, `frontend` finds a dev server beside the
+//! backend, `render` writes the TOML.
 
 mod detect;
 mod frontend;
+mod layout;
 mod port;
-mod python;
 mod render;
 mod scan;
 
@@ -37,14 +38,10 @@ pub fn init(dir: &Path, force: bool) -> Result<Written, Error> {
         return Err(already_exists(dir));
     }
 
-    let files = scan::scan(dir);
-    let app = detect::detect(dir, &files);
-    let python = python::python_for(dir);
-    let (port, port_note) = port::choose_port(dir, &app);
-    let frontend = frontend::find_frontend(dir);
-    let mut text = render::render(&app, &python, port, &port_note);
-    if let Some(frontend) = &frontend {
-        text.push_str(&frontend::render_frontend(frontend, port));
+    let plan = Plan::make(dir);
+    let mut text = render::render(&plan);
+    if let Some(frontend) = &plan.frontend {
+        text.push_str(&frontend::render_frontend(frontend, plan.port));
     }
 
     let mut options = OpenOptions::new();
@@ -66,23 +63,78 @@ pub fn init(dir: &Path, force: bool) -> Result<Written, Error> {
         .and_then(|()| file.flush())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
 
-    let mut detected = app.describe();
-    if let Some(frontend) = &frontend {
-        detected.push_str(&format!(
-            "; a dev script in {} (commented [processes.web])",
-            frontend.package_json()
-        ));
-    }
-    let next = if app == detect::Detected::Template {
-        format!("fill in `command` in {CONFIG_FILE} (devrun refuses to start until then)")
-    } else {
-        "run `devrun` to start".to_string()
-    };
     Ok(Written {
         path,
-        detected,
-        next,
+        detected: plan.describe(),
+        next: plan.next_step(),
     })
+}
+
+/// What `init` found and will write.
+struct Plan {
+    app: detect::Detected,
+    /// The backend's folder relative to the project (`backend`; empty: the project itself):
+    /// its `cwd`, and what is watched.
+    backend: PathBuf,
+    /// The interpreter, relative to the backend's folder.
+    python: String,
+    /// The dotenv file, relative to the project.
+    env_file: Option<String>,
+    port: u16,
+    port_note: String,
+    frontend: Option<frontend::Frontend>,
+}
+
+impl Plan {
+    fn make(dir: &Path) -> Plan {
+        let files = scan::scan(dir);
+        let mut app = detect::detect(dir, &files);
+        let backend = layout::backend_folder(dir, &mut app);
+        let python = layout::python_for(dir, &backend);
+        let env_file = layout::env_file_for(dir, &backend);
+        let (port, port_note) = port::choose_port(dir, &app, env_file.as_deref());
+        Plan {
+            app,
+            python,
+            env_file,
+            port,
+            port_note,
+            frontend: frontend::find_frontend(dir),
+            backend,
+        }
+    }
+
+    /// For the status line: the app, where it runs from, the env file and the frontend.
+    fn describe(&self) -> String {
+        let mut detected = self.app.describe();
+        if !self.backend.as_os_str().is_empty() && !matches!(self.app, detect::Detected::Django(_))
+        {
+            detected.push_str(&format!(" in {}", self.backend.display()));
+        }
+        if let Some(env_file) = &self.env_file {
+            detected.push_str(&format!(", env_file {env_file}"));
+        }
+        if let Some(frontend) = &self.frontend {
+            detected.push_str(&format!(
+                "; a dev script in {} run with {}",
+                frontend.package_json(),
+                frontend.manager.program()
+            ));
+            match &frontend.missing {
+                Some(why) => detected.push_str(&format!(" ([processes.web] commented out: {why})")),
+                None => detected.push_str(" ([processes.web])"),
+            }
+        }
+        detected
+    }
+
+    fn next_step(&self) -> String {
+        if self.app == detect::Detected::Template {
+            format!("fill in `command` in {CONFIG_FILE} (devrun refuses to start until then)")
+        } else {
+            "run `devrun` to start".to_string()
+        }
+    }
 }
 
 fn already_exists(dir: &Path) -> Error {

@@ -9,18 +9,19 @@ use std::path::Path;
 const PORT_RANGE: std::ops::RangeInclusive<u16> = 8000..=8099;
 
 /// The port to write and a comment saying where it came from.
-pub(super) fn choose_port(dir: &Path, app: &Detected) -> (u16, String) {
+pub(super) fn choose_port(dir: &Path, app: &Detected, env_file: Option<&str>) -> (u16, String) {
     if let Some(file) = app.app_file() {
         if let Some(port) = read_source(file).as_deref().and_then(port_keyword) {
             let shown = file.strip_prefix(dir).unwrap_or(file).display().to_string();
             return (port, format!("port={port} in {shown}"));
         }
     }
-    if let Some(port) = read_source(&dir.join(".env"))
+    let env_file = env_file.unwrap_or(".env");
+    if let Some(port) = read_source(&dir.join(env_file))
         .as_deref()
         .and_then(dotenv_port)
     {
-        return (port, format!("PORT={port} in .env"));
+        return (port, format!("PORT={port} in {env_file}"));
     }
     match free_port() {
         Some(port) => (

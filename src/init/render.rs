@@ -2,6 +2,7 @@
 //! with a comment that says why.
 
 use super::detect::Detected;
+use super::Plan;
 use crate::config::DEFAULT_HOST;
 
 /// A TOML string literal (quoted and escaped).
@@ -28,7 +29,7 @@ fn command_for(app: &Detected, python: &str) -> Option<Vec<String>> {
             rest.extend(words(&["--host", host, "--port", "{port}"]));
             rest
         }
-        Detected::Django => vec![
+        Detected::Django(_) => vec![
             "manage.py".into(),
             "runserver".into(),
             format!("{host}:{{port}}"),
@@ -76,7 +77,7 @@ fn render_command(app: &Detected, python: &str) -> String {
                  command = []\n\n"
             );
         }
-        Detected::Django => {
+        Detected::Django(_) => {
             "# The backend's command: Django's dev server without its own autoreloader\n\
              # (devrun does the reloading). devrun fills in {port}.\n"
         }
@@ -98,13 +99,44 @@ fn render_command(app: &Detected, python: &str) -> String {
 /// keep them in `.html` files.
 fn include_for(app: &Detected) -> Vec<String> {
     let mut include = vec!["**/*.py".to_string()];
-    if matches!(app, Detected::Django | Detected::Flask(_)) {
+    if matches!(app, Detected::Django(_) | Detected::Flask(_)) {
         include.push("**/*.html".to_string());
     }
     include
 }
 
-pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -> String {
+/// `cwd` and `env_file`, each with why, when the backend runs from a subfolder or a dotenv
+/// file was found.
+fn render_place(plan: &Plan) -> String {
+    let mut out = String::new();
+    if !plan.backend.as_os_str().is_empty() {
+        out.push_str(&format!(
+            "# The backend runs in its own folder (its imports, alembic and settings start there);\n\
+             # the interpreter path in the command is relative to it.\n\
+             cwd = {}\n\n",
+            toml_string(&slashed(&plan.backend))
+        ));
+    }
+    if let Some(env_file) = &plan.env_file {
+        out.push_str(&format!(
+            "# The backend's variables; an edit restarts it (the status line names the keys).\n\
+             env_file = {}\n\n",
+            toml_string(env_file)
+        ));
+    }
+    out
+}
+
+/// A relative path with `/` between its parts (what TOML readers on every OS accept).
+fn slashed(path: &std::path::Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+pub(super) fn render(plan: &Plan) -> String {
+    let (app, port, port_note) = (&plan.app, plan.port, &plan.port_note);
     let mut out = String::new();
     out.push_str("# devrun.toml, written by `devrun init`");
     out.push_str(&format!(" (detected: {}).\n", app.describe()));
@@ -112,7 +144,8 @@ pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -
         "# `devrun` runs the backend and restarts it, with a confirmed teardown, on every change;\n\
          # `devrun --once` is the CI smoke test. Paths are relative to this file's folder.\n\n",
     );
-    out.push_str(&render_command(app, python));
+    out.push_str(&render_command(app, &plan.python));
+    out.push_str(&render_place(plan));
 
     out.push_str(&format!(
         "# The port the backend serves ({port_note}).\n\
@@ -120,15 +153,20 @@ pub(super) fn render(app: &Detected, python: &str, port: u16, port_note: &str) -
          port = {port}\n\n"
     ));
 
+    let paths = match plan.backend.as_os_str().is_empty() {
+        true => ".".to_string(),
+        false => slashed(&plan.backend),
+    };
     out.push_str(&format!(
         "[watch]\n\
          # Folders watched for changes.\n\
-         paths = [\".\"]\n\
+         paths = [{}]\n\
          # Files whose change triggers a restart.\n\
          include = {}\n\
          # More globs to ignore (.git, __pycache__, .venv, venv, node_modules ... always are;\n\
          # so is what .gitignore lists).\n\
          # ignore = [\"data/**\"]\n\n",
+        toml_string(&paths),
         toml_array(&include_for(app))
     ));
 
@@ -154,6 +192,18 @@ mod tests {
     use crate::init::detect::{AppObject, Framework};
     use std::path::PathBuf;
 
+    fn render(app: &Detected, python: &str, port: u16, port_note: &str) -> String {
+        super::render(&Plan {
+            app: app.clone(),
+            backend: PathBuf::new(),
+            python: python.to_string(),
+            env_file: None,
+            port,
+            port_note: port_note.to_string(),
+            frontend: None,
+        })
+    }
+
     #[test]
     fn rendered_file_parses_with_every_kind() {
         let app = AppObject {
@@ -178,7 +228,7 @@ mod tests {
                 ..app.clone()
             }),
             Detected::Flask(app),
-            Detected::Django,
+            Detected::Django(PathBuf::new()),
             Detected::Template,
         ] {
             let text = render(&detected, ".venv\\Scripts\\python.exe", 8123, "test");

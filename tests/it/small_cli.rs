@@ -86,3 +86,18 @@ fn exit_127_is_explained_as_a_command_not_found() {
     );
     p.assert_nothing_left();
 }
+
+#[test]
+fn a_backend_cwd_that_is_not_a_folder_is_a_config_error_at_its_line() {
+    let mut p = Project::empty()
+        .config("command = [\"python3\", \"-c\", \"pass\"]\nport = $PORT\ncwd = \"backend\"\n")
+        .args(["--once"])
+        .start();
+    assert_eq!(p.wait_exit(WAIT), 2, "{}", p.stderr());
+    assert!(
+        p.stderr().contains("devrun.toml:3:7: cwd: ") && p.stderr().contains("is not a folder"),
+        "{}",
+        p.stderr()
+    );
+    p.assert_nothing_left();
+}

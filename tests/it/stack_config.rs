@@ -174,7 +174,10 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
         "node_modules/x/package.json",
         r#"{"scripts": {"dev": "x"}}"#,
     );
-    let mut init = p.spawn_devrun(&["init"], "init");
+    // No npm on PATH: the block is written commented out, saying so.
+    let no_npm = p.tmp_dir().join("empty-bin");
+    std::fs::create_dir_all(&no_npm).unwrap();
+    let mut init = p.spawn_devrun_with_env(&["init"], &[("PATH", &no_npm)], "init");
     assert_eq!(init.wait_exit(WAIT), 0, "{}", init.stderr());
     assert!(
         init.stderr().contains("web/package.json"),
@@ -188,7 +191,8 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
         "# cwd = \"web\"",
         "# port = 5173",
         "# after = [\"backend\"]",
-        "# env = { VITE_API_URL = \"http://127.0.0.1:{ports.backend}\" }",
+        "# env = { VITE_API_URL = \"http://localhost:{ports.backend}\" }",
+        "# Commented out: npm is not on PATH; then uncomment it.",
     ] {
         assert!(
             written.lines().any(|l| l == line),
