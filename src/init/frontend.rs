@@ -236,12 +236,12 @@ pub(super) fn render_frontend(frontend: &Frontend, backend_port: u16) -> String 
     if !frontend.folder.is_empty() {
         block.push_str(&format!("cwd = {}\n", toml_string(&frontend.folder)));
     }
-    // localhost, not 127.0.0.1: the address a browser page uses is the origin CORS checks,
-    // and frameworks' defaults allow http://localhost:5173.
+    // {url.backend}: http://localhost:PORT, not 127.0.0.1, as browsers and CORS defaults
+    // (http://localhost:5173 in FastAPI's, Django's and Vite's docs) expect.
     block.push_str(&format!(
         "port = {port}\n\
          after = [\"backend\"]\n\
-         env = {{ {api_var} = \"http://localhost:{{ports.backend}}\" }}\n\
+         env = {{ {api_var} = \"{{url.backend}}\" }}\n\
          ready = {{ http = \"/\" }}\n"
     ));
     let block: String = block.lines().map(|l| format!("{prefix}{l}\n")).collect();
@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(member["after"][0].as_str(), Some("backend"));
         assert_eq!(
             member["env"]["VITE_API_URL"].as_str(),
-            Some("http://localhost:{ports.backend}")
+            Some("{url.backend}")
         );
         // Runnable: live. Beside the project: no cwd; never the backend's port; Next.js's own
         // names; bun takes the script's arguments without `--`.

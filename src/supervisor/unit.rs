@@ -351,6 +351,7 @@ impl Runner {
                     generation,
                     elapsed,
                     address: format!("{host}:{port}"),
+                    url: port::browser_url(host, port),
                 });
                 Step::Ready(Instant::now())
             }

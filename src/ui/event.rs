@@ -55,7 +55,10 @@ pub enum Event {
         generation: u32,
         #[serde(rename = "duration_ms", serialize_with = "millis")]
         elapsed: Duration,
+        /// Where it listens (`127.0.0.1:8001`).
         address: String,
+        /// The address a browser uses (`http://localhost:8001`): what the line shows.
+        url: String,
     },
     NotReady {
         generation: u32,
@@ -208,9 +211,10 @@ impl Event {
             Event::Ready {
                 generation,
                 elapsed,
-                address,
+                url,
+                ..
             } => format!(
-                "generation {generation} ready in {} ms on {address}",
+                "generation {generation} ready in {} ms on {url}",
                 elapsed.as_millis()
             ),
             Event::NotReady {
@@ -355,8 +359,9 @@ mod tests {
                     generation: 2,
                     elapsed: ms(40),
                     address: "127.0.0.1:8001".into(),
+                    url: "http://localhost:8001".into(),
                 },
-                json!({"event": "ready", "generation": 2, "duration_ms": 40, "address": "127.0.0.1:8001"}),
+                json!({"event": "ready", "generation": 2, "duration_ms": 40, "address": "127.0.0.1:8001", "url": "http://localhost:8001"}),
             ),
             (
                 Event::NotReady {

@@ -191,7 +191,7 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
         "# cwd = \"web\"",
         "# port = 5173",
         "# after = [\"backend\"]",
-        "# env = { VITE_API_URL = \"http://localhost:{ports.backend}\" }",
+        "# env = { VITE_API_URL = \"{url.backend}\" }",
         "# Commented out: npm is not on PATH; then uncomment it.",
     ] {
         assert!(
