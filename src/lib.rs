@@ -34,5 +34,6 @@ pub mod supervisor;
 mod sys;
 pub mod ui;
 pub mod watch;
+pub mod watchdog;
 
 pub use error::{Error, ExitCode};

@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
         Some(
             Command::Status { project, .. }
             | Command::Stop { project }
-            | Command::Restart { project },
+            | Command::Restart { project }
+            | Command::Watchdog { project },
         ) => Ui::new(project.color, false),
         _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
     };
@@ -63,6 +64,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
         .map_err(|e| devrun::Error::io("cannot start the async runtime", e))?;
     match (&cli.command, config) {
         (Some(Command::Stop { project }), _) => runtime.block_on(commands::stop(project, ui))?,
+        (Some(Command::Watchdog { project }), _) => {
+            runtime.block_on(commands::watchdog(project, ui))?
+        }
         (Some(Command::Restart { project }), _) => {
             return runtime.block_on(commands::restart(project, ui))
         }

@@ -5,10 +5,12 @@
 mod restart;
 mod status;
 mod stop;
+mod watchdog;
 
 pub use restart::restart;
 pub use status::{status, Verdict};
 pub use stop::stop;
+pub use watchdog::watchdog;
 
 use crate::cli::ProjectArgs;
 use crate::config::ProjectConfig;

@@ -158,6 +158,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     for member in &members {
         shared.record(&ui, member, None);
     }
+    let watchdog = start_watchdog(&shared.config, &ui);
     let local = tokio::task::LocalSet::new();
     let result = local
         .run_until(coordinate(shared.clone(), members, shutdown, typed, ui))
@@ -165,8 +166,26 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     if result.is_ok() {
         shared.state_dir.clear();
     }
+    // Closes its pipe and waits for it: it finds no record (or a live devrun) and ends.
+    drop(watchdog);
     drop(lock);
     result
+}
+
+/// The watchdog that ends what is left if devrun is killed (see `crate::watchdog`); none on
+/// Windows (the job object does it) or when it cannot start (said once).
+fn start_watchdog(config: &Config, ui: &Ui) -> Option<crate::watchdog::Watchdog> {
+    match crate::watchdog::Watchdog::start(config) {
+        Ok(watchdog) => Some(watchdog),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
+        Err(e) => {
+            ui.emit(&Event::Warning(format!(
+                "cannot start the watchdog ({e}): if devrun is killed, a member's children may \
+                 outlive it until `devrun stop` or the next devrun"
+            )));
+            None
+        }
+    }
 }
 
 /// The prefix of each member's output lines, in a stack: its name padded to the longest, in a

@@ -35,4 +35,5 @@ mod stack_status;
 mod typed;
 mod validation;
 mod watch_filter;
+mod watchdog;
 mod watching;

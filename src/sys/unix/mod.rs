@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+mod detached;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -27,6 +28,7 @@ use macos as os;
 #[cfg(target_os = "macos")]
 pub use macos::{closing_only, listen_addresses, listener_pids};
 
+pub use detached::spawn_detached;
 pub use os::{
     blind_filesystem, children, command_line, environment_value, group_members, holds_open,
     is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group, program_path,
