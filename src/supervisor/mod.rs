@@ -143,8 +143,20 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     };
     let members = config.members();
     for (member, found) in crate::reloader::in_members(&members) {
+        let who = match member == crate::config::BACKEND {
+            true => "the backend".to_string(),
+            false => format!("[processes.{member}]"),
+        };
         let (what, fix) = (found.what, found.fix);
-        ui.emit(&Warn::OwnReloader { member, what, fix }.into());
+        ui.emit(
+            &Warn::OwnReloader {
+                member,
+                who,
+                what,
+                fix,
+            }
+            .into(),
+        );
     }
     let backend_filter = Filter::new(&config.watch, &config.root)
         .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;

@@ -101,6 +101,9 @@ pub enum Warn {
     /// A member's command starts its server's own reloader (see `reloader`): said once.
     OwnReloader {
         member: String,
+        /// How the line names it: "the backend", "[processes.web]".
+        #[serde(skip)]
+        who: String,
         what: String,
         fix: String,
     },
@@ -241,15 +244,10 @@ impl fmt::Display for Warn {
                 "{file} changed: devrun keeps running with the settings it started with; \
                  restart devrun to apply the change (Ctrl-C, then `devrun`)"
             ),
-            Warn::OwnReloader { member, what, fix } => write!(
+            Warn::OwnReloader { who, what, fix, .. } => write!(
                 f,
-                "{} runs its own reloader ({what}): two reloaders fight (a change restarts it \
-                 twice, the ready time grows); {fix} in its command: devrun is the reloader",
-                if member == crate::config::BACKEND {
-                    "the backend".to_string()
-                } else {
-                    format!("[processes.{member}]")
-                }
+                "{who} runs its own reloader ({what}): two reloaders fight (a change restarts it \
+                 twice, the ready time grows); {fix} in its command: devrun is the reloader"
             ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
