@@ -84,6 +84,12 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Started by devrun itself (see `devrun::watchdog`): ends what devrun left once devrun ends
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
     /// Print a shell completion script (e.g. `devrun completions bash > ~/.local/share/bash-completion/completions/devrun`)
     Completions {
         #[arg(value_enum)]

@@ -68,6 +68,8 @@ pub struct ProjectConfig {
 pub struct Config {
     pub project: ProjectConfig,
     pub command: Vec<String>,
+    /// The backend's working folder (`cwd`; default the root). Absolute.
+    pub cwd: PathBuf,
     pub watch: WatchConfig,
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
@@ -315,7 +317,7 @@ impl Config {
         let backend = self.run_backend.then(|| Member {
             name: BACKEND.to_string(),
             command: self.command.clone(),
-            cwd: self.root.clone(),
+            cwd: self.cwd.clone(),
             port: Some(self.port),
             env: self.env.clone(),
             after: Vec::new(),
@@ -352,22 +354,18 @@ impl Config {
         let mut watch = derive_watch(inputs, args, &project.root)?;
         let env_file = derive_env_file(inputs, args, &project.root)?;
         watch.also.extend(env_file.clone());
+        let cwd = derive_backend_cwd(inputs, &project.root)?;
         let imports = derive_preload(inputs, args)?;
         let ready = derive_ready(inputs, args)?;
         let preload = imports
             .map(|imports| {
-                preload::Settings::new(
-                    imports,
-                    &command,
-                    &project.root,
-                    inherit_socket,
-                    ready.timeout,
-                )
+                preload::Settings::new(imports, &command, &cwd, inherit_socket, ready.timeout)
             })
             .transpose()
             .map_err(|m| inputs.err(None, m))?;
         Ok(Config {
             command,
+            cwd,
             watch,
             ready,
             env: derive_env(inputs, &stack)?,

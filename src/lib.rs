@@ -27,6 +27,7 @@ pub mod preload;
 pub mod process;
 pub mod procs;
 pub mod project;
+pub mod reloader;
 pub mod state;
 pub mod stdin;
 pub mod summary;
@@ -34,6 +35,7 @@ pub mod supervisor;
 mod sys;
 pub mod ui;
 pub mod watch;
+pub mod watchdog;
 
 pub use error::{Error, ExitCode};
 

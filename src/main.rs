@@ -11,7 +11,8 @@ fn main() -> std::process::ExitCode {
             Command::Status { project, .. }
             | Command::Stop { project }
             | Command::Restart { project }
-            | Command::Logs { project, .. },
+            | Command::Logs { project, .. }
+            | Command::Watchdog { project },
         ) => Ui::new(project.color, false),
         Some(Command::Up { run, .. }) => Ui::with_format(run.color, run.quiet, run.events),
         _ => Ui::with_format(cli.run.color, cli.run.quiet, cli.run.events),
@@ -50,9 +51,10 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
                 .map_err(|e| devrun::Error::io("cannot read the current folder", e))?;
             let written = devrun::init::init(&cwd, *force)?;
             ui.emit(&devrun::ui::Event::Warning(format!(
-                "wrote {} ({}); run `devrun` to start",
+                "wrote {} ({}); {}",
                 written.path.display(),
-                written.detected
+                written.detected,
+                written.next
             )));
             return Ok(ExitCode::Ok);
         }
@@ -86,6 +88,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitCode, devrun::Error> {
             _,
         ) => return runtime.block_on(up(run, *json, *wait_timeout, ui)),
         (Some(Command::Stop { project }), _) => runtime.block_on(commands::stop(project, ui))?,
+        (Some(Command::Watchdog { project }), _) => {
+            runtime.block_on(commands::watchdog(project, ui))?
+        }
         (Some(Command::Restart { project }), _) => {
             return runtime.block_on(commands::restart(project, ui))
         }

@@ -262,6 +262,22 @@ pub fn describe_holders(holders: &[Holder]) -> String {
         .join(", ")
 }
 
+/// The address a browser uses for a server on `host`:`port` (and so the origin CORS checks):
+/// `http://localhost:PORT` when the server listens on loopback (127.0.0.1, ::1, `localhost`)
+/// or on every address (0.0.0.0, ::), since frameworks' CORS defaults and docs name
+/// `http://localhost:5173`; else the host itself (an IPv6 address in brackets).
+pub fn browser_url(host: &str, port: u16) -> String {
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    match (loopback, host.contains(':')) {
+        (true, _) => format!("http://localhost:{port}"),
+        (false, true) => format!("http://[{host}]:{port}"),
+        (false, false) => format!("http://{host}:{port}"),
+    }
+}
+
 /// Why the backend is not ready (yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
@@ -404,14 +420,19 @@ pub async fn wait_ready(
     timeout: Duration,
 ) -> Result<Duration, NotReady> {
     let mut last = NotReady::NoListener;
+    // A 4xx is the app's answer (no such route, not allowed): waiting cannot change it, so
+    // it ends the wait at once. A 5xx may be an app still starting (503): waited out.
+    let mut answered = false;
     let probed = async || match probe(host, port, check).await {
         Ok(()) => true,
         Err(reason) => {
+            answered = matches!(reason, NotReady::Status(code) if (400..500).contains(&code));
             last = reason;
-            false
+            answered
         }
     };
     match wait_until(probed, timeout, ready_interval).await {
+        Ok(_) if answered => Err(last),
         Ok(taken) => Ok(taken),
         Err(_) if last == NotReady::NoListener => Err(explain_no_listener(host, port)),
         Err(_) => Err(last),
@@ -429,6 +450,17 @@ fn ready_interval(elapsed: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browser_urls_name_localhost_for_loopback_and_wildcard_hosts() {
+        assert_eq!(browser_url("127.0.0.1", 8001), "http://localhost:8001");
+        assert_eq!(browser_url("::1", 8001), "http://localhost:8001");
+        assert_eq!(browser_url("0.0.0.0", 8001), "http://localhost:8001");
+        assert_eq!(browser_url("localhost", 8001), "http://localhost:8001");
+        assert_eq!(browser_url("192.0.2.7", 80), "http://192.0.2.7:80");
+        assert_eq!(browser_url("fe80::1", 80), "http://[fe80::1]:80");
+        assert_eq!(browser_url("devbox.lan", 80), "http://devbox.lan:80");
+    }
 
     #[test]
     fn owner_pid_zero_is_an_unknown_owner_not_a_process() {

@@ -36,6 +36,10 @@ pub fn heirs(dead: u32, table: &[ProcessRow]) -> Vec<u32> {
 /// environment is not read (macOS answers for the process group, Windows for the job object).
 pub use crate::sys::marked;
 
+/// The value of `var` in the environment `pid` started with: None when it has none or it
+/// cannot be read (gone, another user's; always on macOS and Windows).
+pub use crate::sys::environment_value;
+
 /// Whether `pid` runs a devrun program (its executable's name starts with "devrun"): a state
 /// file naming some other live process as its devrun is not believed.
 pub fn is_devrun(pid: u32) -> bool {

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 pub const STATE_DIR: &str = ".devrun";
 
-/// The environment markers of devrun's processes (`DEVRUN_RUN`, `DEVRUN_PROCESS`): defined by
-/// the platform layer, which reads them back from other processes.
-pub use crate::sys::{PROCESS_MARKER, RUN_MARKER};
+/// The environment markers of devrun's processes (`DEVRUN_RUN`, `DEVRUN_PROCESS`,
+/// `DEVRUN_PROJECT`): defined by the platform layer, which reads them back from other processes.
+pub use crate::sys::{PROCESS_MARKER, PROJECT_MARKER, RUN_MARKER};
 
 /// What devrun records about itself and its current generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

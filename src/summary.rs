@@ -69,8 +69,33 @@ impl Witness {
         if let Some(signal) = crate::sys::exit_signal(status) {
             return Some(describe_signal(signal, oom_killed, memory));
         }
+        if status.code() == Some(COMMAND_NOT_FOUND) {
+            if let Some(name) = missing_command(stderr_tail) {
+                return Some(format!("command not found: {name}"));
+            }
+        }
         python_exception(stderr_tail, root)
     }
+}
+
+/// The exit code a shell (and `env`, npm's scripts) gives when it cannot find a command.
+pub const COMMAND_NOT_FOUND: i32 = 127;
+
+/// The command a shell said it could not find, from its last such line: `sh: 1: bun: not
+/// found` (dash), `bash: bun: command not found`, `env: 'bun': No such file or directory`.
+pub fn missing_command(tail: &str) -> Option<String> {
+    tail.lines().rev().find_map(|line| {
+        let line = line.trim();
+        let rest = line
+            .strip_suffix(": command not found")
+            .or_else(|| line.strip_suffix(": not found"))
+            .or_else(|| line.strip_suffix(": No such file or directory"))?;
+        let name = rest
+            .rsplit(": ")
+            .next()?
+            .trim_matches(|c| c == '\'' || c == '"');
+        (!name.is_empty() && !name.contains(' ')).then(|| name.to_string())
+    })
 }
 
 impl Drop for Witness {
@@ -236,6 +261,26 @@ SyntaxError: invalid syntax
             Some("SystemExit: 3")
         );
         assert_eq!(python_exception("bye\n", Path::new(ROOT)), None);
+    }
+
+    #[test]
+    fn a_shells_missing_command_is_named() {
+        assert_eq!(
+            missing_command("> vite\nsh: 1: bun: not found\n").as_deref(),
+            Some("bun")
+        );
+        assert_eq!(
+            missing_command("bash: line 1: pnpm: command not found").as_deref(),
+            Some("pnpm")
+        );
+        assert_eq!(
+            missing_command("env: 'yarn': No such file or directory").as_deref(),
+            Some("yarn")
+        );
+        assert_eq!(
+            missing_command("Traceback (most recent call last):\n"),
+            None
+        );
     }
 
     #[test]

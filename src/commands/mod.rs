@@ -7,12 +7,14 @@ mod restart;
 mod status;
 mod stop;
 mod up;
+mod watchdog;
 
 pub use logs::{logs, LogsArgs};
 pub use restart::restart;
 pub use status::{status, Verdict};
 pub use stop::stop;
 pub use up::{up, UpArgs};
+pub use watchdog::watchdog;
 
 use crate::cli::ProjectArgs;
 use crate::config::ProjectConfig;

@@ -24,6 +24,43 @@ struct Listener {
     /// is this project's, but not `ours`.
     #[serde(skip_serializing_if = "Option::is_none")]
     member: Option<String>,
+    /// For a process of none of this project's members: the devrun that started it, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_by: Option<StartedBy>,
+}
+
+/// The devrun that started a process, from the markers devrun puts in every process's
+/// environment (its project folder and run id), checked against that project's state file.
+#[derive(Debug, Serialize)]
+struct StartedBy {
+    /// That devrun's project folder.
+    project: PathBuf,
+    /// That project's state file names a live devrun of the same run: it runs the process now.
+    /// False: the devrun that started it is gone (an orphan it left), or its record is.
+    running: bool,
+}
+
+impl StartedBy {
+    /// Reads `pid`'s markers (Linux; elsewhere None: the listener is then "NOT started by
+    /// devrun", as before).
+    fn of(pid: u32) -> Option<StartedBy> {
+        let project = PathBuf::from(procs::environment_value(pid, state::PROJECT_MARKER)?);
+        let run = procs::environment_value(pid, state::RUN_MARKER)?;
+        let running = StateDir::new(&project)
+            .read()
+            .is_some_and(|s| s.devrun_alive() && s.run == run);
+        Some(StartedBy { project, running })
+    }
+
+    /// How a listener line names it.
+    fn describe(&self, this_project: &std::path::Path) -> String {
+        let project = self.project.display();
+        match (self.project == this_project, self.running) {
+            (true, _) => "left by an earlier devrun of this project".to_string(),
+            (false, true) => format!("another project's devrun ({project})"),
+            (false, false) => format!("left by another project's devrun, now gone ({project})"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +353,7 @@ fn judge_port(
                     .find(|(_, b)| in_tree(b, h.pid))
                     .map(|(member, _)| member.to_string())
                     .or_else(|| (!owner_known && own_alive).then(|| name.to_string())),
+                started_by: owner_known.then(|| StartedBy::of(h.pid)).flatten(),
                 pid: h.pid,
                 command: h.command,
             }
@@ -368,7 +406,7 @@ fn print_status(report: &StatusReport) {
                 &report.host,
                 port,
                 listeners,
-                BACKEND,
+                (BACKEND, &report.project),
             );
         }
         None => println!(
@@ -396,7 +434,7 @@ fn print_status(report: &StatusReport) {
                 &report.host,
                 port,
                 &m.listeners,
-                &m.name,
+                (&m.name, &report.project),
             ),
             None => println!("{}none", label("port")),
         }
@@ -424,7 +462,7 @@ fn print_port(
     host: &str,
     port: u16,
     listeners: &[Listener],
-    name: &str,
+    (name, project): (&str, &std::path::Path),
 ) {
     println!("{label}{port} ({host}), {} listener(s)", listeners.len());
     for l in listeners {
@@ -432,7 +470,10 @@ fn print_port(
             _ if !l.owner_known => "owner unknown (the OS reports pid 0)".to_string(),
             (_, true) => format!("this project's {name}"),
             (Some(member), false) => format!("this project's {member}, not {name}"),
-            (None, false) => "NOT started by devrun".to_string(),
+            (None, false) => match &l.started_by {
+                Some(by) => by.describe(project),
+                None => "NOT started by devrun".to_string(),
+            },
         };
         if l.owner_known {
             println!("{indent}pid {} {} [{whose}]", l.pid, l.command);
@@ -446,6 +487,15 @@ fn print_port(
 /// whose port decided it.
 fn verdict_text(report: &StatusReport) -> String {
     if report.processes.is_empty() && report.backend_run {
+        // Held by another project's devrun: say which, not "a process devrun did not start".
+        let other = report.listeners.iter().filter(|l| !l.ours).find_map(|l| {
+            l.started_by
+                .as_ref()
+                .filter(|by| by.project != report.project)
+        });
+        if let (Verdict::Foreign, Some(by)) = (report.verdict, other) {
+            return format!("{} listens on the port", by.describe(&report.project));
+        }
         return report.verdict.describe().to_string();
     }
     if report.verdict == Verdict::Ok {
@@ -491,6 +541,7 @@ mod tests {
             ours,
             owner_known: true,
             member: None,
+            started_by: None,
         }
     }
 

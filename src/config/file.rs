@@ -11,6 +11,8 @@ pub(super) struct FileConfig {
     pub(super) port: Option<Spanned<toml::Value>>,
     pub(super) host: Option<Spanned<String>>,
     pub(super) env_file: Option<Spanned<String>>,
+    /// The backend's working folder, relative to the config file's folder.
+    pub(super) cwd: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) watch: FileWatch,
     #[serde(default)]

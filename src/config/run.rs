@@ -75,24 +75,56 @@ pub(super) fn derive_preload(
     Ok(preload)
 }
 
-/// The command: flags win; a string is split shell-style, an array is used as is.
+/// The command: flags win; a string is split shell-style, an array is used as is. None at
+/// all, or an empty one (what `devrun init` writes when it finds no app), is an error that
+/// says what to fill in.
 pub(super) fn derive_command(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
-    let command = if !args.command.is_empty() {
-        args.command.clone()
-    } else {
-        match &inputs.file.command {
-            None => Vec::new(),
-            Some(value) => command_from_value(value.get_ref())
-                .map_err(|m| inputs.err(Some(value.span().start), m))?,
-        }
+    if !args.command.is_empty() {
+        return Ok(args.command.clone());
+    }
+    let Some(value) = &inputs.file.command else {
+        return Err(no_command(inputs));
     };
+    let command =
+        command_from_value(value.get_ref()).map_err(|m| inputs.err(Some(value.span().start), m))?;
     if command.is_empty() {
         return Err(inputs.err(
-            None,
-            "no command to run: set `command` in devrun.toml or pass it after `--`",
+            Some(value.span().start),
+            format!(
+                "`command` is empty: fill in the command that starts your backend, e.g. \
+                 command = {COMMAND_EXAMPLE} (devrun fills in {{port}})"
+            ),
         ));
     }
     Ok(command)
+}
+
+/// The example every "no command" error shows.
+const COMMAND_EXAMPLE: &str = r#""python -m uvicorn app.main:app --port {port}""#;
+
+/// No `command` key, no command after `--`: say where it goes, and that `devrun init` writes
+/// a config from what is in the folder.
+fn no_command(inputs: &Inputs) -> ConfigError {
+    match &inputs.source {
+        // The error names the file.
+        Some(_) => inputs.err(
+            None,
+            format!(
+                "no command to run: set `command` to the command that starts your backend \
+                 (e.g. command = {COMMAND_EXAMPLE}), or pass it after `--`; `devrun init \
+                 --force` rewrites the file from what is in this folder"
+            ),
+        ),
+        None => inputs.err(
+            None,
+            format!(
+                "no command to run: there is no {CONFIG_FILE} here (nor [tool.devrun] in \
+                 {PYPROJECT_FILE}): run `devrun init` to write one from what is in this folder, \
+                 or pass the command after `--` (devrun --port 8000 -- python -m uvicorn \
+                 app.main:app --port 8000)"
+            ),
+        ),
+    }
 }
 
 pub(super) fn derive_watch(
@@ -298,6 +330,23 @@ pub(super) fn derive_env_file(
         None => ConfigError::plain(format!("--env-file: {message}")),
     })?;
     Ok(Some(path))
+}
+
+/// The backend's `cwd`, relative to the config file's folder (default: that folder); it must
+/// be a folder. A relative program path in the command starts from it, as in a shell that
+/// changed into it (`cwd = "backend"`, `command = "../.venv/bin/python …"`).
+pub(super) fn derive_backend_cwd(inputs: &Inputs, root: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(cwd) = &inputs.file.cwd else {
+        return Ok(root.to_path_buf());
+    };
+    let path = root.join(cwd.get_ref());
+    if !path.is_dir() {
+        return Err(inputs.err(
+            Some(cwd.span().start),
+            format!("cwd: {} is not a folder", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 pub(super) fn command_from_value(value: &toml::Value) -> Result<Vec<String>, String> {

@@ -14,6 +14,7 @@
 //! Each runner keeps the invariants for its own process: the next generation is spawned only
 //! after the previous group is confirmed gone and its port free.
 
+mod config_file;
 mod own_writes;
 mod phase;
 mod ports;
@@ -174,6 +175,22 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
         tokio::spawn(crate::logfile::keep_bounded(log));
     }
     let members = config.members();
+    for (member, found) in crate::reloader::in_members(&members) {
+        let who = match member == crate::config::BACKEND {
+            true => "the backend".to_string(),
+            false => format!("[processes.{member}]"),
+        };
+        let (what, fix) = (found.what, found.fix);
+        ui.emit(
+            &Warn::OwnReloader {
+                member,
+                who,
+                what,
+                fix,
+            }
+            .into(),
+        );
+    }
     let backend_filter = Filter::new(&config.watch, &config.root)
         .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
     let shared = Rc::new(Shared {
@@ -186,6 +203,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     for member in &members {
         shared.record(&ui, member, None);
     }
+    let watchdog = start_watchdog(&shared.config, &ui);
     let local = tokio::task::LocalSet::new();
     let result = local
         .run_until(coordinate(shared.clone(), members, shutdown, typed, ui))
@@ -193,8 +211,26 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     if result.is_ok() {
         shared.state_dir.clear();
     }
+    // Closes its pipe and waits for it: it finds no record (or a live devrun) and ends.
+    drop(watchdog);
     drop(lock);
     result
+}
+
+/// The watchdog that ends what is left if devrun is killed (see `crate::watchdog`); none on
+/// Windows (the job object does it) or when it cannot start (said once).
+fn start_watchdog(config: &Config, ui: &Ui) -> Option<crate::watchdog::Watchdog> {
+    match crate::watchdog::Watchdog::start(config) {
+        Ok(watchdog) => Some(watchdog),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
+        Err(e) => {
+            ui.emit(&Event::Warning(format!(
+                "cannot start the watchdog ({e}): if devrun is killed, a member's children may \
+                 outlive it until `devrun stop` or the next devrun"
+            )));
+            None
+        }
+    }
 }
 
 /// The prefix of each member's output lines, in a stack: its name padded to the longest, in a
@@ -262,6 +298,8 @@ struct Coordinator {
     stopping: bool,
     /// The first error (a member that could not go on, or `--once`'s first failure).
     error: Option<Error>,
+    /// Edits to it are said, never routed (see `config_file`).
+    config_file: Option<config_file::ConfigFile>,
 }
 
 /// Starts a runner per member and coordinates them until every one is done.
@@ -286,16 +324,17 @@ async fn coordinate(
         once,
         stopping: false,
         error: None,
+        config_file: config_file::ConfigFile::new(config),
     };
     while !coordinator.handles.iter().all(|h| h.done) {
         tokio::select! {
             request = shutdown.next() => coordinator.forward(request),
-            batch = next_batch(&mut watch) => coordinator.route(&batch, backend_filter),
+            batch = next_batch(&mut watch) => coordinator.route(batch, backend_filter),
             message = up.recv() => match message {
                 Some(Up::Sync(reply)) => {
                     if let Some(watch) = watch.as_mut() {
                         let batch = watch.sync().await;
-                        coordinator.route(&batch, backend_filter);
+                        coordinator.route(batch, backend_filter);
                     }
                     let _ = reply.send(());
                 }
@@ -376,6 +415,8 @@ fn link(handles: &mut [Handle], members: &[Member]) {
 fn start_watch(shared: &Shared, ui: &Ui) -> Result<Watch, Error> {
     let config = &shared.config;
     let mut watching = config.watch.clone();
+    // Watched whatever `include` says, so an edit is said (see `config_file`).
+    watching.also.extend(config.source.clone());
     for process in &config.processes {
         let ProcessWatch::Paths(paths) = &process.watch else {
             continue;
@@ -442,7 +483,10 @@ impl Coordinator {
     }
 
     /// Hands each member the paths of `batch` its route wants.
-    fn route(&self, batch: &Batch, backend: &Filter) {
+    fn route(&mut self, mut batch: Batch, backend: &Filter) {
+        if let Some(config_file) = self.config_file.as_mut() {
+            config_file.take(&mut batch, &self.ui);
+        }
         for handle in self.handles.iter().filter(|h| !h.done) {
             let paths: Vec<PathBuf> = batch
                 .paths
@@ -529,6 +573,10 @@ impl Coordinator {
                 "stopped before {} started",
                 waiting.join(", ")
             )));
+        }
+        if self.once {
+            let members = self.handles.iter().map(|h| h.name.clone()).collect();
+            self.ui.emit(&Event::OncePassed { members });
         }
         Ok(())
     }

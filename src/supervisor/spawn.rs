@@ -8,7 +8,7 @@ use crate::envfile;
 use crate::error::Error;
 use crate::process::Backend;
 use crate::procs;
-use crate::state::{self, BackendRecord, PROCESS_MARKER, RUN_MARKER};
+use crate::state::{self, BackendRecord, PROCESS_MARKER, PROJECT_MARKER, RUN_MARKER};
 use crate::ui::{Event, Warn};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,9 @@ impl Runner {
         // Marks every process of this run, so orphan recovery finds even those that left the
         // group (setsid, double fork) after a devrun that was killed.
         base.push((RUN_MARKER.into(), self.shared.state.borrow().run.clone()));
+        // Names the project, so another project's `devrun status` can say whose it is.
+        let root = self.shared.config.root.display().to_string();
+        base.push((PROJECT_MARKER.into(), root));
         if self.shared.stack {
             base.push((PROCESS_MARKER.into(), self.member.name.clone()));
         }

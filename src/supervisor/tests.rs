@@ -56,6 +56,7 @@ fn coordinator(
         once,
         stopping: false,
         error: None,
+        config_file: None,
     };
     (coordinator, probes)
 }
@@ -195,7 +196,7 @@ fn a_batch_reaches_only_the_members_whose_watch_wants_it() {
         ("web", &[], ProcessWatch::Paths(vec![web_config.clone()])),
         ("idle", &[], NONE),
     ];
-    let (c, mut probes) = coordinator(members, false);
+    let (mut c, mut probes) = coordinator(members, false);
     let watch_config = crate::config::WatchConfig {
         paths: vec![root.clone()],
         include: vec!["**/*.py".into()],
@@ -213,7 +214,7 @@ fn a_batch_reaches_only_the_members_whose_watch_wants_it() {
         paths: vec![root.join("app/main.py"), web_config.clone()],
         last_at: Instant::now(),
     };
-    c.route(&batch, &filter);
+    c.route(batch, &filter);
     let got = |probe: &mut Probe| probe.changes.try_recv().ok().map(|b| b.paths);
     assert_eq!(got(&mut probes[0]), Some(vec![root.join("app/main.py")]));
     assert_eq!(got(&mut probes[1]), Some(vec![web_config]));

@@ -319,7 +319,7 @@ impl Runner {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     return Ok(self.exited(unit, status, readiness).await);
                 }
-                Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result)),
+                Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result, spawned_at)),
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
                 Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
@@ -344,8 +344,9 @@ impl Runner {
     }
 
     /// The readiness probe answered: said (and in `--once` a failure ends the run).
-    fn probed(&self, generation: u32, result: Result<Duration, NotReady>) -> Step {
+    fn probed(&self, generation: u32, result: Result<Duration, NotReady>, since: Instant) -> Step {
         let (port, timeout) = (self.member.port.unwrap_or(0), self.member.ready.timeout);
+        let path = self.member.ready.http.as_deref().unwrap_or("/");
         match result {
             Ok(elapsed) => {
                 let host = &self.shared.config.host;
@@ -353,6 +354,7 @@ impl Runner {
                     generation,
                     elapsed,
                     address: format!("{host}:{port}"),
+                    url: port::browser_url(host, port),
                 });
                 Step::Ready(Instant::now())
             }
@@ -363,11 +365,19 @@ impl Runner {
                     false => String::new(),
                 };
                 self.fail_once(match reason {
-                    NotReady::Status(code) => format!(
-                        "{whose}health check GET {} returned HTTP {code}",
-                        self.member.ready.http.as_deref().unwrap_or("/")
-                    ),
+                    NotReady::Status(code) => {
+                        format!("{whose}health check GET {path} returned HTTP {code}")
+                    }
                     reason => format!("{whose}not ready in {} ms: {reason}", timeout.as_millis()),
+                });
+                Step::NotReady(Instant::now())
+            }
+            // A 4xx ends the wait at once (see `port::wait_ready`): said as it came.
+            Err(NotReady::Status(code)) => {
+                self.ui.emit(&Event::NotReady {
+                    generation,
+                    elapsed: since.elapsed().min(timeout),
+                    reason: format!("the health check GET {path} returned HTTP {code}"),
                 });
                 Step::NotReady(Instant::now())
             }
@@ -390,7 +400,12 @@ impl Runner {
         let Some(running) = unit.running.as_mut() else {
             return Step::Exited;
         };
-        let summary = running.summary(&root).await;
+        let summary = running.summary(&root).await.or_else(|| {
+            // Exit 127 with no shell line naming what is missing: the command's program.
+            let program = self.member.command.first()?;
+            (status.code() == Some(crate::summary::COMMAND_NOT_FOUND))
+                .then(|| format!("command not found: {program}"))
+        });
         let got_ready = matches!(readiness, Readiness::Ready(_));
         let described = process::describe_status(&status);
         if self.mode == Mode::Once {

@@ -41,6 +41,10 @@ pub const RUN_MARKER: &str = "DEVRUN_RUN";
 /// (`backend`, `web`, ...): tells one member's escaped descendants from another's.
 pub const PROCESS_MARKER: &str = "DEVRUN_PROCESS";
 
+/// The environment variable that names the project folder of the devrun that started a
+/// process: `devrun status` of another project names whose a listener on its port is.
+pub const PROJECT_MARKER: &str = "DEVRUN_PROJECT";
+
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]

@@ -55,7 +55,10 @@ pub enum Event {
         generation: u32,
         #[serde(rename = "duration_ms", serialize_with = "millis")]
         elapsed: Duration,
+        /// Where it listens (`127.0.0.1:8001`).
         address: String,
+        /// The address a browser uses (`http://localhost:8001`): what the line shows.
+        url: String,
     },
     NotReady {
         generation: u32,
@@ -71,6 +74,10 @@ pub enum Event {
         summary: Option<String>,
     },
     Waiting,
+    /// `--once` passed: every member got ready, was stopped and its port confirmed free.
+    OncePassed {
+        members: Vec<String>,
+    },
     ShuttingDown {
         reason: String,
     },
@@ -125,7 +132,7 @@ const FILES_SHOWN: usize = 3;
 impl Event {
     pub(super) fn level(&self) -> Level {
         match self {
-            Event::Ready { .. } | Event::Started { .. } => Level::Good,
+            Event::Ready { .. } | Event::Started { .. } | Event::OncePassed { .. } => Level::Good,
             Event::Changed { .. } | Event::Warning(_) | Event::Warn(_) | Event::NotReady { .. } => {
                 Level::Warn
             }
@@ -153,6 +160,11 @@ impl Event {
             }
             Event::PortHeld { port, holders } => format!("port {port} is held by {holders}"),
             Event::Waiting => "waiting for changes".to_string(),
+            Event::OncePassed { members } => format!(
+                "--once passed: {} got ready, stopped, port{} released",
+                members.join(", "),
+                plural(members.len())
+            ),
             Event::ShuttingDown { reason } => format!("{reason}: shutting down"),
             Event::Warning(text) => text.clone(),
             Event::Warn(warn) => warn.to_string(),
@@ -199,9 +211,10 @@ impl Event {
             Event::Ready {
                 generation,
                 elapsed,
-                address,
+                url,
+                ..
             } => format!(
-                "generation {generation} ready in {} ms on {address}",
+                "generation {generation} ready in {} ms on {url}",
                 elapsed.as_millis()
             ),
             Event::NotReady {
@@ -346,8 +359,9 @@ mod tests {
                     generation: 2,
                     elapsed: ms(40),
                     address: "127.0.0.1:8001".into(),
+                    url: "http://localhost:8001".into(),
                 },
-                json!({"event": "ready", "generation": 2, "duration_ms": 40, "address": "127.0.0.1:8001"}),
+                json!({"event": "ready", "generation": 2, "duration_ms": 40, "address": "127.0.0.1:8001", "url": "http://localhost:8001"}),
             ),
             (
                 Event::NotReady {

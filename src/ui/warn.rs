@@ -99,6 +99,17 @@ pub enum Warn {
         #[serde(skip)]
         text: String,
     },
+    /// The config file was edited while devrun runs: said once, devrun keeps its settings.
+    ConfigChanged { file: String },
+    /// A member's command starts its server's own reloader (see `reloader`): said once.
+    OwnReloader {
+        member: String,
+        /// How the line names it: "the backend", "[processes.web]".
+        #[serde(skip)]
+        who: String,
+        what: String,
+        fix: String,
+    },
 }
 
 fn inotify_limit(every: std::time::Duration) -> String {
@@ -232,6 +243,16 @@ impl fmt::Display for Warn {
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
             Warn::InotifyLimit { every } => f.write_str(&inotify_limit(*every)),
+            Warn::ConfigChanged { file } => write!(
+                f,
+                "{file} changed: devrun keeps running with the settings it started with; \
+                 restart devrun to apply the change (Ctrl-C, then `devrun`)"
+            ),
+            Warn::OwnReloader { who, what, fix, .. } => write!(
+                f,
+                "{who} runs its own reloader ({what}): two reloaders fight (a change restarts it \
+                 twice, the ready time grows); {fix} in its command: devrun is the reloader"
+            ),
             Warn::SignalUndelivered { text, .. } | Warn::Console { text } => f.write_str(text),
             Warn::KillNow { reason } => write!(f, "{reason} again: killing the backend now"),
             Warn::RestartRequested { by } => write!(f, "restart requested by `{by}`"),

@@ -1,7 +1,7 @@
 //! The event loop: OS events (or the poller's) → batches of wanted changes, keeping the watches
 //! in step with folders that appear and disappear.
 
-use super::anchors::ANCHOR_CHECK;
+use super::anchors::{Kind, ANCHOR_CHECK};
 use super::{describe_notify_error, Batch, Watch};
 use notify::event::{EventKind, ModifyKind};
 use std::path::PathBuf;
@@ -149,11 +149,20 @@ impl Watch {
                 }
                 continue;
             }
-            if self.filter.wants_file(&path) {
+            if self.filter.wants_file(&path)
+                && (self.in_a_watch_path(&path) || self.filter.is_also(&path))
+            {
                 wanted.push(path);
             }
         }
         wanted
+    }
+
+    /// Under a folder of `[watch] paths` (not only in a folder watched for one file).
+    fn in_a_watch_path(&self, path: &std::path::Path) -> bool {
+        self.anchors
+            .iter()
+            .any(|a| a.kind == Kind::Tree && path.starts_with(&a.path))
     }
 
     /// A folder `dir` was named by an event: watched (with its tree) if it is new, or if it was
@@ -165,7 +174,13 @@ impl Watch {
         );
         let retry = self.skipped.contains(&dir)
             && matches!(kind, EventKind::Modify(ModifyKind::Metadata(_)));
-        if (appeared || retry) && !self.watched.contains(&dir) && !self.filter.ignores_dir(&dir) {
+        // Only inside a watch path: a folder watched alone for one file (the env file's, the
+        // config file's) gets no tree for a folder that appears in it.
+        if (appeared || retry)
+            && self.in_a_watch_path(&dir)
+            && !self.watched.contains(&dir)
+            && !self.filter.ignores_dir(&dir)
+        {
             if let Err(e) = self.add_tree(&dir, Some(wanted)) {
                 // Out of watches: this folder goes unwatched, and the user is told why.
                 self.skip(&dir, &describe_notify_error(&e));

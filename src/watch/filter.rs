@@ -167,6 +167,11 @@ impl Filter {
             || self.gitignored(dir, true)
     }
 
+    /// A file wanted whatever the globs say (the env file, the config file).
+    pub fn is_also(&self, path: &Path) -> bool {
+        self.also.contains(path)
+    }
+
     /// A file whose change restarts the backend.
     pub fn wants_file(&self, path: &Path) -> bool {
         if self.also.contains(path) {

@@ -333,10 +333,34 @@ impl Project {
         self.child = Some(command.spawn().expect("cannot start the devrun binary"));
     }
 
-    /// SIGKILLs devrun alone (as a crash or a closed terminal would), leaving its backend be.
+    /// SIGKILLs devrun and its watchdog (as an OOM kill of both, or a reboot's, would), leaving
+    /// its backend be: what is left is for the next devrun or `devrun stop` to end.
     pub fn kill_devrun(&mut self) {
+        if let Some(watchdog) = self.watchdog() {
+            unsafe { libc::kill(watchdog, SIGKILL) };
+        }
+        self.kill_devrun_only();
+    }
+
+    /// SIGKILLs devrun alone (`kill -9 <devrun>`): its watchdog lives on.
+    pub fn kill_devrun_only(&mut self) {
         self.child().kill().unwrap();
         self.child().wait().unwrap();
+    }
+
+    /// The pid of devrun's watchdog (`devrun __watchdog`, a child of devrun), if it has one.
+    pub fn watchdog(&self) -> Option<i32> {
+        let devrun = self.pid();
+        poll(WAIT, || {
+            fs::read_dir("/proc")
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .find(|&pid| {
+                    parent_of(pid) == Some(devrun)
+                        && fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__watchdog"))
+                })
+        })
     }
 
     /// Starts devrun again in the same project, with the same arguments.

@@ -13,17 +13,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bound for one `devrun --once` run; a hang beyond it is a failure, never a wait.
-const ONCE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const ONCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Tests that let `init` pick a free port of 8000..=8099 run one at a time, so two of them
 /// never pick the same one and then race for it.
-static AUTO_PORT: Mutex<()> = Mutex::new(());
+pub(crate) static AUTO_PORT: Mutex<()> = Mutex::new(());
 
 /// Gives the project a `.venv` whose `bin/python` is `DEVRUN_TEST_PYTHON`. When that is a
 /// virtualenv's interpreter, `.venv` links to the whole virtualenv: a lone symlinked `python`
 /// would not find the virtualenv's packages (Python looks for `pyvenv.cfg` beside the path it
 /// was started by).
-fn link_test_venv(p: &Project) {
+pub(crate) fn link_test_venv(p: &Project) {
     let python = PathBuf::from(fastapi_python());
     let venv_root = python
         .parent()
@@ -41,18 +41,18 @@ fn link_test_venv(p: &Project) {
 }
 
 /// A `.env` with `PORT=` the project's port (free when the project was made).
-fn env_port(p: &Project) -> u16 {
+pub(crate) fn env_port(p: &Project) -> u16 {
     p.write_inplace(".env", &format!("DEBUG=1\nPORT={}\n", p.port));
     p.port
 }
 
 /// The `devrun.toml` init wrote.
-fn written_config(p: &Project) -> String {
+pub(crate) fn written_config(p: &Project) -> String {
     fs::read_to_string(p.root.join("devrun.toml")).expect("devrun.toml was not written")
 }
 
 /// `devrun init [args]` in the project: (exit code, stderr).
-fn init(p: &Project, args: &[&str]) -> (i32, String) {
+pub(crate) fn init(p: &Project, args: &[&str]) -> (i32, String) {
     let args: Vec<&str> = ["init"].iter().chain(args).copied().collect();
     let mut init = p.spawn_devrun(&args, "init");
     let code = init.wait_exit(WAIT);
@@ -60,7 +60,7 @@ fn init(p: &Project, args: &[&str]) -> (i32, String) {
 }
 
 /// `devrun init` finds `what` in the project and writes a config: returns it.
-fn init_detects(p: &Project, what: &str) -> String {
+pub(crate) fn init_detects(p: &Project, what: &str) -> String {
     let (code, stderr) = init(p, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -82,7 +82,7 @@ fn assert_once_accepts(p: Project, config: &str) {
 
 /// `devrun --once` in the project, to its end: the project (its processes still there to be
 /// checked), the exit code, and devrun's and the backend's output.
-fn once(p: Project) -> (Project, i32, String) {
+pub(crate) fn once(p: Project) -> (Project, i32, String) {
     let mut p = p.args(["--once", "--color", "never"]).start();
     let code = p.wait_exit(ONCE_TIMEOUT);
     let output = format!("{}{}", p.stdout(), p.stderr());
@@ -90,14 +90,14 @@ fn once(p: Project) -> (Project, i32, String) {
 }
 
 /// The `port = N` line of a written config.
-fn port_of(config: &str) -> u16 {
+pub(crate) fn port_of(config: &str) -> u16 {
     config
         .lines()
         .find_map(|line| line.strip_prefix("port = ")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `port = N` line in:\n{config}"))
 }
 
-fn assert_port_free(port: u16) {
+pub(crate) fn assert_port_free(port: u16) {
     assert!(
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
         "port {port} is still held after devrun --once"
@@ -143,22 +143,49 @@ fn fastapi_folder_is_detected_and_runs_once() {
 }
 
 #[test]
-fn empty_folder_gets_a_template_that_runs_once() {
+fn empty_folder_gets_a_config_that_says_what_to_fill_in_and_runs_nothing() {
     let _serial = AUTO_PORT.lock().unwrap_or_else(|e| e.into_inner());
     let p = Project::empty();
 
-    let config = init_detects(&p, "no app found (template)");
-    assert!(config.contains("http.server"), "{config}");
+    let (code, stderr) = init(&p, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("no app found") && stderr.contains("fill in `command` in devrun.toml"),
+        "{stderr}"
+    );
+    let config = written_config(&p);
+    assert!(!config.contains("http.server"), "{config}");
+    assert!(config.contains("\ncommand = []\n"), "{config}");
     let port = port_of(&config);
     assert!((8000..=8099).contains(&port), "{config}");
 
+    // devrun refuses it at once, pointing at the empty command, and starts nothing.
     let (p, code, output) = once(p);
-    assert_eq!(
-        code, 0,
-        "devrun --once failed:\n{output}\nconfig:\n{config}"
+    assert_eq!(code, 2, "{output}\nconfig:\n{config}");
+    let line = config
+        .lines()
+        .position(|l| l == "command = []")
+        .expect("no command line")
+        + 1;
+    assert!(
+        output.contains(&format!(
+            "devrun.toml:{line}:11: `command` is empty: fill in"
+        )) && output.contains("e.g. command = "),
+        "{output}"
     );
     assert_port_free(port);
     assert_eq!(p.tagged_processes(), Vec::<i32>::new());
+}
+
+#[test]
+fn no_config_at_all_points_at_devrun_init() {
+    let p = Project::empty();
+    let (_p, code, output) = once(p);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains("no command to run") && output.contains("run `devrun init`"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -175,7 +202,8 @@ fn flask_folder_is_detected_and_its_config_parses() {
         config.contains("\"flask\", \"--app\", \"web:server\", \"run\""),
         "{config}"
     );
-    assert!(config.contains("\"--no-reload\""), "{config}");
+    assert!(config.contains("\"--debug\", \"--no-reload\""), "{config}");
+    assert!(config.contains("\"**/*.html\""), "{config}");
     assert_eq!(
         port_of(&config),
         5123,

@@ -38,6 +38,31 @@ fn once_with_a_passing_health_check_exits_0() {
     let (code, p) = run_once(project);
     assert_eq!(code, 0, "{}", p.stderr());
     assert!(p.port_free());
+    assert!(
+        p.stderr()
+            .contains("devrun: --once passed: backend got ready, stopped, port released"),
+        "no success line:\n{}",
+        p.stderr()
+    );
+}
+
+/// A 4xx is the app's answer (no such path): waiting cannot change it. devrun fails at once,
+/// naming the path and the status, long before the ready timeout (60 s, beyond `WAIT`).
+#[test]
+fn once_with_a_health_path_answering_404_fails_at_once_naming_it() {
+    let project = Project::testapp("normal.py")
+        .config_also(&ready(Some("/health"), 60000))
+        .env("FIXTURE_HEALTH_STATUS", "404");
+    let (code, p) = run_once(project);
+    assert_eq!(code, 1, "{}", p.stderr());
+    assert!(
+        p.stderr()
+            .contains("error: health check GET /health returned HTTP 404"),
+        "{}",
+        p.stderr()
+    );
+    assert!(!p.stderr().contains("--once passed"), "{}", p.stderr());
+    assert!(p.port_free());
 }
 
 #[test]

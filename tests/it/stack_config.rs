@@ -164,12 +164,20 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
     // The template's port: the project's own free port (not init's 8000..=8099 search, which
     // other init tests serialize on).
     p.write_inplace(".env", &format!("PORT={}\n", p.port));
+    p.write_inplace(
+        "app.py",
+        "from flask import Flask\n\napp = Flask(__name__)\n",
+    );
+    crate::init::link_test_venv(&p);
     p.write_inplace("web/package.json", r#"{"scripts": {"dev": "vite"}}"#);
     p.write_inplace(
         "node_modules/x/package.json",
         r#"{"scripts": {"dev": "x"}}"#,
     );
-    let mut init = p.spawn_devrun(&["init"], "init");
+    // No npm on PATH: the block is written commented out, saying so.
+    let no_npm = p.tmp_dir().join("empty-bin");
+    std::fs::create_dir_all(&no_npm).unwrap();
+    let mut init = p.spawn_devrun_with_env(&["init"], &[("PATH", &no_npm)], "init");
     assert_eq!(init.wait_exit(WAIT), 0, "{}", init.stderr());
     assert!(
         init.stderr().contains("web/package.json"),
@@ -183,7 +191,8 @@ fn init_adds_a_commented_frontend_that_devrun_accepts() {
         "# cwd = \"web\"",
         "# port = 5173",
         "# after = [\"backend\"]",
-        "# env = { VITE_API_URL = \"http://127.0.0.1:{ports.backend}\" }",
+        "# env = { VITE_API_URL = \"{url.backend}\" }",
+        "# Commented out: npm is not on PATH; then uncomment it.",
     ] {
         assert!(
             written.lines().any(|l| l == line),

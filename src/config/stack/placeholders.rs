@@ -1,5 +1,5 @@
-//! `{port}`, `{host}` and `{ports.NAME}`: what they stand for in one member's command and env
-//! values, and errors that point at the placeholder in the file.
+//! `{port}`, `{host}`, `{ports.NAME}`, `{url}` and `{url.NAME}`: what they stand for in one
+//! member's command and env values, and errors that point at the placeholder in the file.
 
 use super::unknown_name;
 use crate::config::Inputs;
@@ -100,6 +100,11 @@ impl Placeholders<'_> {
             .map_err(|unfilled| unfilled.located(inputs, what, value.span()))
     }
 
+    fn url(&self, port: &str) -> String {
+        let port = port.parse().unwrap_or_default();
+        crate::port::browser_url(self.host, port)
+    }
+
     /// The value of `{inner}`: None when it is not one of ours.
     fn value(&self, inner: &str) -> Option<Result<String, String>> {
         match inner {
@@ -111,9 +116,16 @@ impl Placeholders<'_> {
                     self.whose
                 )
             })),
+            // The address a browser uses (`http://localhost:PORT` on loopback): the one a
+            // frontend must be told for CORS to accept it (see `port::browser_url`).
+            "url" => Some(self.value("port")?.map(|p| self.url(&p))),
             _ => {
-                let name = inner.strip_prefix("ports.")?;
+                let (name, url) = match inner.strip_prefix("url.") {
+                    Some(name) => (name, true),
+                    None => (inner.strip_prefix("ports.")?, false),
+                };
                 Some(match self.ports.get(name) {
+                    Some(Some(port)) if url => Ok(self.url(&port.to_string())),
                     Some(Some(port)) => Ok(port.to_string()),
                     Some(None) => Err(format!(
                         "{name} has no port (give it `port = N` or `port = \"auto\"`)"

@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+mod detached;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -27,8 +28,10 @@ use macos as os;
 #[cfg(target_os = "macos")]
 pub use macos::{closing_only, listen_addresses, listener_pids, listener_pids_checked};
 
+pub use detached::spawn_detached;
 pub use os::{
-    blind_filesystem, carries, children, command_line, group_members, has_open, holds_open,
+    blind_filesystem, carries, children, command_line, environment_value, group_members,
+    has_open, holds_open,
     is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group, program_path,
     resident_bytes, start_time,
 };

@@ -85,6 +85,24 @@ pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
     Vec::new()
 }
 
+/// No watchdog on Windows: the job object's kill-on-close ends every member with devrun.
+pub fn spawn_detached(
+    _program: &std::path::Path,
+    _args: &[std::ffi::OsString],
+    _cwd: &std::path::Path,
+    _stdin: std::process::Stdio,
+) -> io::Result<std::process::Child> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "not needed: the job object ends every member with devrun",
+    ))
+}
+
+/// Another process's environment is not read on Windows.
+pub fn environment_value(_pid: u32, _var: &str) -> Option<String> {
+    None
+}
+
 /// `command_line` is the executable's path here.
 pub fn program_path(pid: u32) -> String {
     command_line(pid)
