@@ -4,8 +4,8 @@
 //! `sys`; what is decided from them without the OS (heirs, devrun's own ancestry) is here.
 
 pub use crate::sys::{
-    children, command_line, descendants, group_members, is_same, is_zombie, process_group,
-    process_table, start_time, terminate, ProcessRow,
+    command_line, descendants, group_members, is_same, is_zombie, process_group, process_table,
+    start_time, ProcessRow,
 };
 
 /// The processes still running that `dead` started, and theirs: on Windows a socket stays

@@ -18,8 +18,6 @@ pub struct Slot {
     #[cfg(target_os = "linux")]
     preloader: Option<Preloader>,
     off: bool,
-    /// What the current preloader could not import: (module, error).
-    skipped: Vec<(String, String)>,
 }
 
 impl Slot {
@@ -58,12 +56,6 @@ impl Slot {
             self.refuse(ui, "preload needs Linux (fork without exec)".into());
             Ok(None)
         }
-    }
-
-    /// What the current preloader could not import, with the error: (module, error). The
-    /// child imports them itself (and fails the same way if it needs them).
-    pub fn skipped(&self) -> &[(String, String)] {
-        &self.skipped
     }
 
     /// Ends the preloader and waits until it is reaped (its children die with it).
@@ -160,7 +152,14 @@ impl Slot {
             .map_err(|e| Error::io("cannot start the preloader", e))?;
         match started {
             Started::Ready(mut preloader) => {
-                self.skipped = std::mem::take(&mut preloader.skipped);
+                // What it could not import, each child imports itself (and fails the same
+                // way if it needs it): said, so a slow fork is not a mystery.
+                for (module, error) in std::mem::take(&mut preloader.skipped) {
+                    ui.emit(&crate::ui::Event::Warning(format!(
+                        "preload: could not import {module} ({error}); each generation imports \
+                         it itself"
+                    )));
+                }
                 self.preloader = Some(*preloader);
                 Ok(true)
             }

@@ -330,14 +330,10 @@ impl Backend {
             })?;
         // The group is gone: what it wrote last reaches devrun's stderr before anything else.
         self.output.drained().await;
-        Ok(Stopped {
-            status: self.status,
-            ..stopped.unwrap_or(Stopped {
-                status: None,
-                killed: false,
-                elapsed: began.elapsed(),
-                warning: None,
-            })
-        })
+        Ok(stopped.unwrap_or(Stopped {
+            killed: false,
+            elapsed: began.elapsed(),
+            warning: None,
+        }))
     }
 }

@@ -13,8 +13,8 @@ mod stop;
 #[cfg(target_os = "linux")]
 pub use backend::ForkPipes;
 pub use backend::{Backend, Reaped};
-pub use orphan::{stop_orphan, LeaderRecord, Recovery, RunRecord};
-pub use stop::{stop_foreign, stop_one, Stopped};
+pub use orphan::{stop_orphan, LeaderRecord, RunRecord};
+pub use stop::{stop_foreign, stop_one};
 
 /// The stop signal and the inherited socket's descriptor are the platform layer's words.
 pub use crate::sys::{StopSignal, INHERITED_FD};

@@ -6,14 +6,11 @@ use crate::port::poll_interval;
 use crate::procs;
 use crate::sys::{self as platform, StopSignal};
 use std::io;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// How a stop ended: a generation's group, or the processes of another escalation.
 #[derive(Debug, Clone)]
 pub struct Stopped {
-    /// The group leader's exit status, if devrun reaped it (only a generation's stop says).
-    pub status: Option<ExitStatus>,
     /// The grace time ran out (or there was none) and what was left was killed.
     pub killed: bool,
     pub elapsed: Duration,
@@ -129,7 +126,6 @@ pub(super) async fn escalate(
         tokio::time::sleep(poll_interval(began.elapsed())).await;
     }
     Ok(Some(Stopped {
-        status: None,
         killed,
         elapsed: began.elapsed(),
         warning,
