@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod envfile;
 pub mod error;
+pub mod fast_stop;
 pub mod guard;
 pub mod init;
 pub mod output;

@@ -76,6 +76,17 @@ pub(super) fn derive_preload(
 }
 
 /// The command: flags win; a string is split shell-style, an array is used as is.
+/// `[stop] fast` (default true) unless `--no-fast-stop`, for a command that runs uvicorn.
+pub(super) fn derive_fast_stop(
+    inputs: &Inputs,
+    args: &RunArgs,
+    command: &[String],
+    root: &Path,
+) -> Option<FastStop> {
+    let on = !args.no_fast_stop && inputs.file.stop.fast.unwrap_or(true);
+    on.then(|| FastStop::detect(command, root)).flatten()
+}
+
 pub(super) fn derive_command(inputs: &Inputs, args: &RunArgs) -> Result<Vec<String>, ConfigError> {
     let command = if !args.command.is_empty() {
         args.command.clone()

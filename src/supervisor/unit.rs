@@ -12,6 +12,7 @@ use crate::config::{Member, RestartPolicy};
 use crate::control::Request;
 use crate::envfile::Vars as EnvVars;
 use crate::error::Error;
+use crate::fast_stop::Bootstrap;
 use crate::guard::{Contents, LoopGuard};
 use crate::output::Label;
 use crate::port::{self, NotReady, ReadyCheck};
@@ -140,6 +141,8 @@ pub(super) struct Runner {
     pub(super) typed: Option<Typed>,
     /// `[server] preload`: the preloader its generations are forked from (Linux).
     pub(super) preload: crate::preload::Slot,
+    /// The fast-stop bootstrap, written at the first start (None inside: it could not be).
+    pub(super) fast_stop: Option<Option<Bootstrap>>,
 }
 
 /// What a runner is given: its member, where it reports, and its part of what it shares.
@@ -173,6 +176,7 @@ impl Runner {
             env_file_vars: EnvVars::new(),
             typed: wiring.typed,
             preload: crate::preload::Slot::default(),
+            fast_stop: None,
         }
     }
 
@@ -316,7 +320,10 @@ impl Runner {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     return Ok(self.exited(unit, status, readiness).await);
                 }
-                Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result)),
+                Ok(Seen::Probed(result)) => {
+                    self.say_fast_stop_off();
+                    return Ok(self.probed(generation, result));
+                }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
                 Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
