@@ -438,6 +438,8 @@ impl Runner {
             self.shared.record(&self.ui, &self.member, None);
             return Ok(Step::Stopped { shutdown });
         }
+        // Before a stop that may be uvicorn's own slow one, if not said yet.
+        self.say_fast_stop_off();
         let signal = self.shared.config.stop.signal;
         self.ui.emit(&Event::Stopping {
             generation,
