@@ -153,7 +153,11 @@ mod tests {
     fn detects_uvicorn_by_module_console_script_or_script_text() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::write(root.join("serve.py"), "import uvicorn\nuvicorn.run('a:app')\n").unwrap();
+        std::fs::write(
+            root.join("serve.py"),
+            "import uvicorn\nuvicorn.run('a:app')\n",
+        )
+        .unwrap();
         std::fs::write(root.join("plain.py"), "print('hi')\n").unwrap();
         std::fs::create_dir(root.join("pkg")).unwrap();
         std::fs::write(root.join("pkg/__main__.py"), "from uvicorn import run\n").unwrap();
@@ -169,11 +173,17 @@ mod tests {
             "./uvicorn app:app",
         ];
         for command in yes {
-            assert!(FastStop::detect(&words(command), root).is_some(), "{command}");
+            assert!(
+                FastStop::detect(&words(command), root).is_some(),
+                "{command}"
+            );
         }
         let no = ["python plain.py", "python -m http.server", "node x.js"];
         for command in no {
-            assert!(FastStop::detect(&words(command), root).is_none(), "{command}");
+            assert!(
+                FastStop::detect(&words(command), root).is_none(),
+                "{command}"
+            );
         }
     }
 
@@ -183,7 +193,9 @@ mod tests {
         let fast = FastStop::detect(&words("python3 -u -m uvicorn a:app --port 1"), root).unwrap();
         let bootstrap = Bootstrap::write().unwrap();
         let script = bootstrap.script.display().to_string();
-        assert!(std::fs::read_to_string(&script).unwrap().contains("def patch"));
+        assert!(std::fs::read_to_string(&script)
+            .unwrap()
+            .contains("def patch"));
         let expected = format!("python3 -u {script} -m uvicorn a:app --port 1");
         assert_eq!(bootstrap.command(&fast), words(&expected));
         let dir = bootstrap.dir.clone();

@@ -245,7 +245,10 @@ impl fmt::Display for Warn {
                 write!(f, "starting a fresh preloader: {reason}")
             }
             Warn::FastStopOff { reason } => {
-                write!(f, "fast stop off: {reason}; uvicorn stops as it does by itself")
+                write!(
+                    f,
+                    "fast stop off: {reason}; uvicorn stops as it does by itself"
+                )
             }
             Warn::StateNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}")

@@ -82,7 +82,11 @@ fn read_response(stream: &mut TcpStream) -> (u16, String) {
         };
         let length: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_string))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(str::to_string)
+            })
             .and_then(|v| v.trim().parse().ok())
             .expect("no content-length");
         if body.len() >= length {
@@ -102,12 +106,16 @@ fn lifespan_shutdown_runs_on_every_restart(p: Project) {
         let body = wait_for_body(&p, version);
         let previous = n + 1;
         assert_eq!(
-            body["previous_shutdown"], true,
+            body["previous_shutdown"],
+            true,
             "generation {} started before generation {previous}'s lifespan shutdown ran",
             previous + 1
         );
         let written = std::fs::read_to_string(marker(&p, &format!("shutdown-{previous}")));
-        assert!(written.is_ok(), "no shutdown marker of generation {previous}");
+        assert!(
+            written.is_ok(),
+            "no shutdown marker of generation {previous}"
+        );
         assert_eq!(stopped(&p, previous as u64)["killed"], false);
     }
     p.assert_every_start_was_alone();
@@ -140,7 +148,10 @@ fn a_request_in_flight_completes_and_the_next_request_gets_the_new_code() {
         .expect("the request in flight got no answer");
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["version"], "v1", "the request in flight is the old code's");
+    assert_eq!(
+        body["version"], "v1",
+        "the request in flight is the old code's"
+    );
     let v2 = p.wait_for_version("v2", WAIT);
     assert!(!v1.alive());
     assert_eq!(v2.generation, Some(2));
@@ -202,8 +213,14 @@ fn fast_false_keeps_uvicorns_own_stop() {
     let (p, shutdown, killed) = stop_with_a_request_outliving_the_timeout(lifespan_app(
         "[stop]\ntimeout_ms = 4000\nfast = false\n",
     ));
-    assert!(killed, "stock uvicorn waits for the request: devrun kills it");
-    assert!(!shutdown, "stock uvicorn never got to its lifespan shutdown");
+    assert!(
+        killed,
+        "stock uvicorn waits for the request: devrun kills it"
+    );
+    assert!(
+        !shutdown,
+        "stock uvicorn never got to its lifespan shutdown"
+    );
     assert!(!p.stderr().contains("fast stop off"), "{}", p.stderr());
 }
 
@@ -220,8 +237,14 @@ fn an_unknown_uvicorn_version_falls_back_to_uvicorns_own_stop_said_once() {
     .unwrap();
     let p = p.env("PYTHONPATH", &shim.display().to_string());
     let (p, shutdown, killed) = stop_with_a_request_outliving_the_timeout(p);
-    assert!(killed, "the stock stop waits for the request: devrun kills it");
-    assert!(!shutdown, "the stock stop never got to its lifespan shutdown");
+    assert!(
+        killed,
+        "the stock stop waits for the request: devrun kills it"
+    );
+    assert!(
+        !shutdown,
+        "the stock stop never got to its lifespan shutdown"
+    );
     p.write_atomic("app/version.py", &version_py("v3"));
     p.wait_for_version("v3", WAIT);
     let said: Vec<Value> = p
@@ -249,7 +272,11 @@ fn a_storm_of_200_files_under_the_fast_stop_is_one_restart() {
     p.wait_for_starts(2, WAIT);
     std::thread::sleep(QUIET);
     let starts = p.starts();
-    assert_eq!(starts.len(), 2, "one storm, more than one restart: {starts:#?}");
+    assert_eq!(
+        starts.len(),
+        2,
+        "one storm, more than one restart: {starts:#?}"
+    );
     let served = poll(WAIT, || p.served().filter(|s| s.pid == starts[1].pid));
     assert!(served.is_some(), "generation 2 never served");
     p.assert_every_start_was_alone();
