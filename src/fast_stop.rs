@@ -69,11 +69,7 @@ impl Bootstrap {
     pub fn write() -> io::Result<Bootstrap> {
         let id = crate::state::random_id()?;
         let dir = std::env::temp_dir().join(format!("devrun-fast-stop-{}", &id[..16]));
-        let mut builder = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&dir)
+        create_private_dir(&dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         let bootstrap = Bootstrap {
             script: dir.join("devrun_fast_stop.py"),
@@ -133,6 +129,15 @@ impl Bootstrap {
         let version = text.trim().strip_prefix("unknown ")?;
         Some(version.to_string())
     }
+}
+
+/// A new folder only this user may enter (on Windows the temp folder is the user's own).
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    return std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(dir);
+    #[cfg(not(unix))]
+    std::fs::create_dir(dir)
 }
 
 impl Drop for Bootstrap {
