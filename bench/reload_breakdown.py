@@ -13,7 +13,7 @@ devrun's own event timestamps:
   total    save -> new version served
 
 Usage: reload_breakdown.py --devrun PATH --python VENV_PYTHON --app-dir DIR [-n 30] [--port 8012]
-       [--preload]
+       [--preload] [--no-fast-stop]
 DIR must contain the package `app` with app/main.py (FastAPI) and app/version.py (VERSION = "...").
 """
 import argparse
@@ -51,10 +51,13 @@ def main():
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--port", type=int, default=8012)
     ap.add_argument("--preload", action="store_true", help="run devrun with --preload (issue 12)")
+    ap.add_argument("--no-fast-stop", action="store_true",
+                    help="run devrun with --no-fast-stop: uvicorn's own stop (issue 19)")
     a = ap.parse_args()
 
     events = []
-    cmd = [a.devrun, "--events", "json", "--port", str(a.port)] + (["--preload"] if a.preload else []) + ["--",
+    cmd = [a.devrun, "--events", "json", "--port", str(a.port)] + (["--preload"] if a.preload else []) \
+        + (["--no-fast-stop"] if a.no_fast_stop else []) + ["--",
            a.python, "-m", "uvicorn", "app.main:app", "--port", str(a.port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=a.app_dir, stderr=subprocess.PIPE, text=True, start_new_session=True)
 

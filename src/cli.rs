@@ -155,6 +155,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     pub stop_timeout: Option<Duration>,
 
+    /// Stop uvicorn the way it stops by itself (0.1 s polling), not devrun's fast stop
+    #[arg(long)]
+    pub no_fast_stop: bool,
+
     /// How long to wait for the port to be released
     #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     pub port_timeout: Option<Duration>,

@@ -12,6 +12,7 @@
 
 use crate::cli::{describe_limit, ProjectArgs, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
 use crate::error::ConfigError;
+use crate::fast_stop::FastStop;
 use crate::preload::{self, Preload};
 use crate::process::StopSignal;
 use crate::state::StateDir;
@@ -83,6 +84,9 @@ pub struct Config {
     /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter
     /// (the command already read as the Python launch it is).
     pub preload: Option<preload::Settings>,
+    /// `[stop] fast` (on unless `--no-fast-stop`) and the command runs uvicorn: generations
+    /// run through devrun's bootstrap, which makes uvicorn's stop event-driven.
+    pub fast_stop: Option<FastStop>,
     pub options: RunOptions,
     /// `[processes.NAME]` tables: the stack's other members, in a valid start order (each after
     /// those it names in `after`), filtered by `--only`.
@@ -134,6 +138,8 @@ pub struct Extras {
     pub preload: Option<preload::Settings>,
     /// `[server] socket = "inherit"`: devrun holds the listening socket and hands it over.
     pub inherit_socket: bool,
+    /// `[stop] fast`: its generations run through the fast-stop bootstrap.
+    pub fast_stop: Option<FastStop>,
     /// Lines typed in devrun's terminal go to its stdin (`rs` restarts).
     pub typed: bool,
 }
@@ -329,6 +335,7 @@ impl Config {
                 env_file: self.env_file.clone(),
                 preload: self.preload.clone(),
                 inherit_socket: self.inherit_socket,
+                fast_stop: self.fast_stop.clone(),
                 typed: true,
             },
         });
@@ -363,9 +370,11 @@ impl Config {
             })
             .transpose()
             .map_err(|m| inputs.err(None, m))?;
+        let fast_stop = derive_fast_stop(inputs, args, &command, &cwd);
         Ok(Config {
             command,
             cwd,
+            fast_stop,
             watch,
             ready,
             env: derive_env(inputs, &stack)?,

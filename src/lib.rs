@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod control;
 pub(crate) mod envfile;
 pub mod error;
+pub(crate) mod fast_stop;
 pub(crate) mod guard;
 pub mod init;
 pub(crate) mod logfile;

@@ -46,6 +46,7 @@ pub(super) struct FileStop {
     pub(super) signal: Option<Spanned<String>>,
     pub(super) timeout_ms: Option<Spanned<u64>>,
     pub(super) port_timeout_ms: Option<Spanned<u64>>,
+    pub(super) fast: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,6 +75,17 @@ pub(super) fn derive_preload(
     Ok(preload)
 }
 
+/// `[stop] fast` (default true) unless `--no-fast-stop`, for a command that runs uvicorn.
+pub(super) fn derive_fast_stop(
+    inputs: &Inputs,
+    args: &RunArgs,
+    command: &[String],
+    root: &Path,
+) -> Option<FastStop> {
+    let on = !args.no_fast_stop && inputs.file.stop.fast.unwrap_or(true);
+    on.then(|| FastStop::detect(command, root)).flatten()
+}
+
 /// The command: flags win; a string is split shell-style, an array is used as is. None at
 /// all, or an empty one (what `devrun init` writes when it finds no app), is an error that
 /// says what to fill in.

@@ -61,12 +61,13 @@ impl Launch {
     }
 }
 
-/// `python`, `python3`, `python3.12`, with or without a folder.
+/// `python`, `python3`, `python3.12`, with or without a folder (and `.exe`, on Windows).
 fn is_python(program: &str) -> bool {
     let name = Path::new(program)
         .file_name()
-        .map(|n| n.to_string_lossy().to_string())
+        .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
+    let name = name.strip_suffix(".exe").unwrap_or(&name);
     let version = name.strip_prefix("python").unwrap_or("x");
     version.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
@@ -122,6 +123,8 @@ mod tests {
         assert!(Launch::parse(&words("python -m"), cwd).is_err());
         assert!(Launch::parse(&words("python -u"), cwd).is_err());
         assert!(Launch::parse(&words("node server.js"), cwd).is_err());
+        let exe = Launch::parse(&words("C:/venv/Scripts/python.exe -m uvicorn a:app"), cwd);
+        assert_eq!(exe.unwrap().module.as_deref(), Some("uvicorn"));
     }
 
     #[test]

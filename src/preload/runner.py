@@ -586,6 +586,7 @@ def run_child(request, libc):
     os.chdir(request["cwd"])
     if request["title"]:
         set_title(request["title"])
+    fast_stop()
     if request["module"]:
         sys.argv = [request["module"]] + request["args"]
         sys.path[0] = request["cwd"]
@@ -595,6 +596,23 @@ def run_child(request, libc):
         sys.argv = [request["script"]] + request["args"]
         sys.path[0] = os.path.dirname(script)
         runpy.run_path(script, run_name="__main__")
+
+
+def fast_stop():
+    """devrun's fast stop for uvicorn (src/fast_stop/bootstrap.py, named by
+    DEVRUN_FAST_STOP_SCRIPT): patched in the child, as a cold start patches it."""
+    script = os.environ.pop("DEVRUN_FAST_STOP_SCRIPT", None)
+    if not script:
+        return
+    spec = importlib.util.spec_from_file_location("_devrun_fast_stop", script)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except OSError:
+        return  # gone (devrun exited): the stock stop
+    module.patch()
 
 
 def main():

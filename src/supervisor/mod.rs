@@ -19,6 +19,7 @@ mod own_writes;
 mod phase;
 mod ports;
 mod requests;
+mod settle;
 mod spawn;
 mod unit;
 
@@ -121,7 +122,7 @@ pub(super) enum Up {
     /// It restarts for a change: members naming it in `restart_with` restart too.
     Restarting(usize),
     /// Settling: deliver every change the OS has queued (the watch's fence), then answer.
-    Sync(oneshot::Sender<()>),
+    Sync(oneshot::Sender<bool>),
     /// It is done: stopped for good, or an error that ends devrun.
     Done(usize, Result<(), Error>),
 }
@@ -332,11 +333,13 @@ async fn coordinate(
             batch = next_batch(&mut watch) => coordinator.route(batch, backend_filter),
             message = up.recv() => match message {
                 Some(Up::Sync(reply)) => {
+                    let mut finished = false;
                     if let Some(watch) = watch.as_mut() {
                         let batch = watch.sync().await;
+                        finished = batch.finished;
                         coordinator.route(batch, backend_filter);
                     }
-                    let _ = reply.send(());
+                    let _ = reply.send(finished);
                 }
                 Some(message) => coordinator.take(message),
                 // Every runner is gone (a panic would end up here too).
@@ -496,7 +499,12 @@ impl Coordinator {
                 .collect();
             if !paths.is_empty() {
                 let last_at = batch.last_at;
-                let _ = handle.changes.send(Batch { paths, last_at });
+                let finished = batch.finished;
+                let _ = handle.changes.send(Batch {
+                    paths,
+                    last_at,
+                    finished,
+                });
             }
         }
     }

@@ -86,12 +86,12 @@ fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
         typed: None,
     };
     tokio::task::spawn_local(Runner::new(shared, wiring).run());
-    // The coordinator's part of the fence: nothing more is queued.
+    // The coordinator's part of the fence: nothing more is queued, and every write is done.
     tokio::task::spawn_local(async move {
         while let Some(message) = up_rx.recv().await {
             match message {
                 Up::Sync(reply) => {
-                    let _ = reply.send(());
+                    let _ = reply.send(true);
                 }
                 other => {
                     let _ = heard_tx.send(other);
@@ -191,6 +191,7 @@ impl Bench {
         let batch = Batch {
             paths: vec![path],
             last_at: Instant::now(),
+            finished: true,
         };
         self.changes.send(batch).unwrap();
     }

@@ -6,6 +6,7 @@ use super::unit::{Runner, Unit};
 use crate::control::Request;
 use crate::envfile;
 use crate::error::Error;
+use crate::fast_stop::Bootstrap;
 use crate::process::Backend;
 use crate::procs;
 use crate::state::{self, BackendRecord, PROCESS_MARKER, PROJECT_MARKER, RUN_MARKER};
@@ -61,10 +62,16 @@ impl Runner {
         }
         env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         let command_line = shell_words::join(&self.member.command);
+        let fast = match self.member.extras.preload.is_some() {
+            true => self.fast_stop_env(true),
+            false => Vec::new(),
+        };
         let forked = match self.member.extras.preload.as_ref() {
             Some(settings) => {
-                let whole: BTreeMap<String, String> =
-                    std::env::vars().chain(env.iter().cloned()).collect();
+                let whole: BTreeMap<String, String> = std::env::vars()
+                    .chain(env.iter().cloned())
+                    .chain(fast)
+                    .collect();
                 let handed = (unit.listener.as_ref(), self.label.clone());
                 // Project code is what a change to would restart it (the backend's filter).
                 let filter = &self.shared.backend_filter;
@@ -86,7 +93,12 @@ impl Runner {
         };
         let (mut backend, preloaded) = match forked {
             Some((backend, modules)) => (backend, Some(modules)),
-            None => (self.spawn_cold(&env, unit.listener.as_ref())?, None),
+            None => {
+                let command = self.fast_stop_command();
+                env.extend(self.fast_stop_env(false));
+                let cold = self.spawn_cold(&command, &env, unit.listener.as_ref())?;
+                (cold, None)
+            }
         };
         if let (Some(typed), Some(stdin)) = (&self.typed, backend.take_stdin()) {
             typed.attach(stdin);
@@ -111,13 +123,62 @@ impl Runner {
         Ok(Ok(backend))
     }
 
-    /// A fresh process running the command.
+    /// The fast-stop bootstrap of this run, written at the first start; None when the command
+    /// does not run uvicorn, `[stop] fast = false`, or it could not be written (said once).
+    fn bootstrap(&mut self) -> Option<&Bootstrap> {
+        self.member.extras.fast_stop.as_ref()?;
+        if self.fast_stop.is_none() {
+            let written = Bootstrap::write()
+                .inspect_err(|e| {
+                    let reason = format!("cannot write devrun's bootstrap ({e})");
+                    self.ui.emit(&Warn::FastStopOff { reason }.into());
+                })
+                .ok();
+            self.fast_stop = Some(written);
+        }
+        self.fast_stop.as_ref()?.as_ref()
+    }
+
+    /// The variables that ask a generation for the fast stop (a fork's name the bootstrap).
+    fn fast_stop_env(&mut self, forked: bool) -> Vec<(String, String)> {
+        let timeout = self.shared.config.stop.timeout;
+        let fast = self.member.extras.fast_stop.clone();
+        match (self.bootstrap(), fast) {
+            (Some(bootstrap), Some(fast)) => bootstrap.env(&fast, timeout, forked),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What a cold start runs: the command, through the fast-stop bootstrap when it applies.
+    fn fast_stop_command(&mut self) -> Vec<String> {
+        let fast = self.member.extras.fast_stop.clone();
+        match (self.bootstrap(), fast) {
+            (Some(bootstrap), Some(fast)) => bootstrap.command(&fast),
+            _ => self.member.command.clone(),
+        }
+    }
+
+    /// Once a generation is up: a uvicorn version the bootstrap did not patch is said, once.
+    pub(super) fn say_fast_stop_off(&mut self) {
+        let Some(Some(bootstrap)) = self.fast_stop.as_mut() else {
+            return;
+        };
+        if let Some(version) = bootstrap.unknown_version() {
+            let reason = format!(
+                "uvicorn {version} is not a version devrun knows (it patches {})",
+                crate::fast_stop::KNOWN_VERSIONS
+            );
+            self.ui.emit(&Warn::FastStopOff { reason }.into());
+        }
+    }
+
+    /// A fresh process running `command`.
     fn spawn_cold(
         &self,
+        command: &[String],
         env: &[(String, String)],
         listener: Option<&socket2::Socket>,
     ) -> Result<Backend, Error> {
-        let command = &self.member.command;
         let command_line = shell_words::join(command);
         let label = self.label.clone();
         Backend::spawn(command, &self.member.cwd, env, listener, label).map_err(|e| {

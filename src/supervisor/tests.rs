@@ -213,6 +213,7 @@ fn a_batch_reaches_only_the_members_whose_watch_wants_it() {
     let batch = Batch {
         paths: vec![root.join("app/main.py"), web_config.clone()],
         last_at: Instant::now(),
+        finished: false,
     };
     c.route(batch, &filter);
     let got = |probe: &mut Probe| probe.changes.try_recv().ok().map(|b| b.paths);

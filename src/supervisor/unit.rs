@@ -12,6 +12,7 @@ use crate::config::{Member, RestartPolicy};
 use crate::control::Request;
 use crate::envfile::Vars as EnvVars;
 use crate::error::Error;
+use crate::fast_stop::Bootstrap;
 use crate::guard::{Contents, LoopGuard};
 use crate::output::Label;
 use crate::port::{self, NotReady, ReadyCheck};
@@ -19,15 +20,13 @@ use crate::process::{self, Backend};
 use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::Batch;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-/// A storm of writes that never pauses still restarts the backend after this long (a longer
-/// debounce is refused as a config error).
-const SETTLE_CEILING: Duration = crate::cli::MAX_DEBOUNCE;
 /// `restart = "on-failure"`: the first wait before a restart, doubled after each failure up to
 /// the longest; a generation that got ready (or lived this long) starts the count anew.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -65,10 +64,12 @@ impl Unit {
 
 /// The changes the coordinator routed to this process, and the watch's fence on request.
 pub(super) struct Changes {
-    rx: mpsc::UnboundedReceiver<Batch>,
-    up: mpsc::UnboundedSender<Up>,
+    pub(super) rx: mpsc::UnboundedReceiver<Batch>,
+    pub(super) up: mpsc::UnboundedSender<Up>,
     /// What changed files held when Serving last read them (see `guard::Contents`).
     pub(super) contents: Contents,
+    /// The files of the change that began this restart (the settle phase takes them).
+    pub(super) restarted_for: RefCell<Vec<PathBuf>>,
 }
 
 impl Changes {
@@ -80,6 +81,7 @@ impl Changes {
             rx,
             up,
             contents: Contents::default(),
+            restarted_for: RefCell::new(Vec::new()),
         }
     }
 
@@ -92,25 +94,6 @@ impl Changes {
                 batch
             }
             None => std::future::pending().await,
-        }
-    }
-
-    /// Every change for this process that the OS had queued when this was called (the watch's
-    /// fence, run by the coordinator).
-    async fn sync(&mut self) -> Batch {
-        let (reply, replied) = oneshot::channel();
-        if self.up.send(Up::Sync(reply)).is_ok() {
-            let _ = replied.await;
-        }
-        let (mut paths, mut last_at) = (Vec::new(), None::<Instant>);
-        while let Ok(more) = self.rx.try_recv() {
-            last_at = Some(last_at.map_or(more.last_at, |at| at.max(more.last_at)));
-            paths.extend(more.paths);
-        }
-        self.contents.read(&paths);
-        Batch {
-            paths,
-            last_at: last_at.unwrap_or_else(Instant::now),
         }
     }
 }
@@ -140,6 +123,8 @@ pub(super) struct Runner {
     pub(super) typed: Option<Typed>,
     /// `[server] preload`: the preloader its generations are forked from (Linux).
     pub(super) preload: crate::preload::Slot,
+    /// The fast-stop bootstrap, written at the first start (None inside: it could not be).
+    pub(super) fast_stop: Option<Option<Bootstrap>>,
 }
 
 /// What a runner is given: its member, where it reports, and its part of what it shares.
@@ -173,6 +158,7 @@ impl Runner {
             env_file_vars: EnvVars::new(),
             typed: wiring.typed,
             preload: crate::preload::Slot::default(),
+            fast_stop: None,
         }
     }
 
@@ -319,7 +305,10 @@ impl Runner {
                     let status = status.map_err(|e| Error::io("cannot wait for the backend", e))?;
                     return Ok(self.exited(unit, status, readiness).await);
                 }
-                Ok(Seen::Probed(result)) => return Ok(self.probed(generation, result, spawned_at)),
+                Ok(Seen::Probed(result)) => {
+                    self.say_fast_stop_off();
+                    return Ok(self.probed(generation, result, spawned_at));
+                }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
                 Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
@@ -437,6 +426,7 @@ impl Runner {
     }
 
     fn report_change(&self, batch: &Batch) {
+        self.changes.restarted_for.replace(batch.paths.clone());
         let files = batch
             .paths
             .iter()
@@ -471,6 +461,8 @@ impl Runner {
             self.shared.record(&self.ui, &self.member, None);
             return Ok(Step::Stopped { shutdown });
         }
+        // Before a stop that may be uvicorn's own slow one, if not said yet.
+        self.say_fast_stop_off();
         let signal = self.shared.config.stop.signal;
         self.ui.emit(&Event::Stopping {
             generation,
@@ -505,40 +497,6 @@ impl Runner {
         });
         self.shared.record(&self.ui, &self.member, None);
         Ok(Step::Stopped { shutdown })
-    }
-
-    /// Settling: lets a burst of saves finish (quiet for the debounce time, or the ceiling),
-    /// so the next process starts with the code as it is after the last save.
-    async fn settle(&mut self, mut last_at: Instant) -> Step {
-        let ceiling = Instant::now() + SETTLE_CEILING;
-        let debounce = self.shared.config.watch.debounce;
-        let changes = &mut self.changes;
-        let quiet = async {
-            loop {
-                if Instant::now() >= ceiling {
-                    return;
-                }
-                let quiet_at = (last_at + debounce).min(ceiling);
-                // Biased: changes already queued (say, during a slow stop) count before the
-                // quiet time can be judged over, even when that time has passed.
-                tokio::select! {
-                    biased;
-                    batch = changes.next() => last_at = last_at.max(batch.last_at),
-                    _ = tokio::time::sleep_until(quiet_at.into()) => {
-                        // Quiet by the watcher's delivery; the OS's queue has the last word.
-                        let queued = changes.sync().await;
-                        if queued.paths.is_empty() {
-                            return;
-                        }
-                        last_at = last_at.max(queued.last_at);
-                    }
-                }
-            }
-        };
-        match self.requests.wait(Interrupts::ShutdownOnly, quiet).await {
-            Ok(()) => Step::Settled,
-            Err(request) => Runner::take_request(request),
-        }
     }
 
     /// Waiting: after an exit on its own, until a change or `devrun restart` (or, with

@@ -80,6 +80,9 @@ pub enum Warn {
     /// A fresh preloader replaces the old one (a file it loaded changed, the environment
     /// changed, or it exited).
     PreloadRestarted { reason: String },
+    /// `[stop] fast` is on but uvicorn stops as it does by itself (an unknown version, or
+    /// the bootstrap could not be written).
+    FastStopOff { reason: String },
     /// `.devrun/state.json` (`path`) could not be written.
     StateNotWritten { path: String, error: String },
     /// Status lines were lost because nobody read devrun's stderr.
@@ -265,6 +268,12 @@ impl fmt::Display for Warn {
             }
             Warn::PreloadRestarted { reason } => {
                 write!(f, "starting a fresh preloader: {reason}")
+            }
+            Warn::FastStopOff { reason } => {
+                write!(
+                    f,
+                    "fast stop off: {reason}; uvicorn stops as it does by itself"
+                )
             }
             Warn::StateNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}")

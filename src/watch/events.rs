@@ -21,6 +21,7 @@ impl Watch {
         let mut batch = Batch {
             paths: Vec::new(),
             last_at: Instant::now(),
+            finished: false,
         };
         let fence = self.fence_dir.as_ref().and_then(|dir| {
             self.fences += 1;
@@ -62,6 +63,7 @@ impl Watch {
         }
         batch.paths.sort();
         batch.paths.dedup();
+        batch.finished = self.writes_finished();
         batch
     }
 
@@ -83,7 +85,8 @@ impl Watch {
                         }
                         paths.sort();
                         paths.dedup();
-                        return Batch { paths, last_at: Instant::now() };
+                        let finished = self.writes_finished();
+                        return Batch { paths, last_at: Instant::now(), finished };
                     }
                 }
             };
@@ -94,6 +97,7 @@ impl Watch {
             let mut batch = Batch {
                 paths: Vec::new(),
                 last_at: at,
+                finished: false,
             };
             self.absorb(event, at, &mut batch);
             while let Ok((at, event)) = self.raw.try_recv() {
@@ -102,6 +106,7 @@ impl Watch {
             if !batch.paths.is_empty() {
                 batch.paths.sort();
                 batch.paths.dedup();
+                batch.finished = self.writes_finished();
                 return batch;
             }
         }
@@ -124,6 +129,7 @@ impl Watch {
             return vec![self.filter.root().to_path_buf()];
         }
         let mut wanted = Vec::new();
+        self.track_writes(&event);
         if matches!(event.kind, EventKind::Access(_)) {
             return wanted;
         }
@@ -174,6 +180,18 @@ impl Watch {
         );
         let retry = self.skipped.contains(&dir)
             && matches!(kind, EventKind::Modify(ModifyKind::Metadata(_)));
+        // A lost watch path that comes back where its parent is watched (for the config file,
+        // say) is its anchor's to watch again, and to say so.
+        let lost = self
+            .anchors
+            .iter()
+            .position(|a| a.kind == Kind::Tree && a.id.is_none() && a.path == dir);
+        if let (true, Some(i)) = (appeared, lost) {
+            if let Some(id) = super::anchors::folder_id(&dir) {
+                self.watch_anchor(i, id, wanted);
+            }
+            return;
+        }
         // Only inside a watch path: a folder watched alone for one file (the env file's, the
         // config file's) gets no tree for a folder that appears in it.
         if (appeared || retry)

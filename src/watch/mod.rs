@@ -21,6 +21,7 @@ mod events;
 mod filter;
 mod settings;
 mod tree;
+mod writes;
 
 pub use filter::{Filter, NEVER_PROJECT_DIRS};
 pub use settings::{PollMode, WatchConfig};
@@ -38,6 +39,9 @@ use tokio::sync::mpsc;
 pub struct Batch {
     pub paths: Vec<PathBuf>,
     pub last_at: Instant,
+    /// Every wanted file written so far was closed or renamed into place (an editor's last
+    /// step), as the OS said by the end of this batch. Only inotify says so: elsewhere false.
+    pub finished: bool,
 }
 
 type RawEvent = (Instant, notify::Result<notify::Event>);
@@ -69,6 +73,8 @@ pub struct Watch {
     recheck_at: Instant,
     /// Folders that could not be watched, each warned about once.
     skipped: HashSet<PathBuf>,
+    /// Wanted files written (or created) and not yet closed (see `writes`).
+    open_writes: HashSet<PathBuf>,
     warn: Warn,
 }
 
@@ -119,6 +125,7 @@ impl Watch {
             anchors: Vec::new(),
             recheck_at: Instant::now() + anchors::ANCHOR_CHECK,
             skipped: HashSet::new(),
+            open_writes: HashSet::new(),
             warn,
         };
         match watch.add_paths(&config.paths) {

@@ -12,6 +12,7 @@ mod control;
 mod crash_summary;
 mod env_poll_guard;
 mod events;
+mod fast_stop;
 mod fastapi;
 mod hostile_input;
 mod hostile_tree;

@@ -30,10 +30,9 @@ pub use macos::{closing_only, listen_addresses, listener_pids, listener_pids_che
 
 pub use detached::spawn_detached;
 pub use os::{
-    blind_filesystem, carries, children, command_line, environment_value, group_members,
-    has_open, holds_open,
-    is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group, program_path,
-    resident_bytes, start_time,
+    blind_filesystem, carries, children, command_line, environment_value, group_members, has_open,
+    holds_open, is_zombie, marked, oom_kills, parent, prepare_supervisor, process_group,
+    program_path, resident_bytes, start_time,
 };
 
 /// A stop is a signal to the group: any of SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGKILL.

@@ -1,0 +1,183 @@
+# devrun's fast stop for uvicorn (embedded in the devrun binary; see src/fast_stop.rs).
+# Cold start: `python [options] BOOTSTRAP (-m MODULE | SCRIPT) ARGS...` runs the command as
+# `python -m MODULE ARGS` / `python SCRIPT ARGS` would, after `patch()`. A forked (preloaded)
+# generation loads this file and calls `patch()` before it runs the command (runner.py).
+#
+# uvicorn notices a stop signal only on its main loop's 0.1 s tick, and its shutdown always
+# sleeps 0.1 s after asking connections to close. patch() makes both event-driven, for the
+# uvicorn versions whose Server it was written against (KNOWN), and leaves any other alone
+# (written to the report file, which devrun says once): the signal wakes the main loop at once;
+# shutdown closes idle keep-alive connections (as uvicorn does), waits for in-flight requests
+# and tasks to finish, bounded by devrun's stop timeout, then runs the lifespan shutdown. The
+# exit is uvicorn's own (it re-raises the signal it caught).
+# Unit tests: test_bootstrap.py, next to this file.
+import asyncio
+import os
+import runpy
+import sys
+
+# Versions whose uvicorn/server.py this patch was written against (Server.main_loop,
+# shutdown, _wait_tasks_to_complete, handle_exit).
+KNOWN = ("0.55.",)
+# How often shutdown looks whether the connections and tasks are gone.
+POLL = 0.002
+# Of devrun's stop timeout, what draining may take: the rest is for the lifespan shutdown.
+DRAIN_SHARE = 0.8
+
+
+def patch():
+    """Patches uvicorn's Server when devrun asked for it (DEVRUN_FAST_STOP: the stop timeout,
+    ms) and the installed uvicorn is a known version. Says an unknown one in the report file
+    (DEVRUN_FAST_STOP_REPORT). Returns whether it patched."""
+    timeout_ms = os.environ.pop("DEVRUN_FAST_STOP", None)
+    report = os.environ.pop("DEVRUN_FAST_STOP_REPORT", None)
+    if not timeout_ms:
+        return False
+    try:
+        import uvicorn
+        import uvicorn.server
+    except Exception:
+        return False  # the command itself fails the same way, and says why
+    version = str(getattr(uvicorn, "__version__", "unknown"))
+    if not version.startswith(KNOWN):
+        if report:
+            try:
+                with open(report, "w") as f:
+                    f.write(f"unknown {version}\n")
+            except OSError:
+                pass
+        return False
+    install(uvicorn.server, int(timeout_ms) / 1000 * DRAIN_SHARE)
+    return True
+
+
+def resolve(future):
+    if not future.done():
+        future.set_result(None)
+
+
+def install(server_module, bound):
+    """Replaces Server.main_loop, shutdown and handle_exit (uvicorn 0.55's, otherwise as is)."""
+    Server = server_module.Server
+    logger = server_module.logger
+    stock_handle_exit = Server.handle_exit
+
+    def handle_exit(self, sig, frame):
+        stock_handle_exit(self, sig, frame)
+        # Runs in the main thread, possibly inside the loop's select: wake it through its
+        # self-pipe.
+        loop, tick = getattr(self, "_devrun_loop", None), getattr(self, "_devrun_tick", None)
+        if loop is not None and tick is not None:
+            try:
+                loop.call_soon_threadsafe(resolve, tick)
+            except RuntimeError:
+                pass  # the loop is closed: nothing waits for the tick any more
+
+    async def main_loop(self):
+        loop = asyncio.get_running_loop()
+        self._devrun_loop = loop
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter += 1
+            counter = counter % 864000
+            # The stock 0.1 s tick, which a stop signal ends at once.
+            self._devrun_tick = tick = loop.create_future()
+            timer = loop.call_later(0.1, resolve, tick)
+            try:
+                await tick
+            finally:
+                timer.cancel()
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets=None):
+        logger.info("Shutting down")
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        # Idle connections close at once; a busy one once its response is sent.
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        limit = bound
+        if self.config.timeout_graceful_shutdown is not None:
+            limit = min(limit, self.config.timeout_graceful_shutdown)
+        try:
+            async with asyncio.timeout(limit):
+                await drain(self)
+        except TimeoutError:
+            logger.error(
+                "Cancel %s running task(s), timeout graceful shutdown exceeded",
+                len(self.server_state.tasks),
+            )
+            for t in self.server_state.tasks:
+                t.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    Server.handle_exit = handle_exit
+    Server.main_loop = main_loop
+    Server.shutdown = shutdown
+
+
+async def drain(server):
+    """uvicorn's _wait_tasks_to_complete, looking every POLL instead of every 0.1 s (and saying
+    it waits only for connections still open after the first look)."""
+    state = server.server_state
+    await asyncio.sleep(POLL)  # closed transports call connection_lost on the next iterations
+    if state.connections and not server.force_exit:
+        server_logger().info("Waiting for connections to close. (CTRL+C to force quit)")
+        while state.connections and not server.force_exit:
+            await asyncio.sleep(POLL)
+    if state.tasks and not server.force_exit:
+        server_logger().info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+        while state.tasks and not server.force_exit:
+            await asyncio.sleep(POLL)
+    for listener in server.servers:
+        await listener.wait_closed()
+
+
+def server_logger():
+    import uvicorn.server
+    return uvicorn.server.logger
+
+
+def set_title(title):
+    """What `ps` shows for this process: the command devrun was given (Linux; as the
+    preloader's forks do). Written over the original argv area, never longer than it."""
+    try:
+        import ctypes
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5) 48, 49)
+    except (OSError, IndexError, ValueError, ImportError):
+        return
+    size = end - start
+    if start <= 0 or size <= 1:
+        return
+    text = title.encode(errors="replace")[: size - 1]
+    ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
+
+
+def main(argv):
+    """Runs `-m MODULE ARGS` or `SCRIPT ARGS` as the interpreter would, patched."""
+    title = os.environ.pop("DEVRUN_FAST_STOP_TITLE", None)
+    if title and sys.platform.startswith("linux"):
+        set_title(title)
+    patch()
+    if len(argv) >= 2 and argv[0] == "-m":
+        module, args = argv[1], argv[2:]
+        sys.argv = [module] + args
+        sys.path[0] = os.getcwd()
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    elif argv:
+        script, args = argv[0], argv[1:]
+        sys.argv = [script] + args
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
+    else:
+        sys.exit("devrun's fast-stop bootstrap needs `-m MODULE` or a script")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

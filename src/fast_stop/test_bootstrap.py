@@ -1,0 +1,74 @@
+"""Unit tests of bootstrap.py (plain unittest; needs uvicorn: scripts/test runs them with the
+interpreter of .venv-test). Each case runs in a fresh interpreter: patch() changes uvicorn's
+Server class for the whole process."""
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+
+
+def run(code, env=None, args=()):
+    """Runs `code` as a script through the bootstrap; returns (exit code, stdout, stderr)."""
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, "script.py")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(code))
+        done = subprocess.run(
+            [sys.executable, BOOTSTRAP, script, *args],
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+
+PATCHED = (
+    "import sys, uvicorn.server\n"
+    "print(uvicorn.server.Server.main_loop.__module__)\n"
+    "print(sys.argv[1:])\n"
+)
+
+
+class BootstrapTest(unittest.TestCase):
+    def test_without_the_variable_nothing_is_patched_and_the_script_runs_with_its_args(self):
+        code, out, err = run(PATCHED, args=("a", "--b"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.split("\n")[:2], ["uvicorn.server", "['a', '--b']"])
+
+    def test_a_known_version_is_patched_and_the_variables_are_gone(self):
+        listed = "import os; print([k for k in os.environ if k.startswith('DEVRUN_FAST')])\n"
+        code, out, err = run(PATCHED + listed, env={"DEVRUN_FAST_STOP": "5000"})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.split("\n")[0], "__main__")
+        self.assertEqual(out.split("\n")[2], "[]")
+
+    def test_an_unknown_version_is_reported_and_left_alone(self):
+        with tempfile.TemporaryDirectory() as folder:
+            shim = os.path.join(folder, "sitecustomize.py")
+            with open(shim, "w") as f:
+                f.write("import uvicorn\nuvicorn.__version__ = '0.1.0'\n")
+            report = os.path.join(folder, "report")
+            env = {"DEVRUN_FAST_STOP": "5000", "DEVRUN_FAST_STOP_REPORT": report,
+                   "PYTHONPATH": folder}
+            code, out, err = run(PATCHED, env=env)
+            self.assertEqual(code, 0, err)
+            self.assertEqual(out.split("\n")[0], "uvicorn.server")
+            with open(report) as f:
+                self.assertEqual(f.read(), "unknown 0.1.0\n")
+
+    def test_an_exit_status_and_a_traceback_are_the_scripts(self):
+        code, _, err = run("raise SystemExit(3)\n", env={"DEVRUN_FAST_STOP": "5000"})
+        self.assertEqual(code, 3)
+        code, _, err = run("def f():\n    1 / 0\nf()\n", env={"DEVRUN_FAST_STOP": "5000"})
+        self.assertEqual(code, 1)
+        self.assertIn("ZeroDivisionError", err)
+        self.assertIn("script.py", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
