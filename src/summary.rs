@@ -66,7 +66,12 @@ impl Witness {
         let oom_killed = crate::sys::oom_kills()
             .zip(self.oom_kills_at_start)
             .is_some_and(|(now, then)| now > then);
-        if let Some(signal) = crate::sys::exit_signal(status) {
+        let signal = crate::sys::exit_signal(status);
+        let exception = python_exception(stderr_tail, root);
+        if clean_stop(status.code(), signal, exception.as_deref()) {
+            return Some(CLEAN_STOP.into());
+        }
+        if let Some(signal) = signal {
             return Some(describe_signal(signal, oom_killed, memory));
         }
         if status.code() == Some(COMMAND_NOT_FOUND) {
@@ -74,7 +79,7 @@ impl Witness {
                 return Some(format!("command not found: {name}"));
             }
         }
-        python_exception(stderr_tail, root)
+        exception
     }
 }
 
@@ -129,6 +134,26 @@ fn sample_memory(pid: u32, memory: Arc<Mutex<Memory>>, done: Arc<AtomicBool>) {
                 std::thread::sleep(MEMORY_SAMPLE);
             }
         });
+}
+
+/// Windows' exit code for a process ended by a console Ctrl-C or Ctrl-Break (CTRL_C_EVENT,
+/// CTRL_BREAK_EVENT with no handler), and Python's for an unhandled KeyboardInterrupt there.
+pub const CONSOLE_STOP_EXIT: u32 = 0xC000_013A;
+
+/// The summary of a generation that ended the way a Ctrl-C ends it: no crash.
+pub const CLEAN_STOP: &str =
+    "stopped by Ctrl-C or Ctrl-Break (KeyboardInterrupt): a clean stop, not a crash";
+
+/// Did the backend end as a Ctrl-C or Ctrl-Break ends it (its own shutdown ran, or the
+/// default handler ended it)? Exit code 0xC000013A (Windows), or a KeyboardInterrupt as the
+/// last traceback with an exit code or SIGINT (Python on Unix re-raises SIGINT). Any other
+/// signal (a SIGKILL after the traceback) is not.
+pub fn clean_stop(code: Option<i32>, signal: Option<&str>, exception: Option<&str>) -> bool {
+    if code.is_some_and(|c| c as u32 == CONSOLE_STOP_EXIT) {
+        return true;
+    }
+    let interrupted = exception.is_some_and(|e| e.starts_with("KeyboardInterrupt"));
+    interrupted && matches!(signal, None | Some("SIGINT"))
 }
 
 /// The signal that ended a process, in plain words.
@@ -281,6 +306,28 @@ SyntaxError: invalid syntax
             missing_command("Traceback (most recent call last):\n"),
             None
         );
+    }
+
+    #[test]
+    fn a_console_stop_or_keyboard_interrupt_is_a_clean_stop() {
+        // 0xC000013A as Windows reports it (a negative i32) is clean whatever stderr says.
+        assert!(clean_stop(Some(0xC000_013Au32 as i32), None, None));
+        assert!(clean_stop(Some(-1073741510), None, Some("ValueError: x")));
+        // Python's KeyboardInterrupt traceback: clean with an exit code or SIGINT (Unix).
+        let tail = "Traceback (most recent call last):\n  File \"/home/me/shop/main.py\", line 9, in <module>\n    time.sleep(9)\nKeyboardInterrupt\n";
+        let exception = python_exception(tail, Path::new(ROOT));
+        assert_eq!(exception.as_deref(), Some("KeyboardInterrupt (main.py:9)"));
+        assert!(clean_stop(Some(1), None, exception.as_deref()));
+        assert!(clean_stop(None, Some("SIGINT"), exception.as_deref()));
+        // Not: a SIGKILL after the traceback, another exception, a plain exit code.
+        assert!(!clean_stop(None, Some("SIGKILL"), exception.as_deref()));
+        assert!(!clean_stop(
+            Some(1),
+            None,
+            Some("ValueError: boom (app/version.py:2)")
+        ));
+        assert!(!clean_stop(Some(1), None, None));
+        assert!(!clean_stop(Some(0xC000_0005u32 as i32), None, None)); // an access violation
     }
 
     #[test]

@@ -30,10 +30,35 @@ pub use crate::sys::prepare_console;
 
 use std::process::ExitStatus;
 
-/// "code 1", "signal 9 (SIGKILL)".
+/// "code 1", "signal 9 (SIGKILL)", "code 0xC000013A (Ctrl-C or Ctrl-Break)".
 pub fn describe_status(status: &ExitStatus) -> String {
     if let Some(code) = status.code() {
-        return format!("code {code}");
+        return describe_code(code);
     }
     crate::sys::describe_signal_exit(status).unwrap_or_else(|| status.to_string())
+}
+
+/// An exit code; Windows' status codes (negative as i32) in hex, as Windows documents them.
+fn describe_code(code: i32) -> String {
+    match code as u32 {
+        crate::summary::CONSOLE_STOP_EXIT => "code 0xC000013A (Ctrl-C or Ctrl-Break)".into(),
+        status if code < 0 => format!("code {status:#X}"),
+        _ => format!("code {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_codes_in_words() {
+        assert_eq!(super::describe_code(1), "code 1");
+        assert_eq!(
+            super::describe_code(0xC000_013Au32 as i32),
+            "code 0xC000013A (Ctrl-C or Ctrl-Break)"
+        );
+        assert_eq!(
+            super::describe_code(0xC000_0005u32 as i32),
+            "code 0xC0000005"
+        );
+    }
 }

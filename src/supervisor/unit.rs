@@ -411,7 +411,8 @@ impl Runner {
         if got_ready || running.spawned_at().elapsed() >= BACKOFF_LONGEST {
             unit.backoff = BACKOFF_FIRST;
         }
-        unit.failed = !status.success();
+        // A Ctrl-C or Ctrl-Break ending (0xC000013A, KeyboardInterrupt) is no failure.
+        unit.failed = !status.success() && summary.as_deref() != Some(crate::summary::CLEAN_STOP);
         let how = match &summary {
             Some(summary) => format!("exited with {described}: {summary}"),
             None => format!("exited with {described}"),
