@@ -25,9 +25,8 @@ struct Bench {
     log: Vec<Up>,
 }
 
-/// The worker writes its pid and generation (`pid generation`, a line per start) to `starts`,
-/// then runs `then` (`exec sleep 600` by default: it runs until stopped).
-fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
+/// A temp project whose `[processes.worker]` runs `then`, and what its runner shares.
+fn worker(then: &str, stop_timeout_ms: u64, once: bool) -> (tempfile::TempDir, Rc<Shared>, Member) {
     let dir = tempfile::tempdir().unwrap();
     let script = format!("echo $$ $DEVRUN_GENERATION >> starts; {then}");
     let toml = format!(
@@ -69,6 +68,13 @@ fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
         state_dir,
         state: RefCell::new(state),
     });
+    (dir, shared, members[0].clone())
+}
+
+/// The worker writes its pid and generation (`pid generation`, a line per start) to `starts`,
+/// then runs `then` (`exec sleep 600` by default: it runs until stopped).
+fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
+    let (dir, shared, member) = worker(then, stop_timeout_ms, once);
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (go, go_rx) = watch::channel(false);
@@ -76,7 +82,7 @@ fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
     let (heard_tx, heard) = mpsc::unbounded_channel();
     let ui = Ui::new(crate::ui::ColorChoice::Never, true);
     let wiring = Wiring {
-        member: members[0].clone(),
+        member,
         label: None,
         index: 0,
         ui,
