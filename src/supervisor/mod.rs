@@ -21,20 +21,21 @@ mod ports;
 mod requests;
 mod settle;
 mod spawn;
+mod start;
 mod unit;
 
 use crate::config::{Config, Member, ProcessWatch};
-use crate::control::{self, Request};
+use crate::control::Request;
 use crate::error::Error;
 use crate::output::Label;
 use crate::process;
-use crate::procs;
 use crate::project::{recover_orphan, take_project};
 use crate::state::{self, BackendRecord, State, StateDir};
 use crate::stdin::Typed;
 use crate::ui::{Event, Ui, Warn};
 use crate::watch::{Batch, Filter, Watch};
 use requests::{Requests, Shutdown};
+use start::{first_state, open_channel, say_at_start, start_watchdog};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -133,9 +134,8 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     if let Some(text) = process::prepare_console() {
         ui.emit(&Warn::Console { text }.into());
     }
-    for note in &config.notes {
-        ui.emit(&Event::Warning(note.clone()));
-    }
+    let members = config.members();
+    say_at_start(&config, &members, &ui);
     let shutdown = Shutdown::install()?;
     // `rs` typed in the terminal is the same request as `devrun restart`.
     let typed = Typed::start(shutdown.control_sender(), ui.clone());
@@ -143,54 +143,11 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     let lock = take_project(&state_dir, &config, &ui, config.options.replace).await?;
     recover_orphan(&state_dir, &config, &ui).await?;
     let run = state::random_id().map_err(|e| Error::io("cannot make a run id", e))?;
-    // Without the channel devrun still runs: `devrun stop` then falls back to a signal.
-    let noter = ui.clone();
-    let note: control::Note = std::sync::Arc::new(move |text| noter.emit(&Event::Warning(text)));
-    let channel = control::listen(shutdown.control_sender(), state_dir.path(), note);
-    let control = match channel.await {
-        Ok(control) => Some(control),
-        Err(e) => {
-            let error = e.to_string();
-            ui.emit(&Warn::ControlUnavailable { error }.into());
-            None
-        }
-    };
-    let me = std::process::id();
-    let state = State {
-        devrun_pid: me,
-        devrun_start: procs::start_time(me).unwrap_or(0),
-        port: config.port,
-        host: config.host.clone(),
-        started_at: state::unix_now(),
-        run,
-        control,
-        project: Some(state_dir.project()),
-        backend: None,
-        backend_run: config.run_backend,
-        processes: Vec::new(),
-        exited: Default::default(),
-        log: std::env::var_os(crate::logfile::LOG_VARIABLE).map(PathBuf::from),
-    };
+    let control = open_channel(&shutdown, &state_dir, &ui).await;
+    let state = first_state(&config, &state_dir, run, control);
     if let Some(log) = state.log.clone() {
         // Started by `devrun up`: its output goes to this file, kept bounded while it runs.
         tokio::spawn(crate::logfile::keep_bounded(log));
-    }
-    let members = config.members();
-    for (member, found) in crate::reloader::in_members(&members) {
-        let who = match member == crate::config::BACKEND {
-            true => "the backend".to_string(),
-            false => format!("[processes.{member}]"),
-        };
-        let (what, fix) = (found.what, found.fix);
-        ui.emit(
-            &Warn::OwnReloader {
-                member,
-                who,
-                what,
-                fix,
-            }
-            .into(),
-        );
     }
     let backend_filter = Filter::new(&config.watch, &config.root)
         .map_err(|e| Error::Watch(format!("invalid watch globs: {e}")))?;
@@ -216,22 +173,6 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     drop(watchdog);
     drop(lock);
     result
-}
-
-/// The watchdog that ends what is left if devrun is killed (see `crate::watchdog`); none on
-/// Windows (the job object does it) or when it cannot start (said once).
-fn start_watchdog(config: &Config, ui: &Ui) -> Option<crate::watchdog::Watchdog> {
-    match crate::watchdog::Watchdog::start(config) {
-        Ok(watchdog) => Some(watchdog),
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
-        Err(e) => {
-            ui.emit(&Event::Warning(format!(
-                "cannot start the watchdog ({e}): if devrun is killed, a member's children may \
-                 outlive it until `devrun stop` or the next devrun"
-            )));
-            None
-        }
-    }
 }
 
 /// The prefix of each member's output lines, in a stack: its name padded to the longest, in a
