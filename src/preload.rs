@@ -15,6 +15,8 @@
 mod launch;
 #[cfg(target_os = "linux")]
 mod preloader;
+// Only the preloader speaks it (Linux); its tests run there.
+#[cfg(target_os = "linux")]
 pub mod protocol;
 mod slot;
 

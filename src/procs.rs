@@ -3,9 +3,11 @@
 //! descendants and the holders of a port, never to kill on a bare pid. The OS answers come from
 //! `sys`; what is decided from them without the OS (heirs, devrun's own ancestry) is here.
 
+#[cfg(target_os = "linux")]
+pub use crate::sys::process_group;
 pub use crate::sys::{
-    command_line, descendants, group_members, is_same, is_zombie, process_group, process_table,
-    start_time, ProcessRow,
+    command_line, descendants, group_members, is_same, is_zombie, process_table, start_time,
+    ProcessRow,
 };
 
 /// The processes still running that `dead` started, and theirs: on Windows a socket stays

@@ -12,7 +12,9 @@ mod stop;
 
 #[cfg(target_os = "linux")]
 pub use backend::ForkPipes;
-pub use backend::{Backend, Reaped};
+pub use backend::Backend;
+#[cfg(target_os = "linux")]
+pub use backend::Reaped;
 pub use orphan::{stop_orphan, LeaderRecord, RunRecord};
 pub use stop::{stop_foreign, stop_one};
 

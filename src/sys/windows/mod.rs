@@ -61,6 +61,8 @@ pub fn exit_signal(_status: &std::process::ExitStatus) -> Option<&'static str> {
     None
 }
 
+/// Every OS exports it; only Linux's preload asks (a fork leads its own group).
+#[allow(dead_code)]
 pub fn process_group(_pid: u32) -> Option<u32> {
     None
 }
