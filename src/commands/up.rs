@@ -224,7 +224,7 @@ fn members(state: &State) -> Vec<(&str, Option<&crate::state::BackendRecord>)> {
     backend.into_iter().chain(others).collect()
 }
 
-/// One line per member (`backend  http://127.0.0.1:8001  pid 4242  generation 1`), or the
+/// One line per member (`backend  http://localhost:8001  pid 4242  generation 1`), or the
 /// `status --json` object.
 fn report_ready(state: &State, args: &UpArgs, ui: &Ui) -> Result<(), Error> {
     if args.json {
@@ -239,7 +239,7 @@ fn report_ready(state: &State, args: &UpArgs, ui: &Ui) -> Result<(), Error> {
         .unwrap_or(0);
     for (name, running) in members(state) {
         let url = match ports.iter().find(|(n, _)| *n == name) {
-            Some((_, port)) => format!("http://{}:{port}", state.host),
+            Some((_, port)) => crate::port::browser_url(&state.host, *port),
             None => "(no port)".to_string(),
         };
         let (pid, generation) = running.map_or((0, 0), |r| (r.pid, r.generation));

@@ -19,7 +19,7 @@ fn state_of(root: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(root.join(".devrun/state.json")).unwrap()).unwrap()
 }
 
-/// `backend  http://127.0.0.1:PORT  pid N  generation G` → (port, pid).
+/// `backend  http://localhost:PORT  pid N  generation G` → (port, pid).
 fn backend_line(stdout: &str) -> (u16, i32) {
     let line = stdout
         .lines()
