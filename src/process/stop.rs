@@ -145,6 +145,12 @@ fn undelivered(signal: StopSignal, whom: &str, error: &io::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A process to stop, shared by the escalation's closures.
+    fn sleeper() -> std::cell::RefCell<std::process::Child> {
+        let child = std::process::Command::new("sleep").arg("30").spawn();
+        std::cell::RefCell::new(child.unwrap())
+    }
+
     /// Point 1 of issue 14, on every OS: a stop signal that cannot be sent is one warning and
     /// an immediate kill, never an error (Windows' CTRL_BREAK without a shared console).
     #[tokio::test]
@@ -152,12 +158,7 @@ mod tests {
     #[allow(clippy::await_holding_lock)]
     async fn a_signal_that_cannot_be_sent_is_one_warning_then_the_kill() {
         let _alone = crate::children_lock();
-        let child = std::cell::RefCell::new(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        );
+        let child = sleeper();
         let pid = child.borrow().id();
         let kills = std::cell::Cell::new(0);
         let stopped = escalate(
@@ -196,13 +197,8 @@ mod tests {
     #[allow(clippy::await_holding_lock)]
     async fn hurry_kills_before_the_grace_time_is_over() {
         let _alone = crate::children_lock();
-        let child = std::cell::RefCell::new(
-            // SIGTERM is only recorded, never sent: it stays running until the kill.
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        );
+        // SIGTERM is only recorded, never sent: it stays running until the kill.
+        let child = sleeper();
         let pid = child.borrow().id();
         let signals = std::cell::RefCell::new(Vec::new());
         let mut asked = 0;
