@@ -92,7 +92,7 @@ impl Runner {
             None => None,
         };
         let (mut backend, preloaded) = match forked {
-            Some((backend, modules)) => (backend, Some(modules)),
+            Some((backend, how)) => (backend, Some(how)),
             None => {
                 let command = self.fast_stop_command();
                 env.extend(self.fast_stop_env(false));
@@ -107,7 +107,8 @@ impl Runner {
             generation: unit.generation,
             pid: backend.pid(),
             command: command_line,
-            preloaded,
+            preloaded: preloaded.map(|how| how.modules),
+            spare: preloaded.is_some_and(|how| how.spare),
         });
         let pid = backend.pid();
         let record = BackendRecord {
