@@ -24,7 +24,7 @@ mod slot;
 mod spare;
 
 pub use launch::Launch;
-pub use slot::Slot;
+pub use slot::{Preloaded, Slot};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

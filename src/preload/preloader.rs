@@ -20,6 +20,9 @@ pub(super) const RUNNER: &str = include_str!("runner.py");
 /// A fork answers in milliseconds; this only bounds a preloader that hangs.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Environment variables, in order.
+pub(super) type Vars = Vec<(String, String)>;
+
 pub(super) type Replies = Lines<BufReader<OwnedReadHalf>>;
 
 /// What starting a preloader gave.
@@ -420,7 +423,7 @@ pub(super) fn runner_command(
     settings: &Settings,
     socket: &Path,
     spare: bool,
-) -> io::Result<(Vec<String>, Vec<(String, String)>)> {
+) -> io::Result<(Vec<String>, Vars)> {
     let launch = &settings.launch;
     if launch.interpreter.is_empty() {
         return Err(io::Error::other("no interpreter"));

@@ -84,7 +84,7 @@ impl Slot {
                 }
             }
             return self
-                .from_spare(settings, is_project, base, env, (listener, label), ui)
+                .run_spare(settings, is_project, base, env, (listener, label), ui)
                 .await;
         }
         #[cfg(not(target_os = "linux"))]
@@ -182,7 +182,7 @@ impl Slot {
     /// The next generation from the warm spare if it is still fit (alive, same base
     /// environment, nothing it loaded changed), else from a fresh one; a new spare is started
     /// right behind it.
-    async fn from_spare(
+    async fn run_spare(
         &mut self,
         settings: &Settings,
         is_project: &dyn Fn(&Path) -> bool,

@@ -29,6 +29,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 /// running: [`Spare::discard`] or [`Spare::run`] end it or make it the generation.
 pub struct Spare {
     backend: Backend,
+    /// Kills its group if it is dropped unfinished (a shutdown while it was being run).
+    guard: GroupGuard,
     listener: UnixListener,
     _remove: RemoveOnDrop,
     /// The base environment it started with: the next generation's must be the same.
@@ -68,6 +70,10 @@ impl Spare {
         let backend = Backend::spawn(&command, &settings.root, &all, None, label)?;
         crate::sys::set_helper(backend.pgid(), true);
         Ok(Spare {
+            guard: GroupGuard {
+                pgid: backend.pgid(),
+                armed: true,
+            },
             backend,
             listener,
             _remove: remove,
@@ -86,7 +92,7 @@ impl Spare {
             .backend
             .stop(StopSignal::Kill, Duration::ZERO, &mut || true)
             .await;
-        crate::sys::set_helper(self.backend.pgid(), false);
+        self.guard.disarm();
     }
 
     /// Waits (up to the start timeout) until it imported its modules, checks that none is
@@ -102,7 +108,7 @@ impl Spare {
         match self.talk(settings, is_project, env, listener).await {
             Ok(Some((imported, skipped))) => {
                 // A generation from now on: what it starts outside its group is its escapee.
-                crate::sys::set_helper(self.backend.pgid(), false);
+                self.guard.disarm();
                 Ran::Backend(Box::new(self.backend), imported, skipped)
             }
             Ok(None) => {
@@ -185,6 +191,33 @@ impl Spare {
             ))),
             Reply::Stale { file } => Err(Ran::Stale(file)),
             other => Err(failed(&other.out_of_turn("`running` or `stale`"))),
+        }
+    }
+}
+
+/// A spare's group, killed if the spare is dropped before it was discarded or became the
+/// generation (the future running it was cancelled): it must never serve unowned.
+struct GroupGuard {
+    pgid: u32,
+    armed: bool,
+}
+
+impl GroupGuard {
+    /// The spare is gone or is a generation: no longer a helper, nothing to kill.
+    fn disarm(&mut self) {
+        self.armed = false;
+        crate::sys::set_helper(self.pgid, false);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(pgid) = i32::try_from(self.pgid) {
+                let group = nix::unistd::Pid::from_raw(pgid);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            crate::sys::set_helper(self.pgid, false);
         }
     }
 }

@@ -190,3 +190,61 @@ fn a_thread_starting_import_falls_back_to_a_spare_not_a_cold_start() {
         "{stderr}"
     );
 }
+
+/// `socket = "inherit"` with a spare: the held socket is handed over only with the run request
+/// (fd 3, LISTEN_FDS=1, LISTEN_PID = the generation's own pid); a waiting spare holds none.
+#[test]
+fn a_spare_serves_through_the_held_socket_and_holds_none_while_waiting() {
+    let config = format!(
+        "{}preload = \"auto\"\npreload_method = \"spare\"\n",
+        crate::inherit::INHERIT_CONFIG
+    );
+    let version = |v: &str| {
+        format!(
+            "import os\nVERSION = {v:?} + ' ' + os.environ.get('LISTEN_FDS', '-') + ' ' + \
+             os.environ.get('LISTEN_PID', '-')\n"
+        )
+    };
+    let p = Project::fastapi_app(&config);
+    p.write_atomic("app/version.py", &version("v1"));
+    let p = p.start();
+    p.wait_until("v1 to be served", WAIT, || {
+        p.served().is_some_and(|s| s.version.starts_with("v1 "))
+    });
+    for n in 2..=3 {
+        let spare = waiting_spare(&p);
+        let mut listeners = p.listeners();
+        listeners.sort_unstable();
+        assert!(
+            !listeners.contains(&spare),
+            "a waiting spare holds the socket"
+        );
+        let v = format!("v{n}");
+        p.write_atomic("app/version.py", &version(&v));
+        let mut served = None;
+        p.wait_until(&format!("{v} to be served"), WAIT, || {
+            served = p
+                .served()
+                .filter(|s| s.version.starts_with(&format!("{v} ")));
+            served.is_some()
+        });
+        let served = served.unwrap();
+        assert_eq!(served.pid, spare, "{v} was not served by the spare");
+        assert_eq!(served.version, format!("{v} 1 {spare}"));
+        assert_eq!(sorted(p.listeners()), sorted(vec![p.pid(), spare]));
+    }
+}
+
+/// Ctrl-C while the first spare still imports (for 30 s; devrun waits for it to become
+/// generation 1): devrun exits at once, not after the imports, and nothing is left.
+#[test]
+fn ctrl_c_while_a_spare_imports_ends_it() {
+    let p = Project::fastapi_app(&spare_config("[\"slow\"]"));
+    let (p, _) = library(p, "slow", "import time\ntime.sleep(30)\n");
+    let mut p = p.start();
+    let spare = waiting_spare(&p);
+    p.signal(libc::SIGINT);
+    assert_eq!(p.wait_exit(WAIT), 0, "{}", p.stderr());
+    assert!(!alive(spare), "the spare survived");
+    p.assert_nothing_left();
+}
