@@ -32,6 +32,7 @@ pub struct Slot {
     /// Spares for the rest of the run (configured, or a fork was refused).
     spares: bool,
     /// What a spare could not import was said (each spare would say it again).
+    #[cfg(target_os = "linux")]
     skipped_said: bool,
     off: bool,
 }
