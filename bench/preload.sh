@@ -43,6 +43,10 @@ for dir in fastapi heavy; do
   run "$dir" "$dir devrun-cold" "$devrun --port $port -- $uv"
   run "$dir" "$dir devrun-preload-stockstop" "$devrun --port $port --preload --no-fast-stop -- $uv"
   run "$dir" "$dir devrun-preload" "$devrun --port $port --preload -- $uv"
+  # Issue 19 (3): a warm spare interpreter instead of a fork (a devrun.toml in a copy).
+  mkdir -p "$scratch/$dir-spare" && cp -r "$scratch/$dir/app" "$scratch/$dir-spare/"
+  printf '[server]\npreload = "auto"\npreload_method = "spare"\n' >"$scratch/$dir-spare/devrun.toml"
+  run "$dir-spare" "$dir devrun-preload-spare" "$devrun --port $port -- $uv"
   if [ -n "$before" ]; then
     run "$dir" "$dir devrun-preload-before" "$before --port $port --preload -- $uv"
   fi
@@ -50,7 +54,7 @@ done
 # Per phase, devrun cold and preloaded (with the fast stop, and with uvicorn's own), on both
 # fixtures.
 for dir in fastapi heavy; do
-  for mode in "" --preload "--no-fast-stop" "--preload --no-fast-stop"; do
+  for mode in "" --preload --spare "--no-fast-stop" "--preload --no-fast-stop"; do
     echo "breakdown: $dir ${mode:-cold}"
     python3 bench/reload_breakdown.py --devrun "$devrun" --python "$py" --app-dir "$scratch/$dir" \
       -n "$n" --port "$port" $mode | tail -8

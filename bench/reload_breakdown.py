@@ -13,7 +13,9 @@ devrun's own event timestamps:
   total    save -> new version served
 
 Usage: reload_breakdown.py --devrun PATH --python VENV_PYTHON --app-dir DIR [-n 30] [--port 8012]
-       [--preload] [--no-fast-stop]
+       [--preload] [--spare] [--no-fast-stop]
+--spare preloads through a warm spare interpreter (`preload_method = "spare"`, written to a
+devrun.toml in DIR for the run) and reports the waiting spare's RSS.
 DIR must contain the package `app` with app/main.py (FastAPI) and app/version.py (VERSION = "...").
 """
 import argparse
@@ -53,7 +55,13 @@ def main():
     ap.add_argument("--preload", action="store_true", help="run devrun with --preload (issue 12)")
     ap.add_argument("--no-fast-stop", action="store_true",
                     help="run devrun with --no-fast-stop: uvicorn's own stop (issue 19)")
+    ap.add_argument("--spare", action="store_true",
+                    help="preload through a warm spare interpreter (issue 19)")
     a = ap.parse_args()
+    config = os.path.join(a.app_dir, "devrun.toml")
+    if a.spare:
+        with open(config, "w") as f:
+            f.write('[server]\npreload = "auto"\npreload_method = "spare"\n')
 
     events = []
     cmd = [a.devrun, "--events", "json", "--port", str(a.port)] + (["--preload"] if a.preload else []) \
@@ -109,7 +117,10 @@ def main():
             except KeyError as e:
                 print(f"edit {i}: missing event {e}")
             time.sleep(0.4)
+        spare_rss = waiting_spare_rss(proc.pid) if a.spare else None
     finally:
+        if a.spare:
+            os.remove(config)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=15)
@@ -120,6 +131,26 @@ def main():
         vals = sorted(r[key] for r in rows)
         p90 = vals[int(0.9 * (len(vals) - 1))]
         print(f"  {key:12s} {statistics.median(vals) * 1000:7.1f}  ({p90 * 1000:.1f})")
+    if a.spare:
+        print(f"  waiting spare RSS: {spare_rss}")
+
+
+def waiting_spare_rss(devrun):
+    """VmRSS of devrun's child that runs the embedded runner (a waiting spare)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                runner = b"devrun's preloader" in f.read()
+            if parent == devrun and runner:
+                with open(f"/proc/{pid}/status") as f:
+                    return next(l.split(":", 1)[1].strip() for l in f if l.startswith("VmRSS"))
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue
+    return "no waiting spare found"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
 use crate::cli::{describe_limit, ProjectArgs, RunArgs, MAX_DEBOUNCE, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::fast_stop::FastStop;
-use crate::preload::{self, Preload};
+use crate::preload::{self, Method, Preload};
 use crate::process::StopSignal;
 use crate::state::StateDir;
 // `[watch]` settings live with the watch that consumes them; named here too, as before.
@@ -363,10 +363,17 @@ impl Config {
         watch.also.extend(env_file.clone());
         let cwd = derive_backend_cwd(inputs, &project.root)?;
         let imports = derive_preload(inputs, args)?;
+        let method = derive_preload_method(inputs)?;
         let ready = derive_ready(inputs, args)?;
         let preload = imports
             .map(|imports| {
-                preload::Settings::new(imports, &command, &cwd, inherit_socket, ready.timeout)
+                preload::Settings::new(
+                    (imports, method),
+                    &command,
+                    &cwd,
+                    inherit_socket,
+                    ready.timeout,
+                )
             })
             .transpose()
             .map_err(|m| inputs.err(None, m))?;

@@ -43,7 +43,7 @@ pub use error::{Error, ExitCode};
 /// Unit tests that start processes take this lock: a runner's stop looks for escapees among
 /// every descendant of the test process outside its group (devrun starts nothing else), so
 /// run beside them it would signal another test's children.
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub(crate) fn children_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -9,8 +9,11 @@
 //!
 //! - [`Settings`] (and its [`Launch`]) is what config derives once at load;
 //! - [`protocol`] is what devrun and the preloader say to each other;
-//! - [`Slot`] is the supervisor's preloader across generations (it compiles everywhere; only
-//!   the fork itself is Linux's).
+//! - [`Slot`] is the supervisor's preloader (or spare) across generations (it compiles
+//!   everywhere; only the fork and the spare are Linux's for now);
+//! - `spare` is the warm spare interpreter (`preload_method = "spare"`, and where a fork is
+//!   refused for a thread or a socket): a fresh interpreter that imports the same modules with
+//!   the same proofs, waits, and becomes the generation when told.
 
 mod launch;
 #[cfg(target_os = "linux")]
@@ -19,9 +22,11 @@ mod preloader;
 #[cfg(target_os = "linux")]
 pub mod protocol;
 mod slot;
+#[cfg(target_os = "linux")]
+mod spare;
 
 pub use launch::Launch;
-pub use slot::Slot;
+pub use slot::{Preloaded, Slot};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,11 +40,33 @@ pub enum Preload {
     Modules(Vec<String>),
 }
 
+/// How a preloaded generation starts (`[server] preload_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A fork of the preloader (Linux; refused when an import starts a thread or opens a
+    /// socket, and then a spare is used).
+    Fork,
+    /// A warm spare interpreter that becomes the generation, with a new one behind it.
+    Spare,
+}
+
+impl Method {
+    /// Fork where the OS can fork safely (Linux), a spare elsewhere.
+    pub fn default_here() -> Method {
+        match cfg!(target_os = "linux") {
+            true => Method::Fork,
+            false => Method::Spare,
+        }
+    }
+}
+
 /// Everything preload needs from the configuration, derived once at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// What the preloader imports.
     pub imports: Preload,
+    /// Fork or spare.
+    pub method: Method,
     /// How the command runs Python: what the preloader runs and each fork runs.
     pub launch: Launch,
     /// The project folder: where the preloader and every fork run, and where "auto" reads
@@ -57,7 +84,7 @@ impl Settings {
     /// The settings for running `command` in `root` preloaded; an error (the message a config
     /// error shows) when the command is not one preload can run.
     pub fn new(
-        imports: Preload,
+        (imports, method): (Preload, Method),
         command: &[String],
         root: &Path,
         inherit_socket: bool,
@@ -65,6 +92,7 @@ impl Settings {
     ) -> Result<Settings, String> {
         Ok(Settings {
             imports,
+            method,
             launch: Launch::parse(command, root)?,
             root: root.to_path_buf(),
             title: command.join(" "),

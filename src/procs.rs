@@ -140,7 +140,7 @@ mod windows_tests {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let listed = children(me).contains(&child.id());
+        let listed = crate::sys::children(me).contains(&child.id());
         child.wait().unwrap();
         assert!(listed, "a running child is among children(me)");
         assert!(

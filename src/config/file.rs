@@ -61,6 +61,7 @@ pub(super) struct FileReady {
 pub(super) struct FileServer {
     pub(super) socket: Option<Spanned<String>>,
     pub(super) preload: Option<Spanned<toml::Value>>,
+    pub(super) preload_method: Option<Spanned<String>>,
 }
 
 /// `pyproject.toml`: only `[tool.devrun]` is read (same keys, same errors); the rest is the

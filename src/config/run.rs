@@ -23,6 +23,21 @@ pub(super) fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError
     }
 }
 
+/// `[server] preload_method`: "fork" or "spare" (default: fork on Linux, spare elsewhere).
+pub(super) fn derive_preload_method(inputs: &Inputs) -> Result<Method, ConfigError> {
+    let Some(value) = inputs.file.server.preload_method.as_ref() else {
+        return Ok(Method::default_here());
+    };
+    match value.get_ref().as_str() {
+        "fork" => Ok(Method::Fork),
+        "spare" => Ok(Method::Spare),
+        other => Err(inputs.err(
+            Some(value.span().start),
+            format!("[server] preload_method must be \"fork\" or \"spare\", not {other:?}"),
+        )),
+    }
+}
+
 /// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
 /// Linux only: fork without exec is unsafe on macOS, and Windows has no fork. The command it
 /// runs is read in [`preload::Settings::new`].

@@ -314,6 +314,18 @@ fn preload_values_and_the_commands_it_can_run() {
     );
     let bad = with("preload = 3").unwrap_err().to_string();
     assert!(bad.contains("[server] preload must be"), "{bad}");
+    // Issue 19: fork by default on Linux; "spare" on request; anything else named.
+    let method = |c: Config| c.preload.map(|settings| settings.method);
+    let auto = "preload = \"auto\"";
+    assert_eq!(method(with(auto).unwrap()), Some(Method::Fork));
+    let spare = with(&format!("{auto}\npreload_method = \"spare\"")).unwrap();
+    assert_eq!(method(spare), Some(Method::Spare));
+    let bad = with(&format!("{auto}\npreload_method = \"exec\""));
+    let bad = bad.unwrap_err().to_string();
+    assert!(
+        bad.contains("[server] preload_method must be \"fork\" or \"spare\", not \"exec\""),
+        "{bad}"
+    );
     // Issue 12: the held socket is handed to each forked generation (was refused).
     let both = with("preload = \"auto\"\nsocket = \"inherit\"").unwrap();
     assert!(both.inherit_socket && both.preload.is_some_and(|s| s.inherit_socket));

@@ -16,18 +16,23 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-const RUNNER: &str = include_str!("runner.py");
+pub(super) const RUNNER: &str = include_str!("runner.py");
 /// A fork answers in milliseconds; this only bounds a preloader that hangs.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Replies = Lines<BufReader<OwnedReadHalf>>;
+/// Environment variables, in order.
+pub(super) type Vars = Vec<(String, String)>;
+
+pub(super) type Replies = Lines<BufReader<OwnedReadHalf>>;
 
 /// What starting a preloader gave.
 pub enum Started {
     Ready(Box<Preloader>),
-    /// It would hold project code or threads (or could not start, or said something devrun
-    /// cannot read): a cold start is used.
+    /// It would hold project code (or could not start, or said something devrun cannot
+    /// read): a cold start is used.
     Refused(String),
+    /// An import started a thread or opened a socket, which a fork cannot carry: a spare can.
+    Unforkable(String),
 }
 
 /// What a fork request gave.
@@ -127,6 +132,7 @@ impl Preloader {
         // Only this user may connect (the fork requests carry the backend's environment).
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let mut child = spawn(settings, env, &path)?;
+        let deadline = tokio::time::Instant::now() + settings.start_timeout;
         let pid = child.id().unwrap_or(0);
         let timeout = settings.start_timeout;
         let accepted = tokio::select! {
@@ -149,13 +155,12 @@ impl Preloader {
         };
         let (reader, writer) = accepted?.0.into_split();
         let mut lines = BufReader::new(reader).lines();
-        let deadline = tokio::time::Instant::now() + timeout;
         let loaded = match handshake(&mut lines, deadline).await {
             Ok(loaded) => loaded,
-            Err(refused) => return Ok(Started::Refused(refused)),
+            Err(NotReady::Unforkable(reason)) => return Ok(Started::Unforkable(reason)),
+            Err(NotReady::Failed(reason)) => return Ok(Started::Refused(reason)),
         };
-        let project = project_module(&loaded.modules, is_project);
-        if let Some(reason) = project.or_else(|| project_file_read(&loaded.read, is_project)) {
+        if let Some(reason) = loaded.project_code(is_project) {
             return Ok(Started::Refused(reason));
         }
         let (replies_tx, replies) = mpsc::unbounded_channel();
@@ -198,7 +203,7 @@ impl Preloader {
             )
         })?;
         let fds: Vec<RawFd> = handover.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-        self.send(line.as_bytes(), &fds).await?;
+        send_with_fds(&mut self.writer, line.as_bytes(), &fds).await?;
         // The preloader holds its own copies now; the child's ends of the pipes must not stay
         // open here (devrun would never see the child's stderr end).
         drop(handover.fds);
@@ -236,29 +241,6 @@ impl Preloader {
         Ok(Forked::Backend(Box::new(backend)))
     }
 
-    /// Writes `line` with `fds` attached to its first byte (SCM_RIGHTS).
-    async fn send(&mut self, line: &[u8], fds: &[RawFd]) -> io::Result<()> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-        let stream: &UnixStream = self.writer.as_ref();
-        let rights = [ControlMessage::ScmRights(fds)];
-        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-        let sent = stream
-            .async_io(Interest::WRITABLE, || {
-                let iov = [IoSlice::new(line)];
-                sendmsg::<UnixAddr>(
-                    stream.as_raw_fd(),
-                    &iov,
-                    cmsgs,
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
-                .map_err(io::Error::from)
-            })
-            .await?;
-        // A long environment may not fit at once: the rest follows, the descriptors went first.
-        self.writer.write_all(&line[sent..]).await
-    }
-
     /// What it said unasked since the last fork (nothing, in a preloader that keeps to the
     /// protocol): the first such reply, as the error it is.
     pub fn unasked(&mut self) -> Option<ProtocolError> {
@@ -279,24 +261,76 @@ impl Preloader {
     }
 }
 
+/// Writes `line` to `writer` with `fds` attached to its first byte (SCM_RIGHTS).
+pub(super) async fn send_with_fds(
+    writer: &mut OwnedWriteHalf,
+    line: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let stream: &UnixStream = writer.as_ref();
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            let iov = [IoSlice::new(line)];
+            sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        })
+        .await?;
+    // A long environment may not fit at once: the rest follows, the descriptors went first.
+    writer.write_all(&line[sent..]).await
+}
+
 /// What a preloader said before it was ready.
-struct Loaded {
-    imported: usize,
+pub(super) struct Loaded {
+    pub imported: usize,
     modules: Vec<protocol::Module>,
     read: Vec<protocol::ReadFile>,
-    skipped: Vec<(String, String)>,
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Loaded {
+    /// Why what it loaded (or read) holds project code, if it does.
+    pub fn project_code(&self, is_project: &dyn Fn(&Path) -> bool) -> Option<String> {
+        project_module(&self.modules, is_project)
+            .or_else(|| project_file_read(&self.read, is_project))
+    }
+}
+
+/// Why a preloader (or spare) did not get ready.
+pub(super) enum NotReady {
+    /// It refused: an import started a thread or opened a socket (a spare can hold those).
+    Unforkable(String),
+    /// Anything else: it exited, was late, or said something devrun cannot read.
+    Failed(String),
 }
 
 /// Reads the preloader's `hello` (its protocol version must be devrun's), the modules it
 /// skipped, and then `loaded`. Err: why it will not serve (it refused, said something else,
 /// or nothing before `deadline`).
-async fn handshake(lines: &mut Replies, deadline: tokio::time::Instant) -> Result<Loaded, String> {
-    protocol::check_hello(next_reply(lines, deadline).await?).map_err(|e| e.to_string())?;
+pub(super) async fn handshake(
+    lines: &mut Replies,
+    deadline: tokio::time::Instant,
+) -> Result<Loaded, NotReady> {
+    let next = next_reply(lines, deadline)
+        .await
+        .map_err(NotReady::Failed)?;
+    protocol::check_hello(next).map_err(|e| NotReady::Failed(e.to_string()))?;
     let mut skipped = Vec::new();
     loop {
-        match next_reply(lines, deadline).await? {
+        match next_reply(lines, deadline)
+            .await
+            .map_err(NotReady::Failed)?
+        {
             Reply::Skipped { module, error } => skipped.push((module, error)),
-            Reply::Refused { reason } => return Err(reason),
+            Reply::Refused { reason } => return Err(NotReady::Unforkable(reason)),
             Reply::Loaded {
                 imported,
                 modules,
@@ -309,13 +343,16 @@ async fn handshake(lines: &mut Replies, deadline: tokio::time::Instant) -> Resul
                     skipped,
                 })
             }
-            other => return Err(other.out_of_turn("`loaded`").to_string()),
+            other => return Err(NotReady::Failed(other.out_of_turn("`loaded`").to_string())),
         }
     }
 }
 
 /// The preloader's next line before `deadline`, read; Err: why there is none.
-async fn next_reply(lines: &mut Replies, deadline: tokio::time::Instant) -> Result<Reply, String> {
+pub(super) async fn next_reply(
+    lines: &mut Replies,
+    deadline: tokio::time::Instant,
+) -> Result<Reply, String> {
     match tokio::time::timeout_at(deadline, lines.next_line()).await {
         Ok(Ok(Some(line))) => Reply::parse(&line).map_err(|e| e.to_string()),
         Ok(Ok(None)) => Err("the preloader stopped before it was ready".into()),
@@ -368,11 +405,29 @@ fn spawn(
     env: &[(String, String)],
     socket: &Path,
 ) -> io::Result<tokio::process::Child> {
+    let (command, runner_env) = runner_command(settings, socket, false)?;
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .current_dir(&settings.root)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(runner_env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    crate::sys::spawn_group(cmd, None).map(|(child, _group)| child)
+}
+
+/// The command line that runs the embedded runner with the command's interpreter (and its
+/// options), and the variables that tell it where devrun listens (`socket`) and what to do:
+/// preload and fork, or (`spare`) preload and then become the generation.
+pub(super) fn runner_command(
+    settings: &Settings,
+    socket: &Path,
+    spare: bool,
+) -> io::Result<(Vec<String>, Vars)> {
     let launch = &settings.launch;
-    let (program, options) = launch
-        .interpreter
-        .split_first()
-        .ok_or_else(|| io::Error::other("no interpreter"))?;
+    if launch.interpreter.is_empty() {
+        return Err(io::Error::other("no interpreter"));
+    }
     let spec = Spec {
         version: protocol::VERSION,
         root: &settings.root,
@@ -382,6 +437,7 @@ fn spawn(
         },
         module: launch.module.as_deref(),
         script: launch.script.as_deref(),
+        spare,
     };
     let spec = serde_json::to_string(&spec).map_err(|e| {
         io::Error::new(
@@ -389,22 +445,21 @@ fn spawn(
             format!("cannot write the preloader's spec: {e}"),
         )
     })?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(options)
-        .arg("-c")
-        .arg(RUNNER)
-        .current_dir(&settings.root)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("DEVRUN_PRELOAD_SOCKET", socket)
-        .env("DEVRUN_PRELOAD_SPEC", spec)
-        .env("DEVRUN_PRELOAD_PARENT", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    crate::sys::spawn_group(cmd, None).map(|(child, _group)| child)
+    let mut command = launch.interpreter.clone();
+    command.extend(["-c".to_string(), RUNNER.to_string()]);
+    let env = vec![
+        ("DEVRUN_PRELOAD_SOCKET".into(), socket.display().to_string()),
+        ("DEVRUN_PRELOAD_SPEC".into(), spec),
+        (
+            "DEVRUN_PRELOAD_PARENT".into(),
+            std::process::id().to_string(),
+        ),
+    ];
+    Ok((command, env))
 }
 
 /// The socket's file is only needed until the preloader connected.
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -413,7 +468,7 @@ impl Drop for RemoveOnDrop {
 }
 
 /// A fresh socket path, short enough for a Unix socket address.
-fn socket_path() -> io::Result<PathBuf> {
+pub(super) fn socket_path() -> io::Result<PathBuf> {
     let id = crate::state::random_id()?;
     Ok(std::env::temp_dir().join(format!("devrun-preload-{}.sock", &id[..id.len().min(16)])))
 }

@@ -6,8 +6,9 @@
 //! protocol [`VERSION`], which must be devrun's), maybe `skipped` (a module it could not
 //! import), then once `refused` or `loaded`. Then devrun sends a [`Request::Fork`] per
 //! generation, answered by `forked` (or `stale`, after which the preloader exits), and the
-//! preloader reports each child's raw wait status (`exited`) as soon as it reaps it. `error`
-//! is the preloader's last word when it could not read what devrun sent. A fork request carries,
+//! preloader reports each child's raw wait status (`exited`) as soon as it reaps it. A spare
+//! (`spare` in the spec) gets one [`Request::Run`] instead, answered by `running` (it then runs
+//! the command itself and says no more) or `stale`. `error` is the preloader's last word when it could not read what devrun sent. A fork request carries,
 //! with SCM_RIGHTS, the descriptors the child gets as in a cold start (its stdin and stderr
 //! pipes, in a stack its stdout pipe, the held socket as fd 3); the preloader closes its copies
 //! as soon as it forked.
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever a message changes; the preloader's `hello` must carry this one.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// How much of an unreadable line an error shows.
 const SHOWN: usize = 200;
 
@@ -36,6 +37,9 @@ pub struct Spec<'a> {
     pub module: Option<&'a str>,
     /// The script the command runs: its folder is `sys.path[0]`, as in a cold start.
     pub script: Option<&'a str>,
+    /// A spare (`preload_method = "spare"`): no fork; after `loaded` it waits for one
+    /// [`Request::Run`] and becomes the generation itself (threads and sockets are then fine).
+    pub spare: bool,
 }
 
 /// devrun to the preloader, one line each.
@@ -46,6 +50,17 @@ pub enum Request<'a> {
     /// with exactly `env`, shown by `ps` as `title`; `fds` are the numbers in the child of the
     /// descriptors sent with this line, in order.
     Fork {
+        env: &'a BTreeMap<String, String>,
+        cwd: &'a Path,
+        module: Option<&'a str>,
+        script: Option<&'a str>,
+        args: &'a [String],
+        fds: Vec<i32>,
+        title: &'a str,
+    },
+    /// A spare's one request: run the command in this very process, with the same fields as
+    /// a fork (the held socket is the only descriptor sent; stdio is the spare's own).
+    Run {
         env: &'a BTreeMap<String, String>,
         cwd: &'a Path,
         module: Option<&'a str>,
@@ -85,7 +100,9 @@ pub enum Reply {
     },
     /// It forked the requested generation as `pid`, leading its own group.
     Forked { pid: u32 },
-    /// `file`, which it loaded, changed since: it did not fork, and it exits.
+    /// The spare (`pid`, itself) runs the command now; it says nothing more.
+    Running { pid: u32 },
+    /// `file`, which it loaded, changed since: it did not fork (or run), and it exits.
     Stale { file: String },
     /// It reaped its child `pid`, whose raw wait status was `status`.
     Exited { pid: u32, status: i32 },
@@ -129,6 +146,7 @@ impl Reply {
             Reply::Refused { .. } => "refused",
             Reply::Loaded { .. } => "loaded",
             Reply::Forked { .. } => "forked",
+            Reply::Running { .. } => "running",
             Reply::Stale { .. } => "stale",
             Reply::Exited { .. } => "exited",
             Reply::Error { .. } => "error",
@@ -237,6 +255,10 @@ mod tests {
                 Reply::Forked { pid: 42 },
             ),
             (
+                json!({"kind": "running", "pid": 42}),
+                Reply::Running { pid: 42 },
+            ),
+            (
                 json!({"kind": "stale", "file": "/v/x.py"}),
                 Reply::Stale {
                     file: "/v/x.py".into(),
@@ -329,11 +351,12 @@ mod tests {
             modules: None,
             module: None,
             script: Some("app.py"),
+            spare: false,
         };
         assert_eq!(
             serde_json::to_value(&spec).unwrap(),
             json!({"version": VERSION, "root": "/p", "modules": null, "module": null,
-                   "script": "app.py"})
+                   "script": "app.py", "spare": false})
         );
     }
 }

@@ -21,7 +21,7 @@ import sys
 
 PR_SET_PDEATHSIG = 1
 # The protocol version: devrun's must be the same (it checks our hello; we check its spec).
-PROTOCOL = 2
+PROTOCOL = 3
 # Descriptors one fork request can carry (stdin, stdout, stderr, the held socket).
 MAX_FDS = 4
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", "dist-packages", "build", "dist"}
@@ -79,14 +79,15 @@ SPEC = {
     "modules": optional(list_of(TEXT, "strings")),  # null: "auto"
     "module": optional(TEXT),
     "script": optional(TEXT),
+    "spare": ("a boolean", lambda v: isinstance(v, bool)),
 }
 # What devrun asks, by kind.
-REQUESTS = {
-    "fork": {
-        "env": TEXTS, "cwd": TEXT, "module": optional(TEXT), "script": optional(TEXT),
-        "args": list_of(TEXT, "strings"), "fds": list_of(NUMBER, "integers"), "title": TEXT,
-    },
+RUN = {
+    "env": TEXTS, "cwd": TEXT, "module": optional(TEXT), "script": optional(TEXT),
+    "args": list_of(TEXT, "strings"), "fds": list_of(NUMBER, "integers"), "title": TEXT,
 }
+# "fork" to a preloader, "run" (once) to a spare.
+REQUESTS = {"fork": RUN, "run": RUN}
 # What we say, by kind.
 REPLIES = {
     "hello": {"version": NUMBER},
@@ -94,6 +95,7 @@ REPLIES = {
     "refused": {"reason": TEXT},
     "loaded": {"imported": NUMBER, "modules": MODULES, "read": READS},
     "forked": {"pid": NUMBER},
+    "running": {"pid": NUMBER},
     "stale": {"file": TEXT},
     "exited": {"pid": NUMBER, "status": NUMBER},
     "error": {"message": TEXT},
@@ -148,8 +150,8 @@ def read_request(line):
         raise ProtocolError(f"a request of no known kind: {request!r:.200}")
     kind = request.pop("kind")
     check(request, REQUESTS[kind], f"the {kind} request")
-    if kind == "fork" and not (request["module"] or request["script"]):
-        raise ProtocolError("the fork request names neither a module nor a script")
+    if not (request["module"] or request["script"]):
+        raise ProtocolError(f"the {kind} request names neither a module nor a script")
     return kind, request
 
 
@@ -346,12 +348,13 @@ def refusal(name, opened):
     return None
 
 
-def preload(sock, modules, root, shown_root=None):
+def preload(sock, modules, root, shown_root=None, spare=False):
     """Imports `modules` one at a time (a name with `?` only if it is an installed module).
     Returns (every module with a file, with the preloaded name whose import loaded it; how many
     of `modules` were imported; every file inside the project (`root`, resolved) one of them
     read or ran, with that name), or None when refused (said). Files are named as devrun
-    names them (under `shown_root`, the root it gave)."""
+    names them (under `shown_root`, the root it gave). A `spare` never forks: a thread or a
+    socket is no reason to refuse."""
     shown_root = shown_root or root
     loaded_by, read_by, count = {}, {}, 0
     sys.addaudithook(audit)
@@ -381,7 +384,7 @@ def preload(sock, modules, root, shown_root=None):
         # anything it writes there is caught by the protocol).
         opened = {fd for fd, inode in sockets().items()
                   if sockets_before.get(fd) != inode and inode != sockets_before.get(sock.fileno())}
-        reason = refusal(name, opened)
+        reason = None if spare else refusal(name, opened)
         if reason:
             send(sock, "refused", reason=reason)
             return None
@@ -502,7 +505,9 @@ def serve(sock, stamped):
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             try:
-                _, request = read_request(line)  # "fork", the only kind
+                kind, request = read_request(line)
+                if kind != "fork":
+                    raise ProtocolError(f"a preloader forks; it was asked to {kind}")
             except ProtocolError as e:
                 send(sock, "error", message=str(e))
                 sys.exit(1)
@@ -545,6 +550,37 @@ def serve(sock, stamped):
             send(sock, "forked", pid=pid)
 
 
+def wait_to_run(sock, stamped):
+    """A spare's wait: for its one `run` request, returned (with its descriptors, as a fork's
+    child gets them) once it said `running`; `stale` (and exit) if a file it loaded changed;
+    devrun closing the channel ends it."""
+    buffer, pending = b"", []
+    while b"\n" not in buffer:
+        data = receive(sock, pending)
+        if not data:
+            sys.exit(0)
+        buffer += data
+    line = buffer.split(b"\n", 1)[0]
+    try:
+        kind, request = read_request(line)
+        if kind != "run":
+            raise ProtocolError(f"a spare runs once; it was asked to {kind}")
+        if len(pending) < len(request["fds"]):
+            raise ProtocolError(f"the run request names {len(request['fds'])} descriptors; "
+                                f"{len(pending)} came")
+    except ProtocolError as e:
+        send(sock, "error", message=str(e))
+        sys.exit(1)
+    stale = first_stale(stamped)
+    if stale:
+        send(sock, "stale", file=stale)
+        sys.exit(0)
+    request["fds"] = list(zip(request["fds"], pending))
+    send(sock, "running", pid=os.getpid())
+    sock.close()
+    return request
+
+
 def place(fds):
     """Puts each received descriptor at its number (0 stdin, 1 stdout, 2 stderr, 3 the held
     socket), inheritable as in a cold start. Moved out of the way first: one may sit on
@@ -574,9 +610,11 @@ def set_title(title):
 
 
 def run_child(request, libc):
-    """What `python -m MODULE args` or `python SCRIPT args` would do, in the forked child."""
-    os.setpgid(0, 0)
-    pdeathsig(libc, request["parent"])
+    """What `python -m MODULE args` or `python SCRIPT args` would do, in the forked child (or
+    in the spare itself, which already leads its group and dies with devrun)."""
+    if "parent" in request:
+        os.setpgid(0, 0)
+        pdeathsig(libc, request["parent"])
     place(request["fds"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -632,13 +670,15 @@ def main():
     modules = spec["modules"]
     if modules is None:
         modules = auto_modules(root, spec["module"])
-    result = preload(sock, modules, root, spec["root"])
+    result = preload(sock, modules, root, spec["root"], spare=spec["spare"])
     if result is None:
         sys.exit(0)
     loaded, count, read = result
     stamped = stamps(loaded + read)
     stamped.update((folder, stamp(folder)) for folder in package_folders(root))
     send(sock, "loaded", imported=count, modules=loaded, read=read)
+    if spec["spare"]:
+        return wait_to_run(sock, stamped), libc
     return serve(sock, stamped), libc
 
 

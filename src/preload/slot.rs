@@ -1,9 +1,11 @@
-//! The supervisor's preloader across generations. It compiles on every OS; only the fork
-//! itself is Linux's (config refuses preload elsewhere, so there it never forks).
+//! The supervisor's preloader (or spare) across generations. It compiles on every OS; only the
+//! fork and the spare are Linux's for now (config refuses preload elsewhere).
 
 #[cfg(target_os = "linux")]
 use super::preloader::{Forked, Handover, Preloader, Started};
-use super::Settings;
+#[cfg(target_os = "linux")]
+use super::spare::{Ran, Spare};
+use super::{Method, Settings};
 use crate::error::Error;
 use crate::output::Label;
 use crate::process::Backend;
@@ -11,12 +13,27 @@ use crate::ui::{Ui, Warn};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The preloader of one backend: started on first use, replaced when stale, gone or when the
-/// environment changed, and switched off for the run once refused.
+/// How a generation was preloaded: the modules it got, and whether it was a spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preloaded {
+    pub modules: usize,
+    pub spare: bool,
+}
+
+/// The preloader (or the spare) of one backend: started on first use, replaced when stale,
+/// gone or when the environment changed, and switched off for the run once refused. A fork
+/// refused for a thread or a socket switches the run to spares.
 #[derive(Default)]
 pub struct Slot {
     #[cfg(target_os = "linux")]
     preloader: Option<Preloader>,
+    #[cfg(target_os = "linux")]
+    spare: Option<Spare>,
+    /// Spares for the rest of the run (configured, or a fork was refused).
+    spares: bool,
+    /// What a spare could not import was said (each spare would say it again).
+    #[cfg(target_os = "linux")]
+    skipped_said: bool,
     off: bool,
 }
 
@@ -38,7 +55,7 @@ impl Slot {
         env: &BTreeMap<String, String>,
         (listener, label): (Option<&socket2::Socket>, Option<Label>),
         ui: &Ui,
-    ) -> Result<Option<(Backend, usize)>, Error> {
+    ) -> Result<Option<(Backend, Preloaded)>, Error> {
         if self.off {
             return Ok(None);
         }
@@ -46,10 +63,31 @@ impl Slot {
             self.refuse(ui, "the held socket was not handed to the preloader".into());
             return Ok(None);
         }
+        self.spares |= settings.method == Method::Spare;
         #[cfg(target_os = "linux")]
-        return self
-            .fork_preloaded(settings, is_project, base, env, (listener, label), ui)
-            .await;
+        {
+            if !self.spares {
+                let forked = self
+                    .fork_preloaded(
+                        settings,
+                        is_project,
+                        base,
+                        env,
+                        (listener, label.clone()),
+                        ui,
+                    )
+                    .await?;
+                if forked.is_some() || !self.spares {
+                    return Ok(forked.map(|(backend, modules)| {
+                        let spare = false;
+                        (backend, Preloaded { modules, spare })
+                    }));
+                }
+            }
+            return self
+                .run_spare(settings, is_project, base, env, (listener, label), ui)
+                .await;
+        }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = (is_project, base, env, label);
@@ -58,11 +96,16 @@ impl Slot {
         }
     }
 
-    /// Ends the preloader and waits until it is reaped (its children die with it).
+    /// Ends the preloader and the spare and waits until they are reaped (a preloader's
+    /// children die with it).
     pub async fn stop(&mut self) {
         #[cfg(target_os = "linux")]
         if let Some(preloader) = self.preloader.take() {
             preloader.kill().await;
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(spare) = self.spare.take() {
+            spare.discard().await;
         }
     }
 
@@ -137,6 +180,79 @@ impl Slot {
         true
     }
 
+    /// The next generation from the warm spare if it is still fit (alive, same base
+    /// environment, nothing it loaded changed), else from a fresh one; a new spare is started
+    /// right behind it.
+    async fn run_spare(
+        &mut self,
+        settings: &Settings,
+        is_project: &dyn Fn(&Path) -> bool,
+        base: &[(String, String)],
+        env: &BTreeMap<String, String>,
+        (listener, label): (Option<&socket2::Socket>, Option<Label>),
+        ui: &Ui,
+    ) -> Result<Option<(Backend, Preloaded)>, Error> {
+        let root = &settings.root;
+        let is_project = |p: &Path| p.starts_with(root) && is_project(p);
+        for _ in 0..2 {
+            let spare = match self.spare.take() {
+                Some(mut old) => {
+                    let unfit = match (old.alive(), old.env.as_slice() == base) {
+                        (false, _) => Some("it exited"),
+                        (true, false) => Some("the backend's environment changed"),
+                        (true, true) => None,
+                    };
+                    match unfit {
+                        None => old,
+                        Some(reason) => {
+                            let reason = reason.to_string();
+                            ui.emit(&Warn::SpareDiscarded { reason }.into());
+                            old.discard().await;
+                            self.start_spare(settings, base, label.clone())?
+                        }
+                    }
+                }
+                None => self.start_spare(settings, base, label.clone())?,
+            };
+            let reason = match spare.run(settings, &is_project, env, listener).await {
+                Ran::Backend(backend, modules, skipped) => {
+                    if !std::mem::replace(&mut self.skipped_said, true) {
+                        say_skipped(ui, skipped);
+                    }
+                    // The next one imports while this one starts: ready by the next change.
+                    self.spare = Some(self.start_spare(settings, base, label)?);
+                    return Ok(Some((
+                        *backend,
+                        Preloaded {
+                            modules,
+                            spare: true,
+                        },
+                    )));
+                }
+                Ran::Refused(reason) => {
+                    self.refuse(ui, reason);
+                    return Ok(None);
+                }
+                Ran::Stale(file) => format!("{file} changed"),
+                Ran::Failed(reason) => reason,
+            };
+            ui.emit(&Warn::SpareDiscarded { reason }.into());
+        }
+        self.refuse(ui, "no spare interpreter became ready".into());
+        Ok(None)
+    }
+
+    /// A fresh spare with the base environment `base`.
+    fn start_spare(
+        &self,
+        settings: &Settings,
+        base: &[(String, String)],
+        label: Option<Label>,
+    ) -> Result<Spare, Error> {
+        Spare::start(settings, base, label)
+            .map_err(|e| Error::io("cannot start a spare interpreter", e))
+    }
+
     /// Starts a preloader into the slot; false when it was refused (said once, preload off).
     async fn start(
         &mut self,
@@ -152,14 +268,7 @@ impl Slot {
             .map_err(|e| Error::io("cannot start the preloader", e))?;
         match started {
             Started::Ready(mut preloader) => {
-                // What it could not import, each child imports itself (and fails the same
-                // way if it needs it): said, so a slow fork is not a mystery.
-                for (module, error) in std::mem::take(&mut preloader.skipped) {
-                    ui.emit(&crate::ui::Event::Warning(format!(
-                        "preload: could not import {module} ({error}); each generation imports \
-                         it itself"
-                    )));
-                }
+                say_skipped(ui, std::mem::take(&mut preloader.skipped));
                 self.preloader = Some(*preloader);
                 Ok(true)
             }
@@ -167,6 +276,22 @@ impl Slot {
                 self.refuse(ui, reason);
                 Ok(false)
             }
+            Started::Unforkable(reason) => {
+                ui.emit(&Warn::PreloadSpare { reason }.into());
+                self.spares = true;
+                Ok(false)
+            }
         }
+    }
+}
+
+/// What a preloader (or spare) could not import, each generation imports itself (and fails the
+/// same way if it needs it): said, so a slow start is not a mystery.
+#[cfg(target_os = "linux")]
+fn say_skipped(ui: &Ui, skipped: Vec<(String, String)>) {
+    for (module, error) in skipped {
+        ui.emit(&crate::ui::Event::Warning(format!(
+            "preload: could not import {module} ({error}); each generation imports it itself"
+        )));
     }
 }

@@ -179,7 +179,7 @@ class Protocol(unittest.TestCase):
 
     def test_the_spec_needs_every_key_and_this_version(self):
         spec = {"version": runner.PROTOCOL, "root": "/p", "modules": None, "module": "uvicorn",
-                "script": None}
+                "script": None, "spare": True}
         self.assertEqual(runner.read_spec(json.dumps(spec)), spec)
         listed = dict(spec, modules=["fastapi"])
         self.assertEqual(runner.read_spec(json.dumps(listed)), listed)
@@ -190,6 +190,7 @@ class Protocol(unittest.TestCase):
             (dict(spec, modules="fastapi"), "`modules` must be a list of strings or null"),
             (dict(spec, modules=[1]), "`modules` must be"),
             (dict(spec, version=True), "`version` must be an integer"),
+            (dict(spec, spare=1), "`spare` must be a boolean"),
         ]:
             with self.assertRaises(runner.ProtocolError) as caught:
                 runner.read_spec(json.dumps(bad))
@@ -201,6 +202,8 @@ class Protocol(unittest.TestCase):
     def test_a_fork_request_is_checked_key_by_key(self):
         kind, request = runner.read_request(fork_request())
         self.assertEqual((kind, request["module"], request["fds"]), ("fork", "uvicorn", [2, 3]))
+        kind, request = runner.read_request(fork_request(kind="run", fds=[3]))
+        self.assertEqual((kind, request["fds"]), ("run", [3]))
         for line, said in [
             (b"not json", "not JSON"),
             (b'{"env": {}}', "no known kind"),
@@ -219,6 +222,7 @@ class Protocol(unittest.TestCase):
         line = runner.reply("forked", pid=42)
         self.assertTrue(line.endswith(b"\n"))
         self.assertEqual(json.loads(line), {"kind": "forked", "pid": 42})
+        self.assertEqual(json.loads(runner.reply("running", pid=7)), {"kind": "running", "pid": 7})
         module = {"name": "json", "file": "/usr/lib/json/__init__.py", "by": None}
         read = [{"file": "/p/hooks.py", "by": "pluggy"}]
         loaded = json.loads(runner.reply("loaded", imported=1, modules=[module], read=read))
@@ -287,6 +291,23 @@ class Preload(Project):
         [refused] = self.said()
         self.assertEqual(refused["kind"], "refused")
         self.assertIn("preloading threaded_devrun started a thread", refused["reason"])
+
+    def test_a_spare_imports_a_thread_starting_module(self):
+        write(self.root, "threaded_spare_devrun.py", """
+            import threading
+            stop = threading.Event()
+            thread = threading.Thread(target=stop.wait)
+            thread.start()
+        """)
+        try:
+            result = runner.preload(self.sock, ["threaded_spare_devrun"], self.root, spare=True)
+        finally:
+            threaded = sys.modules["threaded_spare_devrun"]
+            threaded.stop.set()
+            threaded.thread.join()
+        self.assertIsNotNone(result)
+        self.assertEqual(result[1], 1)
+        self.assertEqual(self.said(), [])
 
     def library(self, name, source):
         """A module outside the project (a library), importable."""

@@ -268,6 +268,13 @@ impl Backend {
         self.spawned_at
     }
 
+    /// A spare interpreter became this generation at `at`: it imported the project's code
+    /// only then, so a change before `at` is what it runs.
+    #[cfg(target_os = "linux")]
+    pub fn started_running(&mut self, at: Instant) {
+        self.spawned_at = at;
+    }
+
     /// The process group id to record (the leader's pid: it leads its own group).
     pub fn pgid(&self) -> u32 {
         self.pid

@@ -7,6 +7,7 @@ use crate::control::Request;
 use crate::envfile;
 use crate::error::Error;
 use crate::fast_stop::Bootstrap;
+use crate::preload::Preloaded;
 use crate::process::Backend;
 use crate::procs;
 use crate::state::{self, BackendRecord, PROCESS_MARKER, PROJECT_MARKER, RUN_MARKER};
@@ -62,37 +63,12 @@ impl Runner {
         }
         env.push(("DEVRUN_GENERATION".into(), unit.generation.to_string()));
         let command_line = shell_words::join(&self.member.command);
-        let fast = match self.member.extras.preload.is_some() {
-            true => self.fast_stop_env(true),
-            false => Vec::new(),
-        };
-        let forked = match self.member.extras.preload.as_ref() {
-            Some(settings) => {
-                let whole: BTreeMap<String, String> = std::env::vars()
-                    .chain(env.iter().cloned())
-                    .chain(fast)
-                    .collect();
-                let handed = (unit.listener.as_ref(), self.label.clone());
-                // Project code is what a change to would restart it (the backend's filter).
-                let filter = &self.shared.backend_filter;
-                let project = |path: &Path| filter.wants_file(path);
-                let fork = self
-                    .preload
-                    .fork(settings, &project, &base, &whole, handed, &self.ui);
-                match self.requests.wait(Interrupts::ShutdownOnly, fork).await {
-                    Ok(forked) => forked?,
-                    Err(request) => {
-                        // Asked to stop while the preloader started or forked (which can take
-                        // as long as the imports): end it now; a fork it made dies with it.
-                        self.preload.stop().await;
-                        return Ok(Err(request));
-                    }
-                }
-            }
-            None => None,
+        let forked = match self.preloaded(unit, &base, &env).await? {
+            Ok(forked) => forked,
+            Err(request) => return Ok(Err(request)),
         };
         let (mut backend, preloaded) = match forked {
-            Some((backend, modules)) => (backend, Some(modules)),
+            Some((backend, how)) => (backend, Some(how)),
             None => {
                 let command = self.fast_stop_command();
                 env.extend(self.fast_stop_env(false));
@@ -107,7 +83,8 @@ impl Runner {
             generation: unit.generation,
             pid: backend.pid(),
             command: command_line,
-            preloaded,
+            preloaded: preloaded.map(|how| how.modules),
+            spare: preloaded.is_some_and(|how| how.spare),
         });
         let pid = backend.pid();
         let record = BackendRecord {
@@ -121,6 +98,41 @@ impl Runner {
         };
         self.shared.record(&self.ui, &self.member, Some(record));
         Ok(Ok(backend))
+    }
+
+    /// The next generation from the preloader (a fork or a warm spare) when the member
+    /// preloads and it agreed; None for a cold start. `Err` inside: a request came meanwhile.
+    async fn preloaded(
+        &mut self,
+        unit: &Unit,
+        base: &[(String, String)],
+        env: &[(String, String)],
+    ) -> Result<Result<Option<(Backend, Preloaded)>, Request>, Error> {
+        let Some(settings) = self.member.extras.preload.clone() else {
+            return Ok(Ok(None));
+        };
+        let fast = self.fast_stop_env(true);
+        let whole: BTreeMap<String, String> = std::env::vars()
+            .chain(env.iter().cloned())
+            .chain(fast)
+            .collect();
+        let handed = (unit.listener.as_ref(), self.label.clone());
+        // Project code is what a change to would restart it (the backend's filter).
+        let filter = &self.shared.backend_filter;
+        let project = |path: &Path| filter.wants_file(path);
+        let fork = self
+            .preload
+            .fork(&settings, &project, base, &whole, handed, &self.ui);
+        match self.requests.wait(Interrupts::ShutdownOnly, fork).await {
+            Ok(forked) => Ok(Ok(forked?)),
+            Err(request) => {
+                // Asked to stop while the preloader (or a spare) started or forked (which can
+                // take as long as the imports): end it now; a fork it made dies with it, a
+                // spare being run is killed with its group.
+                self.preload.stop().await;
+                Ok(Err(request))
+            }
+        }
     }
 
     /// The fast-stop bootstrap of this run, written at the first start; None when the command

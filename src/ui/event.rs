@@ -50,6 +50,9 @@ pub enum Event {
         /// Forked from the preloader: how many modules it preloaded (absent on a cold start).
         #[serde(skip_serializing_if = "Option::is_none")]
         preloaded: Option<usize>,
+        /// It was a warm spare interpreter (not a fork) that became the generation.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        spare: bool,
     },
     Ready {
         generation: u32,
@@ -199,14 +202,18 @@ impl Event {
                 pid,
                 command,
                 preloaded: None,
+                ..
             } => format!("started generation {generation} (pid {pid}): {command}"),
             Event::Started {
                 generation,
                 pid,
                 command,
                 preloaded: Some(modules),
+                spare,
             } => format!(
-                "started generation {generation} (pid {pid}, preloaded {modules} modules): {command}"
+                "started generation {generation} (pid {pid}, preloaded {modules} modules): \
+                 {command}{}",
+                if *spare { " (spare)" } else { "" }
             ),
             Event::Ready {
                 generation,
@@ -342,6 +349,7 @@ mod tests {
                     pid: 8,
                     command: "python app.py".into(),
                     preloaded: None,
+                    spare: false,
                 },
                 json!({"event": "started", "generation": 2, "pid": 8, "command": "python app.py"}),
             ),
@@ -351,8 +359,19 @@ mod tests {
                     pid: 9,
                     command: "python app.py".into(),
                     preloaded: Some(12),
+                    spare: false,
                 },
                 json!({"event": "started", "generation": 3, "pid": 9, "command": "python app.py", "preloaded": 12}),
+            ),
+            (
+                Event::Started {
+                    generation: 4,
+                    pid: 10,
+                    command: "python app.py".into(),
+                    preloaded: Some(12),
+                    spare: true,
+                },
+                json!({"event": "started", "generation": 4, "pid": 10, "command": "python app.py", "preloaded": 12, "spare": true}),
             ),
             (
                 Event::Ready {

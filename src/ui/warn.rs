@@ -80,6 +80,12 @@ pub enum Warn {
     /// A fresh preloader replaces the old one (a file it loaded changed, the environment
     /// changed, or it exited).
     PreloadRestarted { reason: String },
+    /// A fork cannot carry what an import started (a thread, a socket): generations start
+    /// from a warm spare interpreter instead.
+    PreloadSpare { reason: String },
+    /// A spare interpreter is ended unused (a file it loaded changed, the environment
+    /// changed, it exited); a fresh one takes its place.
+    SpareDiscarded { reason: String },
     /// `[stop] fast` is on but uvicorn stops as it does by itself (an unknown version, or
     /// the bootstrap could not be written).
     FastStopOff { reason: String },
@@ -268,6 +274,18 @@ impl fmt::Display for Warn {
             }
             Warn::PreloadRestarted { reason } => {
                 write!(f, "starting a fresh preloader: {reason}")
+            }
+            Warn::PreloadSpare { reason } => {
+                write!(
+                    f,
+                    "preload cannot fork: {reason}; using a warm spare interpreter"
+                )
+            }
+            Warn::SpareDiscarded { reason } => {
+                write!(
+                    f,
+                    "discarding the spare interpreter: {reason}; starting a fresh one"
+                )
             }
             Warn::FastStopOff { reason } => {
                 write!(

@@ -31,6 +31,7 @@ mod serve;
 mod shutdown;
 mod single_instance;
 mod small_cli;
+mod spare;
 mod stack;
 mod stack_config;
 mod stack_state;

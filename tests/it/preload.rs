@@ -72,22 +72,6 @@ fn a_library_that_imports_project_code_is_refused_and_named() {
 }
 
 #[test]
-fn a_library_that_starts_a_thread_is_refused_and_named() {
-    let source = "import threading, time\n\
-                  threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n";
-    let (p, _) = library(preloading("[\"threaded\"]"), "threaded", source);
-    let p = p.start();
-    let served = p.wait_for_version("v1", WAIT);
-    assert_eq!(parent_of(served.pid), p.pid(), "not a cold start");
-    let stderr = p.stderr();
-    assert!(stderr.contains("preload refused"), "{stderr}");
-    assert!(
-        stderr.contains("preloading threaded started a thread"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn a_changed_preloaded_file_means_a_fresh_preloader() {
     let (p, lib) = library(preloading("[\"dep\"]"), "dep", "VALUE = \"a1\"\n");
     p.write_atomic("app/version.py", "import dep\nVERSION = dep.VALUE\n");

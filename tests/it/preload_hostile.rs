@@ -98,20 +98,27 @@ fn a_project_file_a_library_runs_by_path_refuses_preload() {
     assert_eq!(parent_of(second.pid), p.pid());
 }
 
-/// A library that connects at import: every fork would share the connection; preload is
-/// refused with the socket named, and the backend starts cold.
+/// A library that connects at import: every fork would share the connection; fork is refused
+/// with the socket named, and a warm spare serves instead.
 #[test]
-fn a_connection_opened_at_import_refuses_preload_naming_it() {
+fn a_connection_opened_at_import_means_spares_naming_it() {
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let source = format!("import socket\nconn = socket.create_connection(('127.0.0.1', {port}))\n");
     let (p, _) = library(preloading("[\"dbclient\"]"), "dbclient", &source);
     let p = p.start();
     let served = p.wait_for_version("v1", WAIT);
-    assert_eq!(parent_of(served.pid), p.pid(), "not a cold start");
+    assert_eq!(parent_of(served.pid), p.pid(), "forked");
     let stderr = p.stderr();
     assert!(
-        stderr.contains("preloading dbclient opened a socket"),
+        stderr.contains("preload cannot fork: preloading dbclient opened a socket"),
+        "{stderr}"
+    );
+    // Issue 19: a spare (which forks nothing, so may hold the connection) serves instead.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("started generation 1") && l.contains("(spare)")),
         "{stderr}"
     );
     assert!(

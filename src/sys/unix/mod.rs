@@ -102,6 +102,24 @@ pub struct Group {
 /// stack member's group is being checked.
 static LEADERS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
+/// The process groups of devrun's warm spare interpreters (Linux, issue 19): a spare is a
+/// descendant of devrun outside every generation's group, yet never a generation's escapee;
+/// and while it is a spare, its group is only itself (the generation running beside it is
+/// not its escapee either).
+static HELPER_GROUPS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks the group `pgid` as a spare's (`helper`), or no longer (it became a generation, or
+/// it is gone).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub fn set_helper(pgid: u32, helper: bool) {
+    if let Ok(mut helpers) = HELPER_GROUPS.lock() {
+        helpers.retain(|g| *g != pgid);
+        if helper {
+            helpers.push(pgid);
+        }
+    }
+}
+
 /// The member a process was started for (its `DEVRUN_PROCESS`), in a stack.
 fn member_of(cmd: &tokio::process::Command) -> Option<String> {
     cmd.as_std()
@@ -167,8 +185,16 @@ impl Group {
 
     /// Err: /proc could not be read, so what escaped is unknown (never "nothing").
     fn escapees(&self) -> io::Result<Vec<u32>> {
-        let mut escapees = os::escapees(self.pgid.as_raw() as u32)?;
+        let pgid = self.pgid.as_raw() as u32;
+        let helpers = HELPER_GROUPS.lock().map(|h| h.clone()).unwrap_or_default();
+        if helpers.contains(&pgid) {
+            return Ok(Vec::new());
+        }
+        let mut escapees = os::escapees(pgid)?;
         escapees.retain(|pid| Some(*pid) != self.spare);
+        if !helpers.is_empty() {
+            escapees.retain(|pid| !process_group(*pid).is_some_and(|g| helpers.contains(&g)));
+        }
         if let Some(member) = &self.member {
             // Another member's process is not ours; one whose environment cannot be read (or
             // that dropped the marker) is, so that nothing is ever left behind.
