@@ -75,7 +75,8 @@ pub(super) fn derive_preload(
     Ok(preload)
 }
 
-/// `[stop] fast` (default true) unless `--no-fast-stop`, for a command that runs uvicorn.
+/// The bootstrap for a Python command, with the fast stop when it runs uvicorn and `[stop]
+/// fast` (default true) holds unless `--no-fast-stop`.
 pub(super) fn derive_fast_stop(
     inputs: &Inputs,
     args: &RunArgs,
@@ -83,7 +84,7 @@ pub(super) fn derive_fast_stop(
     root: &Path,
 ) -> Option<FastStop> {
     let on = !args.no_fast_stop && inputs.file.stop.fast.unwrap_or(true);
-    on.then(|| FastStop::detect(command, root)).flatten()
+    FastStop::detect(command, root, on)
 }
 
 /// The command: flags win; a string is split shell-style, an array is used as is. None at

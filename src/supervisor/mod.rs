@@ -15,6 +15,7 @@
 //! after the previous group is confirmed gone and its port free.
 
 mod config_file;
+mod imports;
 mod own_writes;
 mod phase;
 mod ports;
@@ -123,6 +124,8 @@ pub(super) enum Up {
     Restarting(usize),
     /// Settling: deliver every change the OS has queued (the watch's fence), then answer.
     Sync(oneshot::Sender<bool>),
+    /// The project files its generation imported (see `imports`).
+    Imported(Vec<PathBuf>),
     /// It is done: stopped for good, or an error that ends devrun.
     Done(usize, Result<(), Error>),
 }
@@ -301,6 +304,8 @@ struct Coordinator {
     error: Option<Error>,
     /// Edits to it are said, never routed (see `config_file`).
     config_file: Option<config_file::ConfigFile>,
+    /// Imported files `.gitignore` names that restart the backend anyway (see `imports`).
+    imports: imports::Imports,
 }
 
 /// Starts a runner per member and coordinates them until every one is done.
@@ -326,6 +331,7 @@ async fn coordinate(
         stopping: false,
         error: None,
         config_file: config_file::ConfigFile::new(config),
+        imports: imports::Imports::new(&config.root),
     };
     while !coordinator.handles.iter().all(|h| h.done) {
         tokio::select! {
@@ -341,6 +347,7 @@ async fn coordinate(
                     }
                     let _ = reply.send(finished);
                 }
+                Some(Up::Imported(files)) => coordinator.take_imports(files, watch.as_mut()),
                 Some(message) => coordinator.take(message),
                 // Every runner is gone (a panic would end up here too).
                 None => break,
@@ -494,7 +501,10 @@ impl Coordinator {
             let paths: Vec<PathBuf> = batch
                 .paths
                 .iter()
-                .filter(|p| wants(&handle.watch, p, backend))
+                .filter(|p| {
+                    wants(&handle.watch, p, backend)
+                        || (handle.watch == ProcessWatch::Backend && self.imports.restart_for(p))
+                })
                 .cloned()
                 .collect();
             if !paths.is_empty() {
@@ -531,7 +541,7 @@ impl Coordinator {
                         .send(Request::Restart(RESTART_WITH));
                 }
             }
-            Up::Sync(_) => {}
+            Up::Sync(_) | Up::Imported(_) => {}
             Up::Done(i, result) => {
                 self.handles[i].done = true;
                 if let Err(e) = result {

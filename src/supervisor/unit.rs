@@ -103,6 +103,8 @@ enum Seen {
     Exited(std::io::Result<ExitStatus>),
     Probed(Result<Duration, NotReady>),
     Changed(Batch),
+    /// Time to look at the generation's import report (see `imports`).
+    Imports,
 }
 
 /// One process's supervisor.
@@ -201,7 +203,7 @@ impl Runner {
         }
     }
 
-    fn tell(&self, message: Up) {
+    pub(super) fn tell(&self, message: Up) {
         let _ = self.changes.up.send(message);
     }
 
@@ -291,6 +293,7 @@ impl Runner {
                     // knowing whether the generation was already answering.
                     result = &mut probe => Seen::Probed(result),
                     Some(batch) = changes.recv() => Seen::Changed(batch),
+                    _ = tokio::time::sleep(super::imports::IMPORTS_EVERY) => Seen::Imports,
                 }
             });
             match seen.await {
@@ -321,6 +324,7 @@ impl Runner {
                 Ok(Seen::Changed(before_start)) => {
                     self.changes.contents.read(&before_start.paths);
                 }
+                Ok(Seen::Imports) => self.report_imports(),
             }
         }
     }

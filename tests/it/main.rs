@@ -16,6 +16,7 @@ mod fast_stop;
 mod fastapi;
 mod hostile_input;
 mod hostile_tree;
+mod imports;
 mod inherit;
 mod init;
 mod once;
