@@ -72,6 +72,9 @@ pub struct Config {
     /// The backend's working folder (`cwd`; default the root). Absolute.
     pub cwd: PathBuf,
     pub watch: WatchConfig,
+    /// `[watch] reload_only`: globs (relative to the root) of files whose changes the running
+    /// generation serves by dropping its template caches, without a restart.
+    pub reload_only: Vec<String>,
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
     pub env: BTreeMap<String, String>,
@@ -377,6 +380,7 @@ impl Config {
             cwd,
             fast_stop,
             watch,
+            reload_only: derive_reload_only(inputs)?,
             ready,
             env: derive_env(inputs, &stack)?,
             env_file,

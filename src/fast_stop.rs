@@ -75,6 +75,11 @@ pub struct Bootstrap {
     imports: PathBuf,
     /// The import report as last read (its modification time and size).
     imports_seen: Option<(std::time::SystemTime, u64)>,
+    /// The FIFO the generation reads reload requests from (it makes it), and the file it
+    /// answers in (`N what-it-dropped`); the last request's number.
+    reload: PathBuf,
+    reloaded: PathBuf,
+    reloads: u64,
 }
 
 impl Bootstrap {
@@ -89,6 +94,9 @@ impl Bootstrap {
             report: dir.join("report"),
             imports: dir.join("imports"),
             imports_seen: None,
+            reload: dir.join("reload"),
+            reloaded: dir.join("reloaded"),
+            reloads: 0,
             dir,
             said: false,
         };
@@ -130,6 +138,7 @@ impl Bootstrap {
                 self.imports.display().to_string(),
             ),
             ("DEVRUN_IMPORTS_ROOT".into(), root.display().to_string()),
+            ("DEVRUN_RELOAD".into(), self.reload.display().to_string()),
         ];
         if fast.uvicorn {
             env.push(("DEVRUN_FAST_STOP".into(), timeout.as_millis().to_string()));
@@ -178,6 +187,44 @@ impl Bootstrap {
                 .collect(),
         )
     }
+}
+
+impl Bootstrap {
+    /// Asks the running generation to drop its template caches: the request's number, or None
+    /// when no generation listens (starting, gone, or not on Unix).
+    pub fn request_reload(&mut self) -> Option<u64> {
+        self.reloads += 1;
+        let line = format!("{}\n", self.reloads);
+        write_fifo(&self.reload, line.as_bytes()).ok()?;
+        Some(self.reloads)
+    }
+
+    /// What the generation dropped for request `number`, once it has answered it.
+    pub fn reloaded(&self, number: u64) -> Option<String> {
+        let text = std::fs::read_to_string(&self.reloaded).ok()?;
+        let (answered, dropped) = text.trim().split_once(' ')?;
+        (answered == number.to_string()).then(|| dropped.to_string())
+    }
+}
+
+/// Writes to a FIFO only when a reader has it open (never blocks).
+#[cfg(unix)]
+fn write_fifo(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if !std::fs::symlink_metadata(path)?.file_type().is_fifo() {
+        return Err(io::Error::other("not a FIFO"));
+    }
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    fifo.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_fifo(_path: &Path, _bytes: &[u8]) -> io::Result<()> {
+    Err(io::Error::other("no FIFOs on this system"))
 }
 
 /// A new folder only this user may enter (on Windows the temp folder is the user's own).

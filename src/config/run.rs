@@ -139,6 +139,9 @@ fn no_command(inputs: &Inputs) -> ConfigError {
     }
 }
 
+/// Where templates live in Django, Flask and Starlette projects.
+const DEFAULT_RELOAD_ONLY: &str = "**/templates/**";
+
 pub(super) fn derive_watch(
     inputs: &Inputs,
     args: &RunArgs,
@@ -226,6 +229,18 @@ pub(super) fn derive_include(inputs: &Inputs, args: &RunArgs) -> Result<Vec<Stri
             Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
         }
         None => Ok(vec![DEFAULT_INCLUDE.to_string()]),
+    }
+}
+
+/// `[watch] reload_only`: the globs whose changes drop the template caches of the running
+/// generation instead of restarting it (default: template folders).
+pub(super) fn derive_reload_only(inputs: &Inputs) -> Result<Vec<String>, ConfigError> {
+    match &inputs.file.watch.reload_only {
+        Some(globs) => {
+            check_globs(inputs, globs)?;
+            Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
+        }
+        None => Ok(vec![DEFAULT_RELOAD_ONLY.to_string()]),
     }
 }
 

@@ -175,25 +175,51 @@ def set_title(title):
 
 def report_imports():
     """Starts the reporter thread when devrun asked for it (DEVRUN_IMPORTS_REPORT: the file,
-    DEVRUN_IMPORTS_ROOT: the project root). Returns whether it started."""
+    DEVRUN_IMPORTS_ROOT: the project root). Returns whether it started. With DEVRUN_RELOAD
+    (a FIFO's path), the same thread drops the template caches when devrun asks (reload)."""
     report = os.environ.pop("DEVRUN_IMPORTS_REPORT", None)
     root = os.environ.pop("DEVRUN_IMPORTS_ROOT", None)
+    fifo = open_reload_fifo(os.environ.pop("DEVRUN_RELOAD", None))
     if not report or not root:
         return False
     thread = threading.Thread(
-        target=reporter, args=(report, root), name="devrun-imports", daemon=True
+        target=reporter, args=(report, root, fifo), name="devrun-imports", daemon=True
     )
     thread.start()
     return True
 
 
-def reporter(report, root):
-    """Writes the project's imported files whenever they change (never raises: a reporter that
-    fails leaves the backend alone)."""
+def open_reload_fifo(path):
+    """The FIFO devrun writes a request number to, opened to read (made when missing), with a
+    write end of our own held open so it never reads as closed. None when it cannot be had."""
+    if not path or not hasattr(os, "mkfifo"):
+        return None
     try:
-        time.sleep(REPORT_FIRST)
+        if not os.path.exists(path):
+            os.mkfifo(path, 0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # held: select never sees EOF
+        return fd
+    except OSError:
+        return None
+
+
+def reporter(report, root, fifo):
+    """Writes the project's imported files whenever they change, and answers reload requests
+    (never raises: a reporter that fails leaves the backend alone)."""
+    try:
+        import select
+        next_report = time.monotonic() + REPORT_FIRST
         known, written, verdicts = -1, None, {}
         while True:
+            wait = max(0.0, next_report - time.monotonic())
+            if fifo is None:
+                time.sleep(wait)
+            elif select.select([fifo], [], [], wait)[0]:
+                answer_reloads(fifo, report)
+            if time.monotonic() < next_report:
+                continue
+            next_report = time.monotonic() + REPORT_EVERY
             count = len(sys.modules)
             if count != known:
                 known = count
@@ -201,9 +227,50 @@ def reporter(report, root):
                 if files != written:
                     write_report(report, files)
                     written = files
-            time.sleep(REPORT_EVERY)
     except Exception:
         return
+
+
+def answer_reloads(fifo, report):
+    """Drops the template caches for the last request number read, then says it is done
+    (`reloaded` beside the import report: the number, then what was dropped)."""
+    numbers = os.read(fifo, 4096).split()
+    if not numbers:
+        return
+    dropped = drop_template_caches()
+    done = os.path.join(os.path.dirname(report), "reloaded")
+    partial = done + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(f"{numbers[-1].decode(errors='replace')} {' '.join(dropped) or 'nothing'}\n")
+    os.replace(partial, done)
+
+
+def drop_template_caches():
+    """Every template cache of the frameworks this process imported: Django's template
+    engines (their loaders' caches), and every Jinja2 environment (Flask's, Starlette's,
+    Django's Jinja2 backend). The next render reads the templates from disk."""
+    dropped = []
+    if "django.template" in sys.modules:
+        try:
+            from django.template import engines
+            for backend in engines.all():
+                for loader in getattr(getattr(backend, "engine", None), "template_loaders", ()):
+                    reset = getattr(loader, "reset", None)
+                    if reset is not None:
+                        reset()
+            dropped.append("django")
+        except Exception:
+            pass
+    jinja2 = sys.modules.get("jinja2")
+    if jinja2 is not None:
+        import gc
+        environments = [o for o in gc.get_objects() if isinstance(o, jinja2.Environment)]
+        for environment in environments:
+            if environment.cache is not None:
+                environment.cache.clear()
+        if environments:
+            dropped.append("jinja2")
+    return dropped
 
 
 def project_files(root, verdicts):

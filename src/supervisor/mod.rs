@@ -19,6 +19,7 @@ mod imports;
 mod own_writes;
 mod phase;
 mod ports;
+mod reload_only;
 mod requests;
 mod settle;
 mod spawn;
@@ -61,6 +62,9 @@ pub(super) struct Shared {
     /// The backend's watch filter: what `watch = "backend"` follows, and what counts as project
     /// code for preload.
     pub backend_filter: Filter,
+    /// `[watch] reload_only`: template changes the running generation serves (see
+    /// `reload_only`).
+    pub reload_only: globset::GlobSet,
 }
 
 impl Shared {
@@ -200,6 +204,7 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     let shared = Rc::new(Shared {
         stack: members.len() > 1,
         backend_filter,
+        reload_only: reload_only::globs(&config.reload_only),
         config,
         state_dir,
         state: RefCell::new(state),

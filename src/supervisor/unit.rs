@@ -314,7 +314,13 @@ impl Runner {
                 }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
-                Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
+                Ok(Seen::Changed(mut batch)) if batch.last_at >= spawned_at => {
+                    if self.reload_only(&batch) {
+                        match self.reload_templates(batch, generation).await {
+                            Some(restart) => batch = restart,
+                            None => continue,
+                        }
+                    }
                     let judged = (&mut unit.guard, generation, pgid);
                     let started = (spawned_at, readiness);
                     if let Some(step) = self.take_batch(judged, batch, started) {

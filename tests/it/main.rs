@@ -27,6 +27,7 @@ mod preload_hostile;
 mod pyproject;
 mod real_layouts;
 mod reliability;
+mod reload_only;
 mod restart;
 mod serve;
 mod shutdown;
