@@ -8,7 +8,7 @@ use super::unit::Runner;
 use super::{Coordinator, Up};
 use crate::config::ProcessWatch;
 use crate::ui::Warn;
-use crate::watch::Watch;
+use crate::watch::{Filter, Watch};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,9 +35,14 @@ impl Imports {
         }
     }
 
-    /// A change to `path` restarts the members that follow the backend's watch.
-    pub(super) fn restart_for(&self, path: &Path) -> bool {
-        self.followed.contains(path)
+    /// Whether a change to `path` restarts a member that watches `watch` (`"backend"`: the
+    /// backend's filter, and the imported files it drops for `.gitignore`).
+    pub(super) fn wants(&self, watch: &ProcessWatch, path: &Path, backend: &Filter) -> bool {
+        match watch {
+            ProcessWatch::None => false,
+            ProcessWatch::Backend => backend.wants_file(path) || self.followed.contains(path),
+            ProcessWatch::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ use crate::ui::{Event, Ui, Warn};
 use crate::watch::{Batch, Filter, Watch};
 use requests::{Requests, Shutdown};
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use tokio::sync::{mpsc, oneshot, watch};
 use unit::{Changes, Runner, Wiring};
@@ -62,9 +62,6 @@ pub(super) struct Shared {
     /// The backend's watch filter: what `watch = "backend"` follows, and what counts as project
     /// code for preload.
     pub backend_filter: Filter,
-    /// `[watch] reload_only`: template changes the running generation serves (see
-    /// `reload_only`).
-    pub reload_only: globset::GlobSet,
 }
 
 impl Shared {
@@ -204,7 +201,6 @@ pub async fn run(config: Config, ui: Ui) -> Result<(), Error> {
     let shared = Rc::new(Shared {
         stack: members.len() > 1,
         backend_filter,
-        reload_only: reload_only::globs(&config.reload_only),
         config,
         state_dir,
         state: RefCell::new(state),
@@ -251,16 +247,6 @@ fn labels(members: &[Member], ui: &Ui) -> Vec<Option<Label>> {
             (members.len() > 1).then(|| Label::new(&members[index].name, width, index, ui.colour()))
         })
         .collect()
-}
-
-/// Whether a change to `path` restarts a member that watches `watch` (`"backend"`: the
-/// backend's filter).
-fn wants(watch: &ProcessWatch, path: &Path, backend: &Filter) -> bool {
-    match watch {
-        ProcessWatch::None => false,
-        ProcessWatch::Backend => backend.wants_file(path),
-        ProcessWatch::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
-    }
 }
 
 /// How far a member got towards serving, as the coordinator sees it.
@@ -506,10 +492,7 @@ impl Coordinator {
             let paths: Vec<PathBuf> = batch
                 .paths
                 .iter()
-                .filter(|p| {
-                    wants(&handle.watch, p, backend)
-                        || (handle.watch == ProcessWatch::Backend && self.imports.restart_for(p))
-                })
+                .filter(|p| self.imports.wants(&handle.watch, p, backend))
                 .cloned()
                 .collect();
             if !paths.is_empty() {

@@ -27,7 +27,7 @@ pub(super) fn globs(globs: &[String]) -> GlobSet {
 impl Runner {
     /// Every file of `batch` is one `reload_only` names, and a bootstrap can be asked.
     pub(super) fn reload_only(&self, batch: &Batch) -> bool {
-        let globs = &self.shared.reload_only;
+        let globs = &self.reload_only;
         !globs.is_empty()
             && matches!(self.fast_stop, Some(Some(_)))
             && !batch.paths.is_empty()

@@ -65,7 +65,6 @@ fn bench(then: &str, stop_timeout_ms: u64, once: bool) -> Bench {
     let shared = Rc::new(Shared {
         stack: false,
         backend_filter,
-        reload_only: super::reload_only::globs(&[]),
         config,
         state_dir,
         state: RefCell::new(state),

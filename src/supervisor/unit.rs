@@ -127,6 +127,8 @@ pub(super) struct Runner {
     pub(super) preload: crate::preload::Slot,
     /// The fast-stop bootstrap, written at the first start (None inside: it could not be).
     pub(super) fast_stop: Option<Option<Bootstrap>>,
+    /// `[watch] reload_only`: template changes its generation serves (see `reload_only`).
+    pub(super) reload_only: globset::GlobSet,
 }
 
 /// What a runner is given: its member, where it reports, and its part of what it shares.
@@ -148,7 +150,6 @@ impl Runner {
             false => Mode::Watch,
         };
         Runner {
-            shared,
             member: wiring.member,
             label: wiring.label,
             index: wiring.index,
@@ -161,6 +162,8 @@ impl Runner {
             typed: wiring.typed,
             preload: crate::preload::Slot::default(),
             fast_stop: None,
+            reload_only: super::reload_only::globs(&shared.config.reload_only),
+            shared,
         }
     }
 
