@@ -28,7 +28,8 @@ pub const KNOWN_VERSIONS: &str = "0.55";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastStop {
     launch: Launch,
-    /// What `ps` shows for a generation: the command as given.
+    /// What `ps` shows for a generation: the command as given, its words a JSON list (the
+    /// bootstrap writes them NUL-separated, so /proc/PID/cmdline reads as the command's argv).
     title: String,
     /// uvicorn is patched (`[stop] fast` and the command runs uvicorn).
     pub uvicorn: bool,
@@ -46,7 +47,7 @@ impl FastStop {
         };
         Some(FastStop {
             launch,
-            title: command.join(" "),
+            title: serde_json::to_string(command).unwrap_or_default(),
             uvicorn: fast && uvicorn,
         })
     }

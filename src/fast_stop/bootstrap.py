@@ -158,7 +158,8 @@ def server_logger():
 
 def set_title(title):
     """What `ps` shows for this process: the command devrun was given (Linux; as the
-    preloader's forks do). Written over the original argv area, never longer than it."""
+    preloader's forks do), a JSON list of its words (written NUL-separated, as an argv is) or
+    a plain string. Written over the original argv area, never longer than it."""
     try:
         import ctypes
         with open("/proc/self/stat", "rb") as f:
@@ -169,7 +170,12 @@ def set_title(title):
     size = end - start
     if start <= 0 or size <= 1:
         return
-    text = title.encode(errors="replace")[: size - 1]
+    try:
+        import json
+        words = json.loads(title) if title.startswith("[") else [title]
+    except ValueError:
+        words = [title]
+    text = b"\0".join(str(w).encode(errors="replace") for w in words)[: size - 1]
     ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
 
 

@@ -2,7 +2,8 @@
 //! the running generation, which drops its template caches (Django's template loaders, every
 //! Jinja2 environment) when devrun asks through its bootstrap (src/fast_stop/bootstrap.py),
 //! instead of a restart. Never a stale template: devrun waits for the generation's answer, and
-//! restarts it when none comes, when it is not ready, or when code changed too.
+//! restarts it when none comes, when it loaded no template engine (it reads templates some
+//! other way), or when code changed too.
 
 use super::unit::Runner;
 use crate::ui::Event;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How long the generation has to answer a reload before it is restarted instead.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// What the generation answers when it has no template engine whose caches it could drop.
+const NOTHING: &str = "nothing";
 /// How often its answer is looked for.
 const ANSWER_POLL: Duration = Duration::from_millis(2);
 
@@ -54,8 +57,11 @@ impl Runner {
             return Some(batch);
         };
         let dropped = loop {
-            if let Some(dropped) = bootstrap.reloaded(number) {
-                break dropped;
+            match bootstrap.reloaded(number).as_deref() {
+                // No template engine loaded: nothing says those files are read afresh.
+                Some(NOTHING) => return Some(batch),
+                Some(dropped) => break dropped.to_string(),
+                None => {}
             }
             if started.elapsed() >= ANSWER_TIMEOUT {
                 let why = "the backend did not answer devrun's template reload: restarting it";
