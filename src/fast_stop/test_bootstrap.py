@@ -108,5 +108,49 @@ class ImportReportTest(unittest.TestCase):
                 self.assertIn(os.path.join(folder, "mine.py") + "\n", f.read())
 
 
+class ReloadTest(unittest.TestCase):
+    def test_a_reload_request_drops_jinja_caches_and_is_answered(self):
+        with tempfile.TemporaryDirectory() as folder:
+            report, fifo = os.path.join(folder, "imports"), os.path.join(folder, "reload")
+            done = os.path.join(folder, "reloaded")
+            code = f"""
+                import os, time, jinja2
+                loader = jinja2.DictLoader({{"t": "v1"}})
+                env = jinja2.Environment(loader=loader, auto_reload=False)
+                assert env.get_template("t").render() == "v1"
+                loader.mapping["t"] = "v2"
+                assert env.get_template("t").render() == "v1"  # cached
+                for _ in range(100):
+                    if os.path.exists({fifo!r}):
+                        break
+                    time.sleep(0.02)
+                w = os.open({fifo!r}, os.O_WRONLY | os.O_NONBLOCK)
+                os.write(w, b"7\\n")
+                for _ in range(200):
+                    if os.path.exists({done!r}):
+                        break
+                    time.sleep(0.01)
+                print(env.get_template("t").render())
+            """
+            env = {"DEVRUN_IMPORTS_REPORT": report, "DEVRUN_IMPORTS_ROOT": folder,
+                   "DEVRUN_RELOAD": fifo}
+            status, out, err = run(code, env=env)
+            self.assertEqual(status, 0, err)
+            self.assertEqual(out.strip(), "v2")
+            with open(done) as f:
+                self.assertEqual(f.read(), "7 jinja2\n")
+
+    def test_without_a_template_engine_the_answer_is_nothing(self):
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("_bootstrap_reload", BOOTSTRAP)
+        bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bootstrap)
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith(("jinja2", "django"))}
+        try:
+            self.assertEqual(bootstrap.drop_template_caches(), [])
+        finally:
+            sys.modules.update(saved)
+
+
 if __name__ == "__main__":
     unittest.main()
