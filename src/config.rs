@@ -72,6 +72,9 @@ pub struct Config {
     /// The backend's working folder (`cwd`; default the root). Absolute.
     pub cwd: PathBuf,
     pub watch: WatchConfig,
+    /// `[watch] reload_only`: globs (relative to the root) of files whose changes the running
+    /// generation serves by dropping its template caches, without a restart.
+    pub reload_only: Vec<String>,
     pub ready: ReadyConfig,
     /// `[env]`, added to the backend's environment.
     pub env: BTreeMap<String, String>,
@@ -84,8 +87,9 @@ pub struct Config {
     /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter
     /// (the command already read as the Python launch it is).
     pub preload: Option<preload::Settings>,
-    /// `[stop] fast` (on unless `--no-fast-stop`) and the command runs uvicorn: generations
-    /// run through devrun's bootstrap, which makes uvicorn's stop event-driven.
+    /// The command is a Python launch: generations run through devrun's bootstrap, which
+    /// reports their imports and, with `[stop] fast` (on unless `--no-fast-stop`) when the
+    /// command runs uvicorn, makes uvicorn's stop event-driven.
     pub fast_stop: Option<FastStop>,
     pub options: RunOptions,
     /// `[processes.NAME]` tables: the stack's other members, in a valid start order (each after
@@ -138,7 +142,7 @@ pub struct Extras {
     pub preload: Option<preload::Settings>,
     /// `[server] socket = "inherit"`: devrun holds the listening socket and hands it over.
     pub inherit_socket: bool,
-    /// `[stop] fast`: its generations run through the fast-stop bootstrap.
+    /// A Python launch: its generations run through devrun's bootstrap (see `fast_stop`).
     pub fast_stop: Option<FastStop>,
     /// Lines typed in devrun's terminal go to its stdin (`rs` restarts).
     pub typed: bool,
@@ -383,6 +387,7 @@ impl Config {
             cwd,
             fast_stop,
             watch,
+            reload_only: derive_reload_only(inputs)?,
             ready,
             env: derive_env(inputs, &stack)?,
             env_file,

@@ -1,12 +1,16 @@
-//! `[stop] fast` (default on): a generation running uvicorn stops in milliseconds, not on
-//! uvicorn's 0.1 s polling. The command runs through devrun's bootstrap
-//! (src/fast_stop/bootstrap.py, embedded here and written to a private folder for the run),
-//! which patches uvicorn's `Server` before it runs the command as the interpreter would: the
-//! stop signal wakes the main loop at once, and shutdown waits for open connections and tasks
-//! instead of a fixed sleep (bounded by the stop timeout), then runs the lifespan shutdown.
-//! A forked (preloaded) generation loads the same file and patches itself (runner.py).
+//! devrun's bootstrap for Python backends: every command devrun reads as a Python launch runs
+//! through it (src/fast_stop/bootstrap.py, embedded here and written to a private folder for
+//! the run), which runs the command as the interpreter would, after:
+//! - `[stop] fast` (default on), uvicorn only: a generation stops in milliseconds, not on
+//!   uvicorn's 0.1 s polling. It patches uvicorn's `Server`: the stop signal wakes the main
+//!   loop at once, and shutdown waits for open connections and tasks instead of a fixed sleep
+//!   (bounded by the stop timeout), then runs the lifespan shutdown;
+//! - the import report: a thread writes the project files in `sys.modules` to a file beside
+//!   the bootstrap, so the watch follows imported files `.gitignore` names (`imports`).
 //!
-//! - [`FastStop`]: read once at config load (does the command run uvicorn?);
+//! A forked (preloaded) generation loads the same file and does both itself (runner.py).
+//!
+//! - [`FastStop`]: read once at config load (a Python launch; does it run uvicorn?);
 //! - [`Bootstrap`]: the file for this run, the command and variables each generation gets.
 
 use crate::preload::Launch;
@@ -18,27 +22,33 @@ const BOOTSTRAP: &str = include_str!("fast_stop/bootstrap.py");
 /// The uvicorn versions the bootstrap patches (its KNOWN), as a person reads them.
 pub const KNOWN_VERSIONS: &str = "0.55";
 
-/// The backend's command runs uvicorn (`python -m uvicorn …`, the `uvicorn` console script, or
-/// a script or module of the project that names uvicorn), read as the Python launch it is.
+/// The backend's command read as the Python launch it is, and whether it gets the fast stop:
+/// `[stop] fast` is on and it runs uvicorn (`python -m uvicorn …`, the `uvicorn` console
+/// script, or a script or module of the project that names uvicorn).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastStop {
     launch: Launch,
-    /// What `ps` shows for a generation: the command as given.
+    /// What `ps` shows for a generation: the command as given, its words a JSON list (the
+    /// bootstrap writes them NUL-separated, so /proc/PID/cmdline reads as the command's argv).
     title: String,
+    /// uvicorn is patched (`[stop] fast` and the command runs uvicorn).
+    pub uvicorn: bool,
 }
 
 impl FastStop {
-    /// The fast stop for `command` (run in `root`), or None when it does not run uvicorn.
-    pub fn detect(command: &[String], root: &Path) -> Option<FastStop> {
+    /// The bootstrap's view of `command` (run in `root`), or None when it is no Python launch;
+    /// `fast`: `[stop] fast` is on.
+    pub fn detect(command: &[String], root: &Path, fast: bool) -> Option<FastStop> {
         let launch = Launch::parse(command, root).ok()?;
         let uvicorn = match (&launch.module, &launch.script) {
             (Some(module), _) => module == "uvicorn" || module_names_uvicorn(module, root),
             (None, Some(script)) => names_uvicorn(&root.join(script)),
             (None, None) => false,
         };
-        uvicorn.then(|| FastStop {
+        Some(FastStop {
             launch,
-            title: command.join(" "),
+            title: serde_json::to_string(command).unwrap_or_default(),
+            uvicorn: fast && uvicorn,
         })
     }
 }
@@ -62,6 +72,15 @@ pub struct Bootstrap {
     /// Where the bootstrap writes `unknown VERSION` when it left uvicorn alone.
     report: PathBuf,
     said: bool,
+    /// Where it lists the project files the running generation imported.
+    imports: PathBuf,
+    /// The import report as last read (its modification time and size).
+    imports_seen: Option<(std::time::SystemTime, u64)>,
+    /// The FIFO the generation reads reload requests from (it makes it), and the file it
+    /// answers in (`N what-it-dropped`); the last request's number.
+    reload: PathBuf,
+    reloaded: PathBuf,
+    reloads: u64,
 }
 
 impl Bootstrap {
@@ -74,6 +93,11 @@ impl Bootstrap {
         let bootstrap = Bootstrap {
             script: dir.join("devrun_fast_stop.py"),
             report: dir.join("report"),
+            imports: dir.join("imports"),
+            imports_seen: None,
+            reload: dir.join("reload"),
+            reloaded: dir.join("reloaded"),
+            reloads: 0,
             dir,
             said: false,
         };
@@ -98,17 +122,32 @@ impl Bootstrap {
         command
     }
 
-    /// The variables that ask for the patch (the bootstrap takes them out of the backend's
-    /// environment): the stop timeout bounds the drain; a cold start is told what `ps` should
-    /// show, a fork where the bootstrap is (it sets its title itself).
-    pub fn env(&self, fast: &FastStop, timeout: Duration, forked: bool) -> Vec<(String, String)> {
+    /// The variables the bootstrap takes out of the backend's environment: the import report
+    /// (its file, and the project `root` whose files count); with the fast stop, the stop
+    /// timeout that bounds the drain; a cold start is told what `ps` should show, a fork where
+    /// the bootstrap is (it sets its title itself).
+    pub fn env(
+        &self,
+        fast: &FastStop,
+        timeout: Duration,
+        forked: bool,
+        root: &Path,
+    ) -> Vec<(String, String)> {
         let mut env = vec![
-            ("DEVRUN_FAST_STOP".into(), timeout.as_millis().to_string()),
             (
+                "DEVRUN_IMPORTS_REPORT".into(),
+                self.imports.display().to_string(),
+            ),
+            ("DEVRUN_IMPORTS_ROOT".into(), root.display().to_string()),
+            ("DEVRUN_RELOAD".into(), self.reload.display().to_string()),
+        ];
+        if fast.uvicorn {
+            env.push(("DEVRUN_FAST_STOP".into(), timeout.as_millis().to_string()));
+            env.push((
                 "DEVRUN_FAST_STOP_REPORT".into(),
                 self.report.display().to_string(),
-            ),
-        ];
+            ));
+        }
         env.push(match forked {
             true => (
                 "DEVRUN_FAST_STOP_SCRIPT".into(),
@@ -129,6 +168,64 @@ impl Bootstrap {
         let version = text.trim().strip_prefix("unknown ")?;
         Some(version.to_string())
     }
+}
+
+impl Bootstrap {
+    /// The project files the running generation imported, when its report changed since the
+    /// last call (one `stat` when it did not).
+    pub fn imports(&mut self) -> Option<Vec<PathBuf>> {
+        let meta = std::fs::metadata(&self.imports).ok()?;
+        let seen = (meta.modified().ok()?, meta.len());
+        if self.imports_seen == Some(seen) {
+            return None;
+        }
+        let text = std::fs::read_to_string(&self.imports).ok()?;
+        self.imports_seen = Some(seen);
+        Some(
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+        )
+    }
+}
+
+impl Bootstrap {
+    /// Asks the running generation to drop its template caches: the request's number, or None
+    /// when no generation listens (starting, gone, or not on Unix).
+    pub fn request_reload(&mut self) -> Option<u64> {
+        self.reloads += 1;
+        let line = format!("{}\n", self.reloads);
+        write_fifo(&self.reload, line.as_bytes()).ok()?;
+        Some(self.reloads)
+    }
+
+    /// What the generation dropped for request `number`, once it has answered it.
+    pub fn reloaded(&self, number: u64) -> Option<String> {
+        let text = std::fs::read_to_string(&self.reloaded).ok()?;
+        let (answered, dropped) = text.trim().split_once(' ')?;
+        (answered == number.to_string()).then(|| dropped.to_string())
+    }
+}
+
+/// Writes to a FIFO only when a reader has it open (never blocks).
+#[cfg(unix)]
+fn write_fifo(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if !std::fs::symlink_metadata(path)?.file_type().is_fifo() {
+        return Err(io::Error::other("not a FIFO"));
+    }
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    fifo.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_fifo(_path: &Path, _bytes: &[u8]) -> io::Result<()> {
+    Err(io::Error::other("no FIFOs on this system"))
 }
 
 /// A new folder only this user may enter (on Windows the temp folder is the user's own).
@@ -179,23 +276,25 @@ mod tests {
         ];
         for command in yes {
             assert!(
-                FastStop::detect(&words(command), root).is_some(),
+                FastStop::detect(&words(command), root, true).is_some_and(|f| f.uvicorn),
                 "{command}"
             );
         }
-        let no = ["python plain.py", "python -m http.server", "node x.js"];
+        let no = ["python plain.py", "python -m http.server"];
         for command in no {
-            assert!(
-                FastStop::detect(&words(command), root).is_none(),
-                "{command}"
-            );
+            let plain = FastStop::detect(&words(command), root, true);
+            assert!(plain.is_some_and(|f| !f.uvicorn), "{command}");
         }
+        assert!(FastStop::detect(&words("node x.js"), root, true).is_none());
+        let off = FastStop::detect(&words("python serve.py"), root, false);
+        assert!(off.is_some_and(|f| !f.uvicorn), "[stop] fast = false");
     }
 
     #[test]
     fn the_cold_command_runs_the_bootstrap_with_the_launch() {
         let root = Path::new("/");
-        let fast = FastStop::detect(&words("python3 -u -m uvicorn a:app --port 1"), root).unwrap();
+        let fast =
+            FastStop::detect(&words("python3 -u -m uvicorn a:app --port 1"), root, true).unwrap();
         let bootstrap = Bootstrap::write().unwrap();
         let script = bootstrap.script.display().to_string();
         assert!(std::fs::read_to_string(&script)

@@ -38,6 +38,7 @@ pub(super) struct FileWatch {
     pub(super) debounce_ms: Option<Spanned<u64>>,
     pub(super) poll: Option<Spanned<toml::Value>>,
     pub(super) poll_ms: Option<Spanned<u64>>,
+    pub(super) reload_only: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -90,7 +90,8 @@ pub(super) fn derive_preload(
     Ok(preload)
 }
 
-/// `[stop] fast` (default true) unless `--no-fast-stop`, for a command that runs uvicorn.
+/// The bootstrap for a Python command, with the fast stop when it runs uvicorn and `[stop]
+/// fast` (default true) holds unless `--no-fast-stop`.
 pub(super) fn derive_fast_stop(
     inputs: &Inputs,
     args: &RunArgs,
@@ -98,7 +99,7 @@ pub(super) fn derive_fast_stop(
     root: &Path,
 ) -> Option<FastStop> {
     let on = !args.no_fast_stop && inputs.file.stop.fast.unwrap_or(true);
-    on.then(|| FastStop::detect(command, root)).flatten()
+    FastStop::detect(command, root, on)
 }
 
 /// The command: flags win; a string is split shell-style, an array is used as is. None at
@@ -152,6 +153,9 @@ fn no_command(inputs: &Inputs) -> ConfigError {
         ),
     }
 }
+
+/// Where templates live in Django, Flask and Starlette projects.
+const DEFAULT_RELOAD_ONLY: &str = "**/templates/**";
 
 pub(super) fn derive_watch(
     inputs: &Inputs,
@@ -240,6 +244,18 @@ pub(super) fn derive_include(inputs: &Inputs, args: &RunArgs) -> Result<Vec<Stri
             Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
         }
         None => Ok(vec![DEFAULT_INCLUDE.to_string()]),
+    }
+}
+
+/// `[watch] reload_only`: the globs whose changes drop the template caches of the running
+/// generation instead of restarting it (default: template folders).
+pub(super) fn derive_reload_only(inputs: &Inputs) -> Result<Vec<String>, ConfigError> {
+    match &inputs.file.watch.reload_only {
+        Some(globs) => {
+            check_globs(inputs, globs)?;
+            Ok(globs.iter().map(|g| g.get_ref().clone()).collect())
+        }
+        None => Ok(vec![DEFAULT_RELOAD_ONLY.to_string()]),
     }
 }
 

@@ -1,7 +1,13 @@
-# devrun's fast stop for uvicorn (embedded in the devrun binary; see src/fast_stop.rs).
-# Cold start: `python [options] BOOTSTRAP (-m MODULE | SCRIPT) ARGS...` runs the command as
-# `python -m MODULE ARGS` / `python SCRIPT ARGS` would, after `patch()`. A forked (preloaded)
-# generation loads this file and calls `patch()` before it runs the command (runner.py).
+# devrun's bootstrap for every Python backend (embedded in the devrun binary; see
+# src/fast_stop.rs). Cold start: `python [options] BOOTSTRAP (-m MODULE | SCRIPT) ARGS...` runs
+# the command as `python -m MODULE ARGS` / `python SCRIPT ARGS` would, after `patch()` (uvicorn
+# only) and `report_imports()`. A forked (preloaded) generation loads this file and calls both
+# before it runs the command (runner.py).
+#
+# report_imports() tells devrun which project files the backend imported (sys.modules), so the
+# watch follows them even where .gitignore names them (a gitignored settings/local.py): a
+# daemon thread writes them to DEVRUN_IMPORTS_REPORT a moment after start, then again whenever
+# sys.modules grew or shrank (looked at every REPORT_EVERY s; a length check when unchanged).
 #
 # uvicorn notices a stop signal only on its main loop's 0.1 s tick, and its shutdown always
 # sleeps 0.1 s after asking connections to close. patch() makes both event-driven, for the
@@ -15,6 +21,8 @@ import asyncio
 import os
 import runpy
 import sys
+import threading
+import time
 
 # Versions whose uvicorn/server.py this patch was written against (Server.main_loop,
 # shutdown, _wait_tasks_to_complete, handle_exit).
@@ -23,6 +31,12 @@ KNOWN = ("0.55.",)
 POLL = 0.002
 # Of devrun's stop timeout, what draining may take: the rest is for the lifespan shutdown.
 DRAIN_SHARE = 0.8
+# When the imports are first reported (after start), then how often sys.modules is looked at.
+REPORT_FIRST = 0.3
+REPORT_EVERY = 0.5
+# Folders whose modules are never the project's own code.
+NOT_PROJECT = {"site-packages", "dist-packages", ".venv", "venv", "node_modules", "__pycache__",
+               ".tox", ".nox", ".git"}
 
 
 def patch():
@@ -144,7 +158,8 @@ def server_logger():
 
 def set_title(title):
     """What `ps` shows for this process: the command devrun was given (Linux; as the
-    preloader's forks do). Written over the original argv area, never longer than it."""
+    preloader's forks do), a JSON list of its words (written NUL-separated, as an argv is) or
+    a plain string. Written over the original argv area, never longer than it."""
     try:
         import ctypes
         with open("/proc/self/stat", "rb") as f:
@@ -155,8 +170,156 @@ def set_title(title):
     size = end - start
     if start <= 0 or size <= 1:
         return
-    text = title.encode(errors="replace")[: size - 1]
+    try:
+        import json
+        words = json.loads(title) if title.startswith("[") else [title]
+    except ValueError:
+        words = [title]
+    text = b"\0".join(str(w).encode(errors="replace") for w in words)[: size - 1]
     ctypes.memmove(start, text + b"\0" * (size - len(text)), size)
+
+
+def report_imports():
+    """Starts the reporter thread when devrun asked for it (DEVRUN_IMPORTS_REPORT: the file,
+    DEVRUN_IMPORTS_ROOT: the project root). Returns whether it started. With DEVRUN_RELOAD
+    (a FIFO's path), the same thread drops the template caches when devrun asks (reload)."""
+    report = os.environ.pop("DEVRUN_IMPORTS_REPORT", None)
+    root = os.environ.pop("DEVRUN_IMPORTS_ROOT", None)
+    fifo = open_reload_fifo(os.environ.pop("DEVRUN_RELOAD", None))
+    if not report or not root:
+        return False
+    thread = threading.Thread(
+        target=reporter, args=(report, root, fifo), name="devrun-imports", daemon=True
+    )
+    thread.start()
+    return True
+
+
+def open_reload_fifo(path):
+    """The FIFO devrun writes a request number to, opened to read (made when missing), with a
+    write end of our own held open so it never reads as closed. None when it cannot be had."""
+    if not path or not hasattr(os, "mkfifo"):
+        return None
+    try:
+        if not os.path.exists(path):
+            os.mkfifo(path, 0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # held: select never sees EOF
+        return fd
+    except OSError:
+        return None
+
+
+def reporter(report, root, fifo):
+    """Writes the project's imported files whenever they change, and answers reload requests
+    (never raises: a reporter that fails leaves the backend alone)."""
+    try:
+        import select
+        next_report = time.monotonic() + REPORT_FIRST
+        known, written, verdicts = -1, None, {}
+        while True:
+            wait = max(0.0, next_report - time.monotonic())
+            if fifo is None:
+                time.sleep(wait)
+            elif select.select([fifo], [], [], wait)[0]:
+                answer_reloads(fifo, report)
+            if time.monotonic() < next_report:
+                continue
+            next_report = time.monotonic() + REPORT_EVERY
+            count = len(sys.modules)
+            if count != known:
+                known = count
+                files = project_files(root, verdicts)
+                if files != written:
+                    write_report(report, files)
+                    written = files
+    except Exception:
+        return
+
+
+def answer_reloads(fifo, report):
+    """Drops the template caches for the last request number read, then says it is done
+    (`reloaded` beside the import report: the number, then what was dropped)."""
+    numbers = os.read(fifo, 4096).split()
+    if not numbers:
+        return
+    dropped = drop_template_caches()
+    done = os.path.join(os.path.dirname(report), "reloaded")
+    partial = done + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(f"{numbers[-1].decode(errors='replace')} {' '.join(dropped) or 'nothing'}\n")
+    os.replace(partial, done)
+
+
+def drop_template_caches():
+    """Every template cache of the frameworks this process imported: Django's template
+    engines (their loaders' caches), and every Jinja2 environment (Flask's, Starlette's,
+    Django's Jinja2 backend). The next render reads the templates from disk."""
+    dropped = []
+    if "django.template" in sys.modules:
+        try:
+            from django.template import engines
+            for backend in engines.all():
+                for loader in getattr(getattr(backend, "engine", None), "template_loaders", ()):
+                    reset = getattr(loader, "reset", None)
+                    if reset is not None:
+                        reset()
+            dropped.append("django")
+        except Exception:
+            pass
+    jinja2 = sys.modules.get("jinja2")
+    if jinja2 is not None:
+        import gc
+        environments = [o for o in gc.get_objects() if isinstance(o, jinja2.Environment)]
+        for environment in environments:
+            if environment.cache is not None:
+                environment.cache.clear()
+        if environments:
+            dropped.append("jinja2")
+    return dropped
+
+
+def project_files(root, verdicts):
+    """The source files of the modules in sys.modules that are the project's: under `root`,
+    outside virtualenvs and installed packages, named under `root` as devrun gave it.
+    `verdicts` caches each file's answer."""
+    real_root = os.path.realpath(root)
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not path.endswith(".py"):
+            continue
+        if path not in verdicts:
+            verdicts[path] = project_file(root, real_root, path)
+        if verdicts[path]:
+            files.add(verdicts[path])
+    return files
+
+
+def project_file(root, real_root, path):
+    """`path` named under `root` when it is project code, else "" ."""
+    real = os.path.realpath(path)
+    if not real.startswith(real_root + os.sep):
+        return ""
+    relative = os.path.relpath(real, real_root)
+    folders = relative.split(os.sep)[:-1]
+    if any(folder in NOT_PROJECT for folder in folders):
+        return ""
+    # A virtualenv under another name (any folder holding a pyvenv.cfg).
+    here = real_root
+    for folder in folders:
+        here = os.path.join(here, folder)
+        if os.path.exists(os.path.join(here, "pyvenv.cfg")):
+            return ""
+    return os.path.join(root, relative)
+
+
+def write_report(report, files):
+    """One path a line, replaced whole so devrun never reads half a list."""
+    partial = report + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write("".join(f"{path}\n" for path in sorted(files)))
+    os.replace(partial, report)
 
 
 def main(argv):
@@ -165,6 +328,7 @@ def main(argv):
     if title and sys.platform.startswith("linux"):
         set_title(title)
     patch()
+    report_imports()
     if len(argv) >= 2 and argv[0] == "-m":
         module, args = argv[1], argv[2:]
         sys.argv = [module] + args

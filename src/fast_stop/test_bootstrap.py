@@ -70,5 +70,87 @@ class BootstrapTest(unittest.TestCase):
         self.assertIn("script.py", err)
 
 
+class ImportReportTest(unittest.TestCase):
+    def test_only_project_files_outside_virtualenvs_are_reported(self):
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("_bootstrap_under_test", BOOTSTRAP)
+        bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bootstrap)
+        with tempfile.TemporaryDirectory() as root:
+            for rel in ("app/local.py", "env/lib/x.py", ".venv/lib/y.py", "lib/site-packages/z.py"):
+                os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                open(os.path.join(root, rel), "w").close()
+            open(os.path.join(root, "env", "pyvenv.cfg"), "w").close()
+            real = os.path.realpath(root)
+            check = lambda rel: bootstrap.project_file(root, real, os.path.join(root, rel))
+            self.assertEqual(check("app/local.py"), os.path.join(root, "app", "local.py"))
+            for rel in ("env/lib/x.py", ".venv/lib/y.py", "lib/site-packages/z.py"):
+                self.assertEqual(check(rel), "", rel)
+            self.assertEqual(bootstrap.project_file(root, real, "/usr/lib/os.py"), "")
+
+    def test_the_running_script_reports_its_project_imports(self):
+        with tempfile.TemporaryDirectory() as folder:
+            report = os.path.join(folder, "imports")
+            code = f"""
+                import sys, time
+                sys.path.insert(0, {folder!r})
+                open({os.path.join(folder, "mine.py")!r}, "w").close()
+                import mine
+                for _ in range(100):
+                    if __import__("os").path.exists({report!r}):
+                        break
+                    time.sleep(0.05)
+            """
+            env = {"DEVRUN_IMPORTS_REPORT": report, "DEVRUN_IMPORTS_ROOT": folder}
+            status, _, err = run(code, env=env)
+            self.assertEqual(status, 0, err)
+            with open(report) as f:
+                self.assertIn(os.path.join(folder, "mine.py") + "\n", f.read())
+
+
+class ReloadTest(unittest.TestCase):
+    def test_a_reload_request_drops_jinja_caches_and_is_answered(self):
+        with tempfile.TemporaryDirectory() as folder:
+            report, fifo = os.path.join(folder, "imports"), os.path.join(folder, "reload")
+            done = os.path.join(folder, "reloaded")
+            code = f"""
+                import os, time, jinja2
+                loader = jinja2.DictLoader({{"t": "v1"}})
+                env = jinja2.Environment(loader=loader, auto_reload=False)
+                assert env.get_template("t").render() == "v1"
+                loader.mapping["t"] = "v2"
+                assert env.get_template("t").render() == "v1"  # cached
+                for _ in range(100):
+                    if os.path.exists({fifo!r}):
+                        break
+                    time.sleep(0.02)
+                w = os.open({fifo!r}, os.O_WRONLY | os.O_NONBLOCK)
+                os.write(w, b"7\\n")
+                for _ in range(200):
+                    if os.path.exists({done!r}):
+                        break
+                    time.sleep(0.01)
+                print(env.get_template("t").render())
+            """
+            env = {"DEVRUN_IMPORTS_REPORT": report, "DEVRUN_IMPORTS_ROOT": folder,
+                   "DEVRUN_RELOAD": fifo}
+            status, out, err = run(code, env=env)
+            self.assertEqual(status, 0, err)
+            self.assertEqual(out.strip(), "v2")
+            with open(done) as f:
+                self.assertEqual(f.read(), "7 jinja2\n")
+
+    def test_without_a_template_engine_the_answer_is_nothing(self):
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("_bootstrap_reload", BOOTSTRAP)
+        bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bootstrap)
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith(("jinja2", "django"))}
+        try:
+            self.assertEqual(bootstrap.drop_template_caches(), [])
+        finally:
+            sys.modules.update(saved)
+
+
 if __name__ == "__main__":
     unittest.main()

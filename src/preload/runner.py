@@ -651,6 +651,15 @@ def fast_stop():
     except OSError:
         return  # gone (devrun exited): the stock stop
     module.patch()
+    report_imports(module)
+
+
+def report_imports(bootstrap):
+    """The bootstrap's import reporter, started in the child (a thread does not survive the
+    fork): devrun watches the project files this generation imported (bootstrap.py)."""
+    start = getattr(bootstrap, "report_imports", None)
+    if start is not None:
+        start()
 
 
 def main():

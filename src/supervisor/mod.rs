@@ -15,9 +15,11 @@
 //! after the previous group is confirmed gone and its port free.
 
 mod config_file;
+mod imports;
 mod own_writes;
 mod phase;
 mod ports;
+mod reload_only;
 mod requests;
 mod settle;
 mod spawn;
@@ -37,7 +39,7 @@ use crate::watch::{Batch, Filter, Watch};
 use requests::{Requests, Shutdown};
 use start::{first_state, open_channel, say_at_start, start_watchdog};
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use tokio::sync::{mpsc, oneshot, watch};
 use unit::{Changes, Runner, Wiring};
@@ -124,6 +126,8 @@ pub(super) enum Up {
     Restarting(usize),
     /// Settling: deliver every change the OS has queued (the watch's fence), then answer.
     Sync(oneshot::Sender<bool>),
+    /// The project files its generation imported (see `imports`).
+    Imported(Vec<PathBuf>),
     /// It is done: stopped for good, or an error that ends devrun.
     Done(usize, Result<(), Error>),
 }
@@ -186,16 +190,6 @@ fn labels(members: &[Member], ui: &Ui) -> Vec<Option<Label>> {
         .collect()
 }
 
-/// Whether a change to `path` restarts a member that watches `watch` (`"backend"`: the
-/// backend's filter).
-fn wants(watch: &ProcessWatch, path: &Path, backend: &Filter) -> bool {
-    match watch {
-        ProcessWatch::None => false,
-        ProcessWatch::Backend => backend.wants_file(path),
-        ProcessWatch::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
-    }
-}
-
 /// How far a member got towards serving, as the coordinator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Progress {
@@ -242,6 +236,8 @@ struct Coordinator {
     error: Option<Error>,
     /// Edits to it are said, never routed (see `config_file`).
     config_file: Option<config_file::ConfigFile>,
+    /// Imported files `.gitignore` names that restart the backend anyway (see `imports`).
+    imports: imports::Imports,
 }
 
 /// Starts a runner per member and coordinates them until every one is done.
@@ -267,6 +263,7 @@ async fn coordinate(
         stopping: false,
         error: None,
         config_file: config_file::ConfigFile::new(config),
+        imports: imports::Imports::new(&config.root),
     };
     while !coordinator.handles.iter().all(|h| h.done) {
         tokio::select! {
@@ -282,6 +279,7 @@ async fn coordinate(
                     }
                     let _ = reply.send(finished);
                 }
+                Some(Up::Imported(files)) => coordinator.take_imports(files, watch.as_mut()),
                 Some(message) => coordinator.take(message),
                 // Every runner is gone (a panic would end up here too).
                 None => break,
@@ -435,7 +433,7 @@ impl Coordinator {
             let paths: Vec<PathBuf> = batch
                 .paths
                 .iter()
-                .filter(|p| wants(&handle.watch, p, backend))
+                .filter(|p| self.imports.wants(&handle.watch, p, backend))
                 .cloned()
                 .collect();
             if !paths.is_empty() {
@@ -472,7 +470,7 @@ impl Coordinator {
                         .send(Request::Restart(RESTART_WITH));
                 }
             }
-            Up::Sync(_) => {}
+            Up::Sync(_) | Up::Imported(_) => {}
             Up::Done(i, result) => {
                 self.handles[i].done = true;
                 if let Err(e) = result {

@@ -26,7 +26,7 @@ const FINISHED_SHARE: u32 = 5;
 impl Changes {
     /// Every change for this process that the OS had queued when this was called (the watch's
     /// fence, run by the coordinator), and whether every wanted write is finished.
-    async fn sync(&mut self) -> Batch {
+    pub(super) async fn sync(&mut self) -> Batch {
         let (reply, replied) = oneshot::channel();
         let mut finished = false;
         if self.up.send(Up::Sync(reply)).is_ok() {

@@ -135,8 +135,8 @@ impl Runner {
         }
     }
 
-    /// The fast-stop bootstrap of this run, written at the first start; None when the command
-    /// does not run uvicorn, `[stop] fast = false`, or it could not be written (said once).
+    /// devrun's bootstrap for this run, written at the first start; None when the command is
+    /// no Python launch, or it could not be written (said once).
     fn bootstrap(&mut self) -> Option<&Bootstrap> {
         self.member.extras.fast_stop.as_ref()?;
         if self.fast_stop.is_none() {
@@ -155,8 +155,9 @@ impl Runner {
     fn fast_stop_env(&mut self, forked: bool) -> Vec<(String, String)> {
         let timeout = self.shared.config.stop.timeout;
         let fast = self.member.extras.fast_stop.clone();
+        let root = self.shared.config.root.clone();
         match (self.bootstrap(), fast) {
-            (Some(bootstrap), Some(fast)) => bootstrap.env(&fast, timeout, forked),
+            (Some(bootstrap), Some(fast)) => bootstrap.env(&fast, timeout, forked, &root),
             _ => Vec::new(),
         }
     }

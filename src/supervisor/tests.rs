@@ -57,6 +57,7 @@ fn coordinator(
         stopping: false,
         error: None,
         config_file: None,
+        imports: super::imports::Imports::new(std::path::Path::new("/")),
     };
     (coordinator, probes)
 }

@@ -103,6 +103,8 @@ enum Seen {
     Exited(std::io::Result<ExitStatus>),
     Probed(Result<Duration, NotReady>),
     Changed(Batch),
+    /// Time to look at the generation's import report (see `imports`).
+    Imports,
 }
 
 /// One process's supervisor.
@@ -125,6 +127,8 @@ pub(super) struct Runner {
     pub(super) preload: crate::preload::Slot,
     /// The fast-stop bootstrap, written at the first start (None inside: it could not be).
     pub(super) fast_stop: Option<Option<Bootstrap>>,
+    /// `[watch] reload_only`: template changes its generation serves (see `reload_only`).
+    pub(super) reload_only: globset::GlobSet,
 }
 
 /// What a runner is given: its member, where it reports, and its part of what it shares.
@@ -146,7 +150,6 @@ impl Runner {
             false => Mode::Watch,
         };
         Runner {
-            shared,
             member: wiring.member,
             label: wiring.label,
             index: wiring.index,
@@ -159,6 +162,8 @@ impl Runner {
             typed: wiring.typed,
             preload: crate::preload::Slot::default(),
             fast_stop: None,
+            reload_only: super::reload_only::globs(&shared.config.reload_only),
+            shared,
         }
     }
 
@@ -201,7 +206,7 @@ impl Runner {
         }
     }
 
-    fn tell(&self, message: Up) {
+    pub(super) fn tell(&self, message: Up) {
         let _ = self.changes.up.send(message);
     }
 
@@ -291,6 +296,7 @@ impl Runner {
                     // knowing whether the generation was already answering.
                     result = &mut probe => Seen::Probed(result),
                     Some(batch) = changes.recv() => Seen::Changed(batch),
+                    _ = tokio::time::sleep(super::imports::IMPORTS_EVERY) => Seen::Imports,
                 }
             });
             match seen.await {
@@ -311,7 +317,13 @@ impl Runner {
                 }
                 // Changes seen before this process started are already in it (invariant 3
                 // holds): only later ones restart it.
-                Ok(Seen::Changed(batch)) if batch.last_at >= spawned_at => {
+                Ok(Seen::Changed(mut batch)) if batch.last_at >= spawned_at => {
+                    if self.reload_only(&batch) {
+                        match self.reload_templates(batch, generation).await {
+                            Some(restart) => batch = restart,
+                            None => continue,
+                        }
+                    }
                     let judged = (&mut unit.guard, generation, pgid);
                     let started = (spawned_at, readiness);
                     if let Some(step) = self.take_batch(judged, batch, started) {
@@ -321,6 +333,7 @@ impl Runner {
                 Ok(Seen::Changed(before_start)) => {
                     self.changes.contents.read(&before_start.paths);
                 }
+                Ok(Seen::Imports) => self.report_imports(),
             }
         }
     }

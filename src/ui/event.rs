@@ -23,6 +23,16 @@ pub enum Event {
         #[serde(rename = "paths")]
         files: Vec<String>,
     },
+    /// `[watch] reload_only`: the running generation dropped its template caches for these
+    /// files instead of restarting (`dropped`: whose caches, "django", "jinja2").
+    Reloaded {
+        #[serde(rename = "paths")]
+        files: Vec<String>,
+        generation: u32,
+        dropped: String,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
+        elapsed: Duration,
+    },
     Stopping {
         generation: u32,
         pid: u32,
@@ -135,7 +145,10 @@ const FILES_SHOWN: usize = 3;
 impl Event {
     pub(super) fn level(&self) -> Level {
         match self {
-            Event::Ready { .. } | Event::Started { .. } | Event::OncePassed { .. } => Level::Good,
+            Event::Ready { .. }
+            | Event::Started { .. }
+            | Event::OncePassed { .. }
+            | Event::Reloaded { .. } => Level::Good,
             Event::Changed { .. } | Event::Warning(_) | Event::Warn(_) | Event::NotReady { .. } => {
                 Level::Warn
             }
@@ -158,6 +171,17 @@ impl Event {
                 include.join(", ")
             ),
             Event::Changed { files } => format!("changed: {}", some_files(files)),
+            Event::Reloaded {
+                files,
+                generation,
+                dropped,
+                elapsed,
+            } => format!(
+                "changed: {}: templates reloaded, no restart (generation {generation} dropped its \
+                 {dropped} template caches in {} ms)",
+                some_files(files),
+                elapsed.as_millis()
+            ),
             Event::PortReleased { port, waited } => {
                 format!("port {port} released in {} ms", waited.as_millis())
             }

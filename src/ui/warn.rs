@@ -110,6 +110,8 @@ pub enum Warn {
     },
     /// The config file was edited while devrun runs: said once, devrun keeps its settings.
     ConfigChanged { file: String },
+    /// A file `.gitignore` names is watched anyway: the backend imported it (said once).
+    WatchingImported { file: String },
     /// A member's command starts its server's own reloader (see `reloader`): said once.
     OwnReloader {
         member: String,
@@ -252,6 +254,10 @@ impl fmt::Display for Warn {
                 "ending pid {pid} ({command}), which holds port {port} (--kill-port-holder)"
             ),
             Warn::InotifyLimit { every } => f.write_str(&inotify_limit(*every)),
+            Warn::WatchingImported { file } => write!(
+                f,
+                "watching {file} though .gitignore names it: the backend imported it"
+            ),
             Warn::ConfigChanged { file } => write!(
                 f,
                 "{file} changed: devrun keeps running with the settings it started with; \

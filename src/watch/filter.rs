@@ -174,9 +174,11 @@ impl Filter {
 
     /// A file whose change restarts the backend.
     pub fn wants_file(&self, path: &Path) -> bool {
-        if self.also.contains(path) {
-            return true;
-        }
+        self.also.contains(path) || (self.wanted_by_globs(path) && !self.gitignored(path, false))
+    }
+
+    /// What the built-in ignores, `include` and `ignore` say of a file (not `.gitignore`).
+    fn wanted_by_globs(&self, path: &Path) -> bool {
         let relative = self.relative(path);
         let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let in_ignored_dir = relative
@@ -188,7 +190,22 @@ impl Filter {
             && !builtin_ignored_file(name)
             && self.include.is_match(relative)
             && !self.ignored_by_glob(path)
-            && !self.gitignored(path, false)
+    }
+
+    /// A file of the project that only `.gitignore` keeps out (it, or a folder it is in).
+    pub fn dropped_by_gitignore(&self, path: &Path) -> bool {
+        if !path.starts_with(&self.root) || self.also.contains(path) {
+            return false;
+        }
+        let folders = path.ancestors().skip(1).take_while(|d| *d != self.root);
+        self.wanted_by_globs(path)
+            && (self.gitignored(path, false)
+                || folders.into_iter().any(|d| self.gitignored(d, true)))
+    }
+
+    /// Wants `file` from now on, whatever the globs say.
+    pub(super) fn add_also(&mut self, file: &Path) {
+        self.also.insert(file.to_path_buf());
     }
 }
 
@@ -229,5 +246,10 @@ mod tests {
         assert!(f.ignores_dir(&root.join("data")));
         assert!(f.ignores_dir(&root.join("secret")));
         assert!(!f.ignores_dir(&root.join("app")));
+        assert!(f.dropped_by_gitignore(&root.join("app/x.gen.py")));
+        assert!(f.dropped_by_gitignore(&root.join("secret/deep/x.py")));
+        assert!(!f.dropped_by_gitignore(&root.join("app/main.py")));
+        assert!(!f.dropped_by_gitignore(&root.join("data/x.gen.py")));
+        assert!(!f.dropped_by_gitignore(&root.join("secret/notes.txt")));
     }
 }

@@ -45,6 +45,17 @@ impl Watch {
         }
     }
 
+    /// A file the backend imported: when only `.gitignore` keeps it out, it is wanted from now
+    /// on and its folder watched (true); otherwise nothing changes (false).
+    pub fn follow_imported(&mut self, file: &Path) -> bool {
+        if !self.filter.dropped_by_gitignore(file) {
+            return false;
+        }
+        self.filter.add_also(file);
+        self.watch_also(&[file.to_path_buf()]);
+        true
+    }
+
     /// How many folders have an OS watch.
     pub fn watched_folders(&self) -> usize {
         self.watched.len()
