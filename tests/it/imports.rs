@@ -41,7 +41,11 @@ fn a_gitignored_module_the_backend_imported_restarts_it() {
 #[test]
 fn django_gitignored_local_settings_restart_the_backend() {
     let python = django_python();
-    let p = Project::new("bakery")
+    let p = Project::new("bakery");
+    // Each developer's own settings, never committed (the fixture's .gitignore names it).
+    let local = p.root.join("bakerydemo/settings/local.py");
+    std::fs::write(local, "GREETING = \"local v1\"\n").unwrap();
+    let p = p
         .python(&python)
         .config(
             r#"
