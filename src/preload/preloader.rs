@@ -16,7 +16,12 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-pub(super) const RUNNER: &str = include_str!("runner.py");
+/// The runner: its protocol part first, then the rest, run as one script (`python -c`).
+pub(super) const RUNNER: &str = concat!(
+    include_str!("runner_protocol.py"),
+    "\n",
+    include_str!("runner.py")
+);
 /// A fork answers in milliseconds; this only bounds a preloader that hangs.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
