@@ -20,6 +20,7 @@
 import asyncio
 import os
 import runpy
+import signal
 import sys
 import threading
 import time
@@ -322,6 +323,23 @@ def write_report(report, files):
     os.replace(partial, report)
 
 
+def graceful_break(sig=signal):
+    """Windows: devrun stops a backend with CTRL_BREAK, and a program with no handler for it is
+    ended at once, its shutdown skipped. Where none is installed yet, CTRL_BREAK raises
+    KeyboardInterrupt instead, so the program's own Ctrl-C shutdown runs (Django's runserver,
+    Flask, a plain script); a program that installs its own later (uvicorn) keeps its own.
+    Returns whether it installed one (never where the OS has no SIGBREAK)."""
+    sigbreak = getattr(sig, "SIGBREAK", None)
+    if sigbreak is None or sig.getsignal(sigbreak) is not sig.SIG_DFL:
+        return False
+    sig.signal(sigbreak, interrupt)
+    return True
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv):
     """Runs `-m MODULE ARGS` or `SCRIPT ARGS` as the interpreter would, patched."""
     title = os.environ.pop("DEVRUN_FAST_STOP_TITLE", None)
@@ -329,6 +347,7 @@ def main(argv):
         set_title(title)
     patch()
     report_imports()
+    graceful_break()
     if len(argv) >= 2 and argv[0] == "-m":
         module, args = argv[1], argv[2:]
         sys.argv = [module] + args

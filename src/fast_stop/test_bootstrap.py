@@ -152,5 +152,37 @@ class ReloadTest(unittest.TestCase):
             sys.modules.update(saved)
 
 
+
+class GracefulBreak(unittest.TestCase):
+    """Windows' CTRL_BREAK raises KeyboardInterrupt where the program installed no handler."""
+
+    def test_installed_only_where_there_is_sigbreak_and_no_handler(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import bootstrap
+
+        class FakeSignal:
+            SIGBREAK = 21
+            SIG_DFL = object()
+
+            def __init__(self, current):
+                self.handlers = {21: current}
+
+            def getsignal(self, signum):
+                return self.handlers[signum]
+
+            def signal(self, signum, handler):
+                self.handlers[signum] = handler
+
+        windows = FakeSignal(FakeSignal.SIG_DFL)
+        self.assertTrue(bootstrap.graceful_break(windows))
+        with self.assertRaises(KeyboardInterrupt):
+            windows.handlers[21](21, None)
+        own = FakeSignal(print)  # the program's own handler stays
+        self.assertFalse(bootstrap.graceful_break(own))
+        self.assertIs(own.handlers[21], print)
+        import signal
+        if not hasattr(signal, "SIGBREAK"):  # Linux and macOS: nothing to do
+            self.assertFalse(bootstrap.graceful_break())
+
 if __name__ == "__main__":
     unittest.main()
