@@ -10,9 +10,9 @@ mod backend;
 mod orphan;
 mod stop;
 
+pub use backend::Backend;
 #[cfg(target_os = "linux")]
 pub use backend::ForkPipes;
-pub use backend::Backend;
 #[cfg(target_os = "linux")]
 pub use backend::Reaped;
 pub use orphan::{stop_orphan, LeaderRecord, RunRecord};
