@@ -1159,3 +1159,26 @@ pub fn status_member<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde
         .and_then(|all| all.iter().find(|m| m["name"] == name))
         .unwrap_or_else(|| panic!("status lists no member {name}:\n{report:#}"))
 }
+
+/// Polls `GET path` until its body contains `text`; panics with the last answer.
+pub fn wait_for_body(p: &Project, path: &str, text: &str) -> String {
+    let mut last = None;
+    poll(WAIT, || {
+        last = p.get(path);
+        last.clone()
+            .filter(|(status, body)| *status == 200 && body.contains(text))
+    })
+    .map(|(_, body)| body)
+    .unwrap_or_else(|| {
+        panic!(
+            "GET {path} did not contain {text:?} within {WAIT:?}; last: {last:?}\n{}",
+            p.stderr()
+        )
+    })
+}
+
+/// The `pid=N` a fixture page shows.
+pub fn pid_in(body: &str) -> i32 {
+    let at = body.find("pid=").expect("no pid= in the page") + 4;
+    numbers_in(&body[at..])[0] as i32
+}

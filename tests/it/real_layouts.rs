@@ -5,29 +5,6 @@
 use crate::harness::*;
 use crate::init::{env_port, init_detects, link_test_venv};
 
-/// Polls `GET path` until its body contains `text`; panics with the last answer.
-fn wait_for_body(p: &Project, path: &str, text: &str) -> String {
-    let mut last = None;
-    poll(WAIT, || {
-        last = p.get(path);
-        last.clone()
-            .filter(|(status, body)| *status == 200 && body.contains(text))
-    })
-    .map(|(_, body)| body)
-    .unwrap_or_else(|| {
-        panic!(
-            "GET {path} did not contain {text:?} within {WAIT:?}; last: {last:?}\n{}",
-            p.stderr()
-        )
-    })
-}
-
-/// The `pid=N` a fixture page shows.
-fn pid_in(body: &str) -> i32 {
-    let at = body.find("pid=").expect("no pid= in the page") + 4;
-    numbers_in(&body[at..])[0] as i32
-}
-
 #[test]
 fn flask_factory_app_runs_and_a_template_edit_is_served_fresh() {
     let p = Project::new("flaskr");

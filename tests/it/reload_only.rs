@@ -5,29 +5,6 @@
 use crate::harness::*;
 use crate::imports::django_python;
 
-/// Polls `GET path` until its body contains `text`; panics with the last answer.
-fn wait_for_body(p: &Project, path: &str, text: &str) -> String {
-    let mut last = None;
-    poll(WAIT, || {
-        last = p.get(path);
-        last.clone()
-            .filter(|(status, body)| *status == 200 && body.contains(text))
-    })
-    .map(|(_, body)| body)
-    .unwrap_or_else(|| {
-        panic!(
-            "GET {path} did not contain {text:?} within {WAIT:?}; last: {last:?}\n{}",
-            p.stderr()
-        )
-    })
-}
-
-/// The `pid=N` a fixture page shows.
-fn pid_in(body: &str) -> i32 {
-    let at = body.find("pid=").expect("no pid= in the page") + 4;
-    numbers_in(&body[at..])[0] as i32
-}
-
 /// Edits `template` (v1 → v2) and checks the page is served fresh by the same process, with
 /// the status line saying so.
 fn template_edit_is_served_without_a_restart(p: &Project, template: &str, page: &str) -> i32 {
