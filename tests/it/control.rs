@@ -70,7 +70,7 @@ fn devrun_stop_falls_back_to_sigterm_when_the_channel_cannot_be_reached() {
     let mut p = Project::testapp("records_signals.py").start();
     let served = p.wait_for_version("v1", WAIT);
     // A channel that answers nowhere: a socket path nothing listens on.
-    let mut state = p.read_state();
+    let mut state = p.settled_state();
     state["control"]["socket"] = p.root.join(".devrun/nobody.sock").to_str().unwrap().into();
     fs::write(p.state_path(), serde_json::to_string(&state).unwrap()).unwrap();
 
@@ -91,7 +91,7 @@ fn devrun_stop_falls_back_to_sigterm_when_the_channel_cannot_be_reached() {
 fn a_wrong_token_is_refused_and_devrun_keeps_running() {
     let mut p = Project::testapp("normal.py").start();
     let served = p.wait_for_version("v1", WAIT);
-    let mut state = p.read_state();
+    let mut state = p.settled_state();
     state["control"]["token"] = "0".repeat(32).into();
     fs::write(p.state_path(), serde_json::to_string(&state).unwrap()).unwrap();
 

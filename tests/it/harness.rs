@@ -648,6 +648,16 @@ impl Project {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad state.json ({e}):\n{text}"))
     }
 
+    /// `.devrun/state.json` once it records the backend ready: the running devrun writes it no
+    /// more until something changes, so a test may edit it without a race.
+    pub fn settled_state(&self) -> Value {
+        poll(WAIT, || {
+            let state = self.read_state();
+            (state["backend"]["ready"] == true).then_some(state)
+        })
+        .expect("the state file never recorded the backend ready")
+    }
+
     /// Writes `.devrun/state.json` (as a devrun that died would have left it, or forged).
     pub fn write_state(&self, state: &Value) {
         fs::create_dir_all(self.root.join(".devrun")).unwrap();
