@@ -1,4 +1,5 @@
-//! `[stop] fast`: real uvicorn (fixtures/fastapi_lifespan) stopped through devrun's bootstrap.
+//! `[stop] fast`: real uvicorn (fixtures/fastapi_app's `app.lifespan:app`) stopped through
+//! devrun's bootstrap.
 //! Its lifespan shutdown writes a marker into a folder outside the watched tree, and each
 //! generation says whether its predecessor's marker was there when it was imported.
 //!
@@ -14,9 +15,9 @@ use std::path::PathBuf;
 
 /// The fixture under `python -m uvicorn`, with `also` after the config and `--events json`.
 fn lifespan_app(also: &str) -> Project {
-    let p = Project::new("fastapi_lifespan")
+    let p = Project::new("fastapi_app")
         .python(&fastapi_python())
-        .config(UVICORN_CONFIG)
+        .config(&UVICORN_CONFIG.replace("app.main:app", "app.lifespan:app"))
         .config_also(also)
         .args(["--events", "json"]);
     let markers = p.tmp_dir().join("markers");
