@@ -163,6 +163,17 @@ impl State {
         backend.into_iter().chain(members).collect()
     }
 
+    /// Every member this run runs, the backend first (when it runs), with its live generation
+    /// if any.
+    pub fn members(&self) -> Vec<(&str, Option<&BackendRecord>)> {
+        let backend = self.backend_run.then_some((BACKEND, self.backend.as_ref()));
+        let others = self
+            .processes
+            .iter()
+            .map(|p| (p.name.as_str(), p.running.as_ref()));
+        backend.into_iter().chain(others).collect()
+    }
+
     /// The ports this run's members own: the backend's (when it runs) and every member's that
     /// has one, each with its member's name.
     pub fn ports(&self) -> Vec<(&str, u16)> {

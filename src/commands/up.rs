@@ -11,7 +11,7 @@ use crate::control::Verb;
 use crate::error::{Error, ExitCode};
 use crate::logfile::{self, LOG_FILE, LOG_VARIABLE};
 use crate::project::stop_running_devrun;
-use crate::state::{State, StateDir, BACKEND};
+use crate::state::{State, StateDir};
 use crate::ui::Ui;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -199,7 +199,7 @@ enum Judged {
 /// still starting.
 fn judge(state: &State) -> Judged {
     let mut all_ready = true;
-    for (name, running) in members(state) {
+    for (name, running) in state.members() {
         match (running, state.exited.get(name)) {
             (Some(running), _) if running.ready => {}
             (None, Some(how)) => return Judged::Failed(name.to_string(), how.clone()),
@@ -212,18 +212,6 @@ fn judge(state: &State) -> Judged {
     }
 }
 
-/// The members a devrun runs, the backend first (when it runs), with their live generation.
-fn members(state: &State) -> Vec<(&str, Option<&crate::state::BackendRecord>)> {
-    let backend = state
-        .backend_run
-        .then_some((BACKEND, state.backend.as_ref()));
-    let others = state
-        .processes
-        .iter()
-        .map(|p| (p.name.as_str(), p.running.as_ref()));
-    backend.into_iter().chain(others).collect()
-}
-
 /// One line per member (`backend  http://localhost:8001  pid 4242  generation 1`), or the
 /// `status --json` object.
 fn report_ready(state: &State, args: &UpArgs, ui: &Ui) -> Result<(), Error> {
@@ -232,12 +220,13 @@ fn report_ready(state: &State, args: &UpArgs, ui: &Ui) -> Result<(), Error> {
         return Ok(());
     }
     let ports: Vec<(&str, u16)> = state.ports();
-    let width = members(state)
+    let width = state
+        .members()
         .iter()
         .map(|(n, _)| n.len())
         .max()
         .unwrap_or(0);
-    for (name, running) in members(state) {
+    for (name, running) in state.members() {
         let url = match ports.iter().find(|(n, _)| *n == name) {
             Some((_, port)) => crate::port::browser_url(&state.host, *port),
             None => "(no port)".to_string(),
