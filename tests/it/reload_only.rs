@@ -64,38 +64,13 @@ debounce_ms = 50
 #[test]
 fn flask_jinja_template_edit_is_served_fresh_without_a_restart() {
     // Without --debug: Flask caches compiled templates (Jinja's auto_reload off).
-    let p = Project::new("flaskr")
-        .python(&django_python())
-        .config(
-            r#"
-command = ["$PYTHON", "-m", "flask", "--app", "flaskr", "run", "--port", "{port}"]
-port = $PORT
-
-[watch]
-include = ["**/*.py", "**/*.html"]
-debounce_ms = 50
-"#,
-        )
-        .start();
+    let p = flaskr("").start();
     template_edit_is_served_without_a_restart(&p, "flaskr/templates/blog/index.html", "/");
 }
 
 #[test]
 fn reload_only_empty_restarts_for_templates() {
-    let p = Project::new("flaskr")
-        .python(&django_python())
-        .config(
-            r#"
-command = ["$PYTHON", "-m", "flask", "--app", "flaskr", "run", "--port", "{port}"]
-port = $PORT
-
-[watch]
-include = ["**/*.py", "**/*.html"]
-reload_only = []
-debounce_ms = 50
-"#,
-        )
-        .start();
+    let p = flaskr("reload_only = []\n").start();
     let first = wait_for_body(&p, "/", "template v1");
     let template = "flaskr/templates/blog/index.html";
     let text = std::fs::read_to_string(p.root.join(template)).unwrap();
@@ -103,4 +78,21 @@ debounce_ms = 50
     let second = wait_for_body(&p, "/", "template v2");
     assert_ne!(pid_in(&second), pid_in(&first), "{}", p.stderr());
     assert!(!p.stderr().contains("templates reloaded"), "{}", p.stderr());
+}
+
+/// fixtures/flaskr under Flask's own server (no `--debug`: Jinja caches compiled templates),
+/// `watch` added to its `[watch]` table.
+fn flaskr(watch: &str) -> Project {
+    Project::new("flaskr")
+        .python(&django_python())
+        .config(&format!(
+            r#"
+command = ["$PYTHON", "-m", "flask", "--app", "flaskr", "run", "--port", "{{port}}"]
+port = $PORT
+
+[watch]
+include = ["**/*.py", "**/*.html"]
+{watch}debounce_ms = 50
+"#
+        ))
 }
