@@ -203,6 +203,20 @@ impl Bench {
     }
 }
 
+/// A failing test leaves nothing running: each generation led its own group. (A passing one
+/// has stopped them all; their pids may be reused by then.)
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (pid, _) in self.starts() {
+            // SAFETY: kill has no memory preconditions; a group that is gone is ESRCH.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie is gone for our purposes; the runner reaps its own children.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
