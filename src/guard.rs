@@ -7,10 +7,12 @@
 //! [`JUST_READY`] of ready *and* a process of the generation holds the file open (a log, a
 //! database). A person's save 0.2 s after a response comes after ready, to a file the backend
 //! does not hold open: never a suspect. When the same path is a suspect in [`STRIKES`]
-//! consecutive generations, devrun stops restarting for its changes *while a generation
-//! starts*; a change to it after a generation started (ready, or its ready time out) is a
-//! person's and restarts as usual, and ends the guard's hold on it. So a person who saved
-//! during three starts in a row never loses a later save.
+//! consecutive generations, devrun stops restarting *at once* for its changes while a
+//! generation starts: such a change restarts after a pause instead ([`HOLD_FIRST`], doubling
+//! to [`HOLD_LONGEST`]), since by timing alone it cannot be told from a person (or an agent)
+//! saving again and again while each generation starts, and a save must never be lost. A change
+//! to it after a generation started (ready, or its ready time out) is a person's and restarts as
+//! usual, and ends the guard's hold on it.
 //!
 //! The other loop writes the file shortly *after* ready and closes it (a startup task that
 //! generates code): by timing it cannot be told from a person or an agent who saves right
@@ -29,13 +31,21 @@ use std::time::{Duration, Instant};
 pub const STRIKES: u32 = 3;
 /// After ready, how long a change to a file the backend holds open still counts as its own.
 pub const JUST_READY: Duration = Duration::from_secs(1);
+/// A held path's change restarts after this pause, doubled for each one after it while the
+/// hold lasts, up to the longest.
+pub const HOLD_FIRST: Duration = Duration::from_secs(5);
+const HOLD_LONGEST: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct LoopGuard {
     /// Per path: the last generation it was a suspect in, and in how many in a row.
     suspects: HashMap<PathBuf, (u32, u32)>,
-    /// Paths given up on: their suspect changes restart nothing.
+    /// Paths given up on: their suspect changes restart only after a pause.
     held: HashSet<PathBuf>,
+    /// Held paths' changes left out of a batch, and when they restart the backend.
+    deferred: Option<(Instant, Vec<PathBuf>)>,
+    /// The next pause (zero: [`HOLD_FIRST`]); back to the first when no path is held.
+    pause: Duration,
 }
 
 impl LoopGuard {
@@ -60,8 +70,46 @@ impl LoopGuard {
             .collect();
         let tripped = self.strike(generation, &fresh);
         self.held.extend(tripped.iter().cloned());
-        changed.retain(|p| !(suspects.contains(p) && self.held.contains(p)));
+        if self.held.is_empty() {
+            self.pause = Duration::ZERO;
+        }
+        let left_out: Vec<PathBuf> = suspects
+            .into_iter()
+            .filter(|p| self.held.contains(p))
+            .collect();
+        changed.retain(|p| !left_out.contains(p));
+        self.defer(left_out);
         tripped
+    }
+
+    /// Held changes left out of a batch restart after a pause (one pending restart at a time,
+    /// taking every path left out meanwhile).
+    fn defer(&mut self, paths: Vec<PathBuf>) {
+        if paths.is_empty() {
+            return;
+        }
+        match &mut self.deferred {
+            Some((_, pending)) => pending.extend(paths),
+            None => {
+                let pause = self.pause.max(HOLD_FIRST);
+                self.pause = (pause * 2).min(HOLD_LONGEST);
+                self.deferred = Some((Instant::now() + pause, paths));
+            }
+        }
+    }
+
+    /// When the held changes left out so far restart the backend, if any were.
+    pub fn deferred_until(&self) -> Option<Instant> {
+        self.deferred.as_ref().map(|(at, _)| *at)
+    }
+
+    /// The held changes left out so far (the restart for them is due, or a generation starts
+    /// now anyway and will hold them).
+    pub fn take_deferred(&mut self) -> Vec<PathBuf> {
+        self.deferred
+            .take()
+            .map(|(_, paths)| paths)
+            .unwrap_or_default()
     }
 
     /// Records that `suspects` changed during generation `generation`'s start; returns those
@@ -215,6 +263,29 @@ mod tests {
         assert_eq!(guard.strike(10, &p), p);
     }
 
+    /// A held path's change is never lost: it restarts after a pause, longer each time.
+    #[test]
+    fn a_held_change_restarts_after_a_pause_that_grows() {
+        let mut guard = LoopGuard::default();
+        let path = PathBuf::from("/p/version.py");
+        for generation in 1..=3 {
+            guard.filter(generation, &mut vec![path.clone()], |_| true);
+        }
+        let first = guard
+            .deferred_until()
+            .expect("the third change is deferred, not dropped");
+        assert!(first >= Instant::now() + HOLD_FIRST - Duration::from_secs(1));
+        // Another change meanwhile joins the pending restart.
+        guard.filter(3, &mut vec![path.clone()], |_| true);
+        assert_eq!(guard.deferred_until(), Some(first));
+        assert_eq!(guard.take_deferred(), vec![path.clone(), path.clone()]);
+        assert_eq!(guard.deferred_until(), None);
+        // The next held change waits longer.
+        guard.filter(4, &mut vec![path.clone()], |_| true);
+        let second = guard.deferred_until().expect("deferred again");
+        assert!(second >= Instant::now() + HOLD_FIRST * 2 - Duration::from_secs(1));
+    }
+
     #[test]
     fn a_held_path_drops_only_its_suspect_changes_and_a_later_change_ends_the_hold() {
         let mut guard = LoopGuard::default();
@@ -234,7 +305,7 @@ mod tests {
         guard.filter(3, &mut changed, |_| true);
         assert!(
             changed.is_empty(),
-            "held: another suspect change restarts nothing"
+            "held: another suspect change restarts nothing at once"
         );
         let mut changed = vec![path.clone()];
         guard.filter(3, &mut changed, |_| false);

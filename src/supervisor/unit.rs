@@ -105,6 +105,8 @@ enum Seen {
     Changed(Batch),
     /// Time to look at the generation's import report (see `imports`).
     Imports,
+    /// The reload-loop guard's held changes are due (see `guard`).
+    Deferred,
 }
 
 /// One process's supervisor.
@@ -238,6 +240,8 @@ impl Runner {
     async fn start(&mut self, unit: &mut Unit) -> Result<Step, Error> {
         match self.spawn(unit).await {
             Ok(Ok(started)) => {
+                // What the guard held back is in this generation: it read the files as they are.
+                unit.guard.take_deferred();
                 let at = started.spawned_at();
                 unit.running = Some(started);
                 let probe = self.member.port.is_some();
@@ -287,6 +291,8 @@ impl Runner {
             Mode::Once => Interrupts::ShutdownOnly,
         };
         loop {
+            // Held changes of the reload-loop guard restart it after their pause.
+            let deferred = unit.guard.deferred_until();
             let changes = &mut self.changes.rx;
             let seen = self.requests.wait(interrupts, async {
                 tokio::select! {
@@ -297,6 +303,7 @@ impl Runner {
                     result = &mut probe => Seen::Probed(result),
                     Some(batch) = changes.recv() => Seen::Changed(batch),
                     _ = tokio::time::sleep(super::imports::IMPORTS_EVERY) => Seen::Imports,
+                    _ = until(deferred) => Seen::Deferred,
                 }
             });
             match seen.await {
@@ -334,6 +341,23 @@ impl Runner {
                     self.changes.contents.read(&before_start.paths);
                 }
                 Ok(Seen::Imports) => self.report_imports(),
+                Ok(Seen::Deferred) => {
+                    let paths = unit.guard.take_deferred();
+                    let files: Vec<String> = paths
+                        .iter()
+                        .map(|p| self.relative(p).display().to_string())
+                        .collect();
+                    self.ui.emit(&Event::Warning(format!(
+                        "restarting for {}, held back by the reload-loop guard",
+                        files.join(", ")
+                    )));
+                    let batch = Batch {
+                        paths,
+                        last_at: Instant::now(),
+                        finished: true,
+                    };
+                    return Ok(self.restart_for(&batch));
+                }
             }
         }
     }
@@ -550,6 +574,14 @@ impl Runner {
             Ok(None) => Step::Restart,
             Err(request) => Runner::take_request(request),
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -164,8 +164,9 @@ fn change_warning(warn: &Warn) -> String {
         Warn::EnvFileUnreadable { error } => format!("{error}: keeping the previous values"),
         Warn::ReloadLoop { path, glob } => format!(
             "reload loop: {path} changed while each of the last 3 generations was starting or just ready \
-             (the backend writes it itself?); ignoring its changes for the rest of this run. \
-             Add \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
+             (the backend writes it itself?); from now on its changes while a generation starts \
+             restart it only after a pause (5 s, then longer). If the backend writes it, add \
+             \"{glob}\" to [watch] ignore (or pass --ignore '{glob}')"
         ),
         other => format!("{other:?}"),
     }

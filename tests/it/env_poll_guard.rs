@@ -124,6 +124,27 @@ fn a_self_writing_backend_is_stopped_after_the_third_loop() {
     p.assert_every_start_was_alone();
 }
 
+/// A held change is never lost: the change generation 3 made while it started (by timing, it
+/// could as well have been a person's save) restarts the backend after the guard's pause.
+#[test]
+fn a_held_change_restarts_after_the_pause() {
+    let p = Project::testapp("writes_watched.py").start();
+    p.wait_until("the guard to hold generated.py", WAIT, || {
+        p.stderr().contains("reload loop: generated.py")
+    });
+    p.wait_until("the held change to restart the backend", WAIT, || {
+        p.stderr().contains("started generation 4")
+    });
+    assert!(
+        p.stderr()
+            .contains("restarting for generated.py, held back by the reload-loop guard"),
+        "{}",
+        p.stderr()
+    );
+    p.wait_for_version("v1", WAIT);
+    p.assert_every_start_was_alone();
+}
+
 /// A person saving 0.2 s after every answer is never taken for a loop.
 #[test]
 fn saving_right_after_each_answer_never_trips_the_guard() {
