@@ -341,25 +341,27 @@ impl Runner {
                     self.changes.contents.read(&before_start.paths);
                 }
                 Ok(Seen::Imports) => self.report_imports(),
-                Ok(Seen::Deferred) => {
-                    let paths = unit.guard.take_deferred();
-                    let files: Vec<String> = paths
-                        .iter()
-                        .map(|p| self.relative(p).display().to_string())
-                        .collect();
-                    self.ui.emit(&Event::Warning(format!(
-                        "restarting for {}, held back by the reload-loop guard",
-                        files.join(", ")
-                    )));
-                    let batch = Batch {
-                        paths,
-                        last_at: Instant::now(),
-                        finished: true,
-                    };
-                    return Ok(self.restart_for(&batch));
-                }
+                Ok(Seen::Deferred) => return Ok(self.restart_for_held(unit.guard.take_deferred())),
             }
         }
+    }
+
+    /// The reload-loop guard's held changes are due: they restart the generation (said).
+    fn restart_for_held(&self, paths: Vec<PathBuf>) -> Step {
+        let files: Vec<String> = paths
+            .iter()
+            .map(|p| self.relative(p).display().to_string())
+            .collect();
+        self.ui.emit(&Event::Warning(format!(
+            "restarting for {}, held back by the reload-loop guard",
+            files.join(", ")
+        )));
+        let batch = Batch {
+            paths,
+            last_at: Instant::now(),
+            finished: true,
+        };
+        self.restart_for(&batch)
     }
 
     /// A batch restarts the generation: said, and members that restart with it are told.
