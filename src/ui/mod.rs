@@ -147,10 +147,12 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Waits (briefly) for queued status lines to reach stderr; call before exiting, so the last
-/// lines are not lost. Gives up after a second when nobody reads stderr.
+/// Waits for queued status lines to reach stderr; call before exiting, so the last lines (an
+/// error saying why the exit code is not 0) are not lost. Gives up after 5 s when nobody reads
+/// stderr; under load a second can pass before the writer thread runs (in one CI run a `devrun
+/// stop` under Wine exited 1 and printed nothing).
 pub fn flush() {
-    writer::flush(Duration::from_secs(1));
+    writer::flush(Duration::from_secs(5));
 }
 
 /// How many characters of a long text (a command line) an error message shows.
