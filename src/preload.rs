@@ -26,7 +26,7 @@ mod slot;
 mod spare;
 
 pub use launch::Launch;
-pub use slot::{Preloaded, Slot};
+pub use slot::{Preloaded, Slot, Wanted};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -20,6 +20,21 @@ pub struct Preloaded {
     pub spare: bool,
 }
 
+/// What the next generation needs from the slot. `is_project` says whether a file is project
+/// code (the backend's watch filter: a change to it restarts the backend); a preloader that
+/// loaded one is refused. `base` is the environment the preloader starts with (a different one
+/// needs a fresh preloader); `env` the child's whole environment; `listener` the socket devrun
+/// holds in `socket = "inherit"` mode (the child's fd 3, as in a cold start); `label` the
+/// backend's output prefix in a stack.
+pub struct Wanted<'a> {
+    pub settings: &'a Settings,
+    pub is_project: &'a dyn Fn(&Path) -> bool,
+    pub base: &'a [(String, String)],
+    pub env: &'a BTreeMap<String, String>,
+    pub listener: Option<&'a socket2::Socket>,
+    pub label: Option<Label>,
+}
+
 /// The preloader (or the spare) of one backend: started on first use, replaced when stale,
 /// gone or when the environment changed, and switched off for the run once refused. A fork
 /// refused for a thread or a socket switches the run to spares.
@@ -38,28 +53,19 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The next generation forked from the preloader, with how many modules it preloaded; or
-    /// None for a cold start (preload was refused for the run: said once).
-    ///
-    /// `is_project` says whether a file is project code (the backend's watch filter: a change
-    /// to it restarts the backend); a preloader that loaded one is refused. `base` is the
-    /// environment the preloader starts with (a different one needs a fresh preloader); `env`
-    /// the child's whole environment; `listener` the socket devrun holds in `socket =
-    /// "inherit"` mode (the child's fd 3, as in a cold start); `label` the backend's output
-    /// prefix in a stack.
+    /// The next generation forked from the preloader (or run from the spare), with how many
+    /// modules it preloaded; or None for a cold start (preload was refused for the run: said
+    /// once).
     pub async fn fork(
         &mut self,
-        settings: &Settings,
-        is_project: &dyn Fn(&Path) -> bool,
-        base: &[(String, String)],
-        env: &BTreeMap<String, String>,
-        (listener, label): (Option<&socket2::Socket>, Option<Label>),
+        wanted: &Wanted<'_>,
         ui: &Ui,
     ) -> Result<Option<(Backend, Preloaded)>, Error> {
         if self.off {
             return Ok(None);
         }
-        if settings.inherit_socket && listener.is_none() {
+        let settings = wanted.settings;
+        if settings.inherit_socket && wanted.listener.is_none() {
             self.refuse(ui, "the held socket was not handed to the preloader".into());
             return Ok(None);
         }
@@ -67,16 +73,7 @@ impl Slot {
         #[cfg(target_os = "linux")]
         {
             if !self.spares {
-                let forked = self
-                    .fork_preloaded(
-                        settings,
-                        is_project,
-                        base,
-                        env,
-                        (listener, label.clone()),
-                        ui,
-                    )
-                    .await?;
+                let forked = self.fork_preloaded(wanted, ui).await?;
                 if forked.is_some() || !self.spares {
                     return Ok(forked.map(|(backend, modules)| {
                         let spare = false;
@@ -84,13 +81,10 @@ impl Slot {
                     }));
                 }
             }
-            return self
-                .run_spare(settings, is_project, base, env, (listener, label), ui)
-                .await;
+            return self.run_spare(wanted, ui).await;
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (is_project, base, env, label);
             self.refuse(ui, "preload needs Linux (fork without exec)".into());
             Ok(None)
         }
@@ -122,13 +116,17 @@ impl Slot {
     /// else from a fresh one; a fresh one is tried once more if a fork fails.
     async fn fork_preloaded(
         &mut self,
-        settings: &Settings,
-        is_project: &dyn Fn(&Path) -> bool,
-        base: &[(String, String)],
-        env: &BTreeMap<String, String>,
-        (listener, label): (Option<&socket2::Socket>, Option<Label>),
+        wanted: &Wanted<'_>,
         ui: &Ui,
     ) -> Result<Option<(Backend, usize)>, Error> {
+        let Wanted {
+            settings,
+            is_project,
+            base,
+            env,
+            listener,
+            ref label,
+        } = *wanted;
         for _ in 0..2 {
             if !self.replace_unfit(base, ui).await {
                 return Ok(None);
@@ -185,13 +183,17 @@ impl Slot {
     /// right behind it.
     async fn run_spare(
         &mut self,
-        settings: &Settings,
-        is_project: &dyn Fn(&Path) -> bool,
-        base: &[(String, String)],
-        env: &BTreeMap<String, String>,
-        (listener, label): (Option<&socket2::Socket>, Option<Label>),
+        wanted: &Wanted<'_>,
         ui: &Ui,
     ) -> Result<Option<(Backend, Preloaded)>, Error> {
+        let Wanted {
+            settings,
+            is_project,
+            base,
+            env,
+            listener,
+            ref label,
+        } = *wanted;
         let root = &settings.root;
         let is_project = |p: &Path| p.starts_with(root) && is_project(p);
         for _ in 0..2 {
@@ -220,7 +222,7 @@ impl Slot {
                         say_skipped(ui, skipped);
                     }
                     // The next one imports while this one starts: ready by the next change.
-                    self.spare = Some(self.start_spare(settings, base, label)?);
+                    self.spare = Some(self.start_spare(settings, base, label.clone())?);
                     return Ok(Some((
                         *backend,
                         Preloaded {

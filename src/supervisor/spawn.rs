@@ -7,7 +7,7 @@ use crate::control::Request;
 use crate::envfile;
 use crate::error::Error;
 use crate::fast_stop::Bootstrap;
-use crate::preload::Preloaded;
+use crate::preload::{Preloaded, Wanted};
 use crate::process::Backend;
 use crate::procs;
 use crate::state::{self, BackendRecord, PROCESS_MARKER, PROJECT_MARKER, RUN_MARKER};
@@ -116,13 +116,18 @@ impl Runner {
             .chain(env.iter().cloned())
             .chain(fast)
             .collect();
-        let handed = (unit.listener.as_ref(), self.label.clone());
         // Project code is what a change to would restart it (the backend's filter).
         let filter = &self.shared.backend_filter;
         let project = |path: &Path| filter.wants_file(path);
-        let fork = self
-            .preload
-            .fork(&settings, &project, base, &whole, handed, &self.ui);
+        let wanted = Wanted {
+            settings: &settings,
+            is_project: &project,
+            base,
+            env: &whole,
+            listener: unit.listener.as_ref(),
+            label: self.label.clone(),
+        };
+        let fork = self.preload.fork(&wanted, &self.ui);
         match self.requests.wait(Interrupts::ShutdownOnly, fork).await {
             Ok(forked) => Ok(Ok(forked?)),
             Err(request) => {
