@@ -1,12 +1,15 @@
 //! The running devrun's control channel: `devrun stop`, `devrun restart` and `--replace` ask
 //! it through here, on every OS, instead of signalling it.
 //!
-//! On Unix a Unix-domain socket, `.devrun/control.sock` (the folder and the socket are the
-//! owner's alone, and a peer of another uid is refused): another local user cannot reach it,
-//! so cannot flood devrun's descriptors either. Elsewhere (or when that path is too long for a
-//! socket) a TCP listener on 127.0.0.1, port chosen by the OS. Either way a random token,
-//! recorded in `.devrun/state.json`, at most [`MAX_CONNECTIONS`] at once, and a short deadline
-//! for the request line. One request per connection, one line each way:
+//! Another local user must not reach it at all (a flood of connections once took every
+//! descriptor devrun had). On Unix a Unix-domain socket, `.devrun/control.sock` (the folder and
+//! the socket are the owner's alone, and a peer of another uid is refused; `unix.rs`); where
+//! that path is too long for a socket, a TCP listener on 127.0.0.1, port chosen by the OS. On
+//! Windows a named pipe, `\\.\pipe\devrun-<random>`, whose DACL grants this user alone, created
+//! as its first instance and rejecting remote clients; the client sends its token only to a
+//! pipe served by the recorded devrun's pid (`pipe.rs`). Either way a random token, recorded in
+//! `.devrun/state.json`, at most [`MAX_CONNECTIONS`] at once, and a short deadline for the
+//! request line. One request per connection, one line each way:
 //!
 //! ```text
 //! → <token> stop        (or `replace`: the same stop, said to come from `devrun --replace`)
