@@ -57,14 +57,17 @@ async fn accept(
             }
         };
         let instance = std::mem::replace(&mut waiting, next);
-        // A client that came and went before it was connected: nothing to answer.
-        if connected.is_ok() {
-            let source = match client_pid(&instance) {
-                Some(pid) => format!("pid {pid}"),
-                None => "an unknown process".to_string(),
-            };
-            serve.take(instance, &gate, &source);
+        if connected.is_err() {
+            // A client that came and went before it was connected: nothing to answer. The
+            // pause keeps a failing connect from spinning (the next instance already waits).
+            tokio::time::sleep(BUSY_PAUSE).await;
+            continue;
         }
+        let source = match client_pid(&instance) {
+            Some(pid) => format!("pid {pid}"),
+            None => "an unknown process".to_string(),
+        };
+        serve.take(instance, &gate, &source);
     }
 }
 
