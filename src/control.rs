@@ -1,12 +1,15 @@
 //! The running devrun's control channel: `devrun stop`, `devrun restart` and `--replace` ask
 //! it through here, on every OS, instead of signalling it.
 //!
-//! On Unix a Unix-domain socket, `.devrun/control.sock` (the folder and the socket are the
-//! owner's alone, and a peer of another uid is refused): another local user cannot reach it,
-//! so cannot flood devrun's descriptors either. Elsewhere (or when that path is too long for a
-//! socket) a TCP listener on 127.0.0.1, port chosen by the OS. Either way a random token,
-//! recorded in `.devrun/state.json`, at most [`MAX_CONNECTIONS`] at once, and a short deadline
-//! for the request line. One request per connection, one line each way:
+//! Another local user must not reach it at all (a flood of connections once took every
+//! descriptor devrun had). On Unix a Unix-domain socket, `.devrun/control.sock` (the folder and
+//! the socket are the owner's alone, and a peer of another uid is refused; `unix.rs`); where
+//! that path is too long for a socket, a TCP listener on 127.0.0.1, port chosen by the OS. On
+//! Windows a named pipe, `\\.\pipe\devrun-<random>`, whose DACL grants this user alone, created
+//! as its first instance and rejecting remote clients; the client sends its token only to a
+//! pipe served by the recorded devrun's pid (`pipe.rs`). Either way a random token, recorded in
+//! `.devrun/state.json`, at most [`MAX_CONNECTIONS`] at once, and a short deadline for the
+//! request line. One request per connection, one line each way:
 //!
 //! ```text
 //! → <token> stop        (or `replace`: the same stop, said to come from `devrun --replace`)
@@ -25,7 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 
@@ -95,8 +100,9 @@ impl Said {
     }
 }
 
-/// Opens the channel in `state_dir` (a Unix socket there where the OS has them, else TCP on
-/// loopback) and answers requests until devrun exits, handing them to `requests`.
+/// Opens the channel (a Unix socket in `state_dir` where the OS has them, a named pipe on
+/// Windows, else TCP on loopback) and answers requests until devrun exits, handing them to
+/// `requests`.
 pub async fn listen(
     requests: UnboundedSender<Request>,
     state_dir: &Path,
@@ -111,18 +117,32 @@ pub async fn listen(
         note,
         said,
     };
-    #[cfg(unix)]
-    if let Some(listener) = unix::bind(&state_dir.join(SOCKET_NAME))? {
-        let socket = Some(state_dir.join(SOCKET_NAME));
-        tokio::spawn(unix::accept(listener, gate, serve));
-        return Ok(ControlRecord {
-            port: None,
-            token,
-            socket,
-        });
+    let mut record = ControlRecord {
+        port: None,
+        token,
+        socket: None,
+        pipe: None,
+    };
+    #[cfg(windows)]
+    {
+        let _ = state_dir;
+        record.pipe = Some(pipe::listen(gate, serve)?);
     }
-    #[cfg(not(unix))]
-    let _ = state_dir;
+    #[cfg(unix)]
+    match unix::bind(&state_dir.join(SOCKET_NAME))? {
+        Some(listener) => {
+            record.socket = Some(state_dir.join(SOCKET_NAME));
+            tokio::spawn(unix::accept(listener, gate, serve));
+        }
+        None => record.port = Some(listen_tcp(gate, serve).await?),
+    }
+    Ok(record)
+}
+
+/// The channel on 127.0.0.1, on a port the OS picks: where a Unix socket cannot be had (its
+/// path too long).
+#[cfg(unix)]
+async fn listen_tcp(gate: Arc<Semaphore>, serve: Serve) -> io::Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move {
@@ -135,11 +155,7 @@ pub async fn listen(
             serve.take(stream, &gate, &peer.to_string());
         }
     });
-    Ok(ControlRecord {
-        port: Some(port),
-        token,
-        socket: None,
-    })
+    Ok(port)
 }
 
 /// What every connection is answered with.
@@ -178,58 +194,10 @@ impl Serve {
     }
 }
 
+#[cfg(windows)]
+mod pipe;
 #[cfg(unix)]
-mod unix {
-    use super::{Said, Serve};
-    use std::io;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
-    use tokio::net::UnixListener;
-    use tokio::sync::Semaphore;
-
-    /// The longest socket path the OS takes (sun_path, less its NUL): a longer one falls back
-    /// to TCP.
-    const MAX_SOCKET_PATH: usize = 100;
-
-    /// Binds the socket at `path` (owner-only): None when the path is too long for one.
-    pub(super) fn bind(path: &Path) -> io::Result<Option<UnixListener>> {
-        if path.as_os_str().len() > MAX_SOCKET_PATH {
-            return Ok(None);
-        }
-        // A socket left by a devrun that died: this devrun holds the project lock now.
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(Some(listener))
-    }
-
-    pub(super) async fn accept(listener: UnixListener, gate: Arc<Semaphore>, serve: Serve) {
-        let me = nix::unistd::geteuid().as_raw();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let peer = stream.peer_cred().ok();
-            let (uid, pid) = (peer.map(|p| p.uid()), peer.and_then(|p| p.pid()));
-            let source = match pid {
-                Some(pid) => format!("pid {pid} (uid {})", uid.unwrap_or(u32::MAX)),
-                None => "an unknown process".to_string(),
-            };
-            if uid != Some(me) {
-                let text =
-                    format!("control channel: refused a connection from {source}: another user");
-                Said::once(&serve.said.other_user, &serve.note, text);
-                continue;
-            }
-            serve.take(stream, &gate, &source);
-        }
-    }
-}
+mod unix;
 
 /// Reads one request line (within [`REQUEST_TIMEOUT`]) and answers it. Err: why it was
 /// refused, or that the line never came.
@@ -242,6 +210,9 @@ async fn answer<S: AsyncRead + AsyncWrite>(
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_LINE));
     match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        // Closed without a word (a client that checked who serves the channel and left): no
+        // request, so no wrong token either.
+        Ok(Ok(0)) => return Err("closed without a request"),
         Ok(Ok(_)) => {}
         _ => return Err("no request line in time"),
     }
@@ -307,15 +278,17 @@ impl std::fmt::Display for SendError {
 const BUSY_RETRY: Duration = Duration::from_secs(5);
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Sends one request to the devrun that recorded `control`; Ok once it answered `ok`. A
-/// connection closed without an answer (every place taken by idle connections) is tried again.
-pub async fn send(control: &ControlRecord, verb: Verb) -> Result<(), SendError> {
+/// Sends one request to the devrun that recorded `control` (its pid `devrun_pid`: on Windows
+/// the pipe must be served by it); Ok once it answered `ok`. A connection closed without an
+/// answer (every place taken by idle connections), or a pipe with every instance busy, is
+/// tried again.
+pub async fn send(control: &ControlRecord, devrun_pid: u32, verb: Verb) -> Result<(), SendError> {
     let line = format!("{} {}\n", control.token, verb.word());
     let deadline = tokio::time::Instant::now() + BUSY_RETRY;
     loop {
-        match send_once(control, &line).await {
+        match send_once(control, devrun_pid, &line).await {
             Err(SendError::Unreachable(e))
-                if closed_unanswered(&e) && tokio::time::Instant::now() < deadline =>
+                if busy(&e) && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(BUSY_PAUSE).await;
             }
@@ -324,24 +297,43 @@ pub async fn send(control: &ControlRecord, verb: Verb) -> Result<(), SendError> 
     }
 }
 
-/// The channel took the connection and closed it unread.
-fn closed_unanswered(e: &io::Error) -> bool {
+/// The channel took the connection and closed it unread (Windows' TCP says so with an abort),
+/// or every instance of the pipe is taken.
+fn busy(e: &io::Error) -> bool {
+    #[cfg(windows)]
+    if pipe::busy(e) {
+        return true;
+    }
     matches!(
         e.kind(),
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
     )
 }
 
-async fn send_once(control: &ControlRecord, line: &str) -> Result<(), SendError> {
+async fn send_once(control: &ControlRecord, devrun_pid: u32, line: &str) -> Result<(), SendError> {
     #[cfg(unix)]
     if let Some(path) = &control.socket {
         let stream = connect(tokio::net::UnixStream::connect(path)).await?;
         return exchange(stream, line).await;
     }
+    #[cfg(windows)]
+    if let Some(name) = &control.pipe {
+        let pipe = pipe::open(name, devrun_pid).map_err(SendError::Unreachable)?;
+        return exchange(pipe, line).await;
+    }
+    #[cfg(not(windows))]
+    let _ = devrun_pid;
+    // A TCP port: where the Unix socket's path was too long, or an older devrun's.
     let Some(port) = control.port else {
         return Err(SendError::Unreachable(io::Error::new(
             io::ErrorKind::Unsupported,
-            "the channel is a Unix socket, which this OS cannot reach",
+            format!(
+                "the channel is {}, which this OS cannot reach",
+                control.describe()
+            ),
         )));
     };
     let stream = connect(TcpStream::connect(("127.0.0.1", port))).await?;
@@ -393,92 +385,4 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_requests_and_checks_the_token() {
-        let token = "0123456789abcdef0123456789abcdef";
-        assert_eq!(
-            parse(&format!("{token} stop\n"), token),
-            Ok(Request::Stop(STOP_REASON))
-        );
-        assert_eq!(
-            parse(&format!("{token} replace"), token),
-            Ok(Request::Stop(REPLACE_REASON))
-        );
-        assert_eq!(
-            parse(&format!("{token} restart\r\n"), token),
-            Ok(Request::Restart(RESTART_BY))
-        );
-        assert!(parse("0123456789abcdef0123456789abcdee stop", token).is_err());
-        assert!(parse("stop", token).is_err());
-        assert!(parse(&format!("{token} dance"), token).is_err());
-        assert!(parse(&format!("{token} stop now"), token).is_err());
-    }
-
-    fn notes() -> (Note, Arc<std::sync::Mutex<Vec<String>>>) {
-        let said = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let into = said.clone();
-        let note: Note = Arc::new(move |text| into.lock().unwrap().push(text));
-        (note, said)
-    }
-
-    #[tokio::test]
-    async fn a_request_reaches_the_supervisor_and_a_bad_token_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (note, said) = notes();
-        let control = listen(tx, dir.path(), note).await.unwrap();
-        #[cfg(unix)]
-        assert!(
-            control.socket.is_some() && control.port.is_none(),
-            "{control:?}"
-        );
-        send(&control, Verb::Restart).await.unwrap();
-        assert_eq!(rx.recv().await, Some(Request::Restart(RESTART_BY)));
-        let forged = ControlRecord {
-            token: state::random_id().unwrap(),
-            ..control.clone()
-        };
-        for _ in 0..2 {
-            match send(&forged, Verb::Stop).await {
-                Err(SendError::Refused(why)) => assert_eq!(why, "wrong token"),
-                other => panic!("a forged token was not refused: {other:?}"),
-            }
-        }
-        assert!(rx.try_recv().is_err());
-        let said = said.lock().unwrap().clone();
-        assert_eq!(said.len(), 1, "{said:?}");
-        assert!(said[0].contains("wrong token"), "{said:?}");
-    }
-
-    /// A flood of idle connections takes at most MAX_CONNECTIONS places, each for at most the
-    /// request deadline; the owner's request then goes through.
-    #[tokio::test]
-    async fn idle_connections_are_bounded_and_the_owner_still_gets_through() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (note, said) = notes();
-        let control = listen(tx, dir.path(), note).await.unwrap();
-        let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS * 4 {
-            #[cfg(unix)]
-            let stream = tokio::net::UnixStream::connect(control.socket.as_ref().unwrap()).await;
-            #[cfg(not(unix))]
-            let stream = TcpStream::connect(("127.0.0.1", control.port.unwrap())).await;
-            if let Ok(stream) = stream {
-                idle.push(stream);
-            }
-        }
-        tokio::time::sleep(REQUEST_TIMEOUT + Duration::from_millis(500)).await;
-        send(&control, Verb::Restart).await.unwrap();
-        assert_eq!(rx.recv().await, Some(Request::Restart(RESTART_BY)));
-        let said = said.lock().unwrap().clone();
-        assert!(
-            said.iter().any(|s| s.contains("connections at once")),
-            "{said:?}"
-        );
-        drop(idle);
-    }
-}
+mod tests;

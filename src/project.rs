@@ -104,7 +104,7 @@ pub async fn stop_running_devrun(
 ) -> Result<(), Error> {
     let pid = holder.devrun_pid;
     let asked = match &holder.control {
-        Some(channel) => match control::send(channel, verb).await {
+        Some(channel) => match control::send(channel, pid, verb).await {
             Ok(()) => true,
             Err(control::SendError::Refused(why)) => {
                 return Err(Error::AlreadyRunning(format!(

@@ -76,25 +76,30 @@ pub struct ProcessRecord {
 /// The control channel's Unix socket in `.devrun/` (see `control`).
 pub const CONTROL_SOCKET: &str = "control.sock";
 
-/// The running devrun's control channel: its Unix socket (or a TCP port on 127.0.0.1) and the
-/// token it wants.
+/// The running devrun's control channel: its Unix socket (or a TCP port on 127.0.0.1), or on
+/// Windows its named pipe, and the token it wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlRecord {
-    /// The TCP port on 127.0.0.1 (where the channel is no Unix socket).
+    /// The TCP port on 127.0.0.1 (where the channel is no Unix socket and no named pipe; an
+    /// older devrun's on Windows).
     pub port: Option<u16>,
     pub token: String,
     /// The Unix socket (`.devrun/control.sock`), where the OS has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// The named pipe (`\\.\pipe\devrun-<random>`), on Windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<String>,
 }
 
 impl ControlRecord {
-    /// Where the channel is, for messages: its socket, or 127.0.0.1:PORT.
+    /// Where the channel is, for messages: its socket, its pipe, or 127.0.0.1:PORT.
     pub fn describe(&self) -> String {
-        match (&self.socket, self.port) {
-            (Some(socket), _) => socket.display().to_string(),
-            (None, Some(port)) => format!("127.0.0.1:{port}"),
-            (None, None) => "(nowhere)".to_string(),
+        match (&self.socket, &self.pipe, self.port) {
+            (Some(socket), _, _) => socket.display().to_string(),
+            (None, Some(pipe), _) => pipe.clone(),
+            (None, None, Some(port)) => format!("127.0.0.1:{port}"),
+            (None, None, None) => "(nowhere)".to_string(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub async fn restart(args: &ProjectArgs, ui: &Ui) -> Result<ExitCode, Error> {
         ));
         return Ok(ExitCode::BackendFailed);
     };
-    match control::send(channel, Verb::Restart).await {
+    match control::send(channel, pid, Verb::Restart).await {
         Ok(()) => {
             let what = match running.processes.is_empty() {
                 true => "its backend".to_string(),

@@ -36,6 +36,7 @@ fn recorded(state_dir: &StateDir) -> State {
         control: Some(ControlRecord {
             port: Some(9),
             socket: None,
+            pipe: Some(r"\\.\pipe\devrun-0123".into()),
             token: random_id().unwrap(),
         }),
         project: Some(state_dir.project()),

@@ -35,9 +35,10 @@ pub enum Warn {
     /// A running devrun could not be asked on its control channel: it gets the OS stop.
     ControlUnreachable {
         pid: u32,
-        /// The channel's TCP port, when the devrun has one.
+        /// The channel's TCP port, when the devrun has one (null for a socket or a pipe).
         control_port: Option<u16>,
-        /// Where the channel is (its Unix socket, or 127.0.0.1:PORT), when the devrun has one.
+        /// Where the channel is (its Unix socket, its named pipe, or 127.0.0.1:PORT), when the
+        /// devrun has one.
         #[serde(skip_serializing_if = "Option::is_none")]
         control: Option<String>,
         error: Option<String>,
@@ -176,7 +177,7 @@ fn change_warning(warn: &Warn) -> String {
 fn devrun_warning(warn: &Warn) -> String {
     match warn {
         Warn::ControlUnavailable { error } => format!(
-            "cannot open the control channel on 127.0.0.1 ({error}): `devrun stop` and \
+            "cannot open the control channel ({error}): `devrun stop` and \
              --replace will signal this devrun instead, and `devrun restart` will not work"
         ),
         Warn::Replacing {
