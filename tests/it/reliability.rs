@@ -257,6 +257,7 @@ fn a_forged_record_naming_another_projects_devrun_does_not_stop_it() {
 fn a_recreated_state_folder_does_not_let_a_second_devrun_in() {
     let mut p = Project::testapp("normal.py").start();
     let served = p.wait_for_version("v1", WAIT);
+    p.settled_state(); // devrun writes no more into `.devrun/` for now
 
     fs::remove_dir_all(p.root.join(".devrun")).unwrap();
     fs::create_dir(p.root.join(".devrun")).unwrap();
@@ -270,6 +271,9 @@ fn a_recreated_state_folder_does_not_let_a_second_devrun_in() {
 fn a_state_file_naming_a_live_devrun_refuses_even_with_another_lock_folder() {
     let mut p = Project::testapp("normal.py").start();
     p.wait_for_version("v1", WAIT);
+    // Once the state file records the backend ready, devrun writes no more into `.devrun/`
+    // until something changes (removing it while devrun wrote there failed: not empty).
+    p.settled_state();
     // The first devrun's `.devrun/lock` is now a deleted inode; its next generation writes
     // state.json into the new folder.
     fs::remove_dir_all(p.root.join(".devrun")).unwrap();
