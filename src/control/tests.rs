@@ -24,11 +24,30 @@ fn parses_requests_and_checks_the_token() {
     assert!(parse(&format!("{token} stop now"), token).is_err());
 }
 
-fn notes() -> (Note, Arc<std::sync::Mutex<Vec<String>>>) {
-    let said = Arc::new(std::sync::Mutex::new(Vec::new()));
+type Said = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A channel listening in a fresh folder: the folder (kept while it runs), its record, the
+/// requests it hands on, and what it said.
+struct Channel {
+    _dir: tempfile::TempDir,
+    control: ControlRecord,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
+    said: Said,
+}
+
+async fn channel() -> Channel {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let said: Said = Arc::default();
     let into = said.clone();
     let note: Note = Arc::new(move |text| into.lock().unwrap().push(text));
-    (note, said)
+    let control = listen(tx, dir.path(), note).await.unwrap();
+    Channel {
+        _dir: dir,
+        control,
+        rx,
+        said,
+    }
 }
 
 /// The process that serves the channel in these tests: this one.
@@ -38,10 +57,13 @@ fn me() -> u32 {
 
 #[tokio::test]
 async fn a_request_reaches_the_supervisor_and_a_bad_token_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (note, said) = notes();
-    let control = listen(tx, dir.path(), note).await.unwrap();
+    // `_dir` is bound (not `..`): the folder must outlive the test.
+    let Channel {
+        _dir,
+        control,
+        mut rx,
+        said,
+    } = channel().await;
     #[cfg(unix)]
     assert!(
         control.socket.is_some() && control.port.is_none() && control.pipe.is_none(),
@@ -105,10 +127,13 @@ async fn idle_connection(
 /// is not served by the recorded devrun) sent no token: no "wrong token" is said for it.
 #[tokio::test]
 async fn a_connection_closed_without_a_word_is_no_wrong_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (note, said) = notes();
-    let control = listen(tx, dir.path(), note).await.unwrap();
+    // `_dir` is bound (not `..`): the folder must outlive the test.
+    let Channel {
+        _dir,
+        control,
+        mut rx,
+        said,
+    } = channel().await;
     drop(idle_connection(&control).await.expect("no connection"));
     tokio::time::sleep(REQUEST_TIMEOUT + Duration::from_millis(500)).await;
     assert!(
@@ -124,10 +149,13 @@ async fn a_connection_closed_without_a_word_is_no_wrong_token() {
 /// request deadline; the owner's request then goes through.
 #[tokio::test]
 async fn idle_connections_are_bounded_and_the_owner_still_gets_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (note, said) = notes();
-    let control = listen(tx, dir.path(), note).await.unwrap();
+    // `_dir` is bound (not `..`): the folder must outlive the test.
+    let Channel {
+        _dir,
+        control,
+        mut rx,
+        said,
+    } = channel().await;
     let mut idle = Vec::new();
     for _ in 0..MAX_CONNECTIONS * 4 {
         idle.extend(idle_connection(&control).await);
@@ -153,10 +181,13 @@ async fn idle_connections_are_bounded_and_the_owner_still_gets_through() {
 #[cfg(windows)]
 #[tokio::test]
 async fn windows_a_pipe_not_served_by_the_recorded_devrun_gets_no_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (note, said) = notes();
-    let control = listen(tx, dir.path(), note).await.unwrap();
+    // `_dir` is bound (not `..`): the folder must outlive the test.
+    let Channel {
+        _dir,
+        control,
+        mut rx,
+        said,
+    } = channel().await;
     let recorded = me() + 4;
     match send(&control, recorded, Verb::Stop).await {
         Err(SendError::Unreachable(e)) => {

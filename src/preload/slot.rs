@@ -186,16 +186,9 @@ impl Slot {
         wanted: &Wanted<'_>,
         ui: &Ui,
     ) -> Result<Option<(Backend, Preloaded)>, Error> {
-        let Wanted {
-            settings,
-            is_project,
-            base,
-            env,
-            listener,
-            ref label,
-        } = *wanted;
+        let (settings, base, label) = (wanted.settings, wanted.base, &wanted.label);
         let root = &settings.root;
-        let is_project = |p: &Path| p.starts_with(root) && is_project(p);
+        let is_project = |p: &Path| p.starts_with(root) && (wanted.is_project)(p);
         for _ in 0..2 {
             let spare = match self.spare.take() {
                 Some(mut old) => {
@@ -216,7 +209,10 @@ impl Slot {
                 }
                 None => self.start_spare(settings, base, label.clone())?,
             };
-            let reason = match spare.run(settings, &is_project, env, listener).await {
+            let reason = match spare
+                .run(settings, &is_project, wanted.env, wanted.listener)
+                .await
+            {
                 Ran::Backend(backend, modules, skipped) => {
                     if !std::mem::replace(&mut self.skipped_said, true) {
                         say_skipped(ui, skipped);
