@@ -16,6 +16,14 @@
 # shutdown closes idle keep-alive connections (as uvicorn does), waits for in-flight requests
 # and tasks to finish, bounded by devrun's stop timeout, then runs the lifespan shutdown. The
 # exit is uvicorn's own (it re-raises the signal it caught).
+#
+# hand_over_socket() (Windows, `socket = "inherit"`): devrun holds the listening socket and each
+# generation inherits its handle, whose value is in DEVRUN_HELD_SOCKET. It is taken at once and
+# made non-inheritable (nothing the app starts may hold it: the job's end proves it let go), and
+# uvicorn's Server.run serves it when not given sockets of its own, on a SelectorEventLoop: the
+# ProactorEventLoop would tie the socket to this process's completion port, and the next
+# generation's would then fail (WinError 87 in _register_with_iocp; why uvicorn itself uses the
+# selector loop in subprocesses).
 # Unit tests: test_bootstrap.py, next to this file.
 import asyncio
 import os
@@ -340,11 +348,44 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def hand_over_socket(environ=os.environ):
+    """Takes the listening socket devrun handed over (DEVRUN_HELD_SOCKET: its handle or fd),
+    makes it non-inheritable, and has uvicorn serve it (when uvicorn is installed). Returns the
+    socket, or None when devrun handed none."""
+    value = environ.pop("DEVRUN_HELD_SOCKET", None)
+    if not value:
+        return None
+    import socket
+    sock = socket.socket(fileno=int(value))
+    sock.set_inheritable(False)
+    try:
+        import uvicorn.server
+    except Exception:
+        return sock  # the command itself fails the same way, and says why
+    serve_held(uvicorn.server.Server, sock)
+    return sock
+
+
+def serve_held(server_class, sock, loop_factory=asyncio.SelectorEventLoop):
+    """Server.run without sockets serves `sock` on a loop from `loop_factory`; given sockets
+    (uvicorn's own reloader or workers), it runs as it would."""
+    stock_run = server_class.run
+
+    def run(self, sockets=None):
+        if sockets is not None:
+            return stock_run(self, sockets=sockets)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(self.serve(sockets=[sock]))
+
+    server_class.run = run
+
+
 def main(argv):
     """Runs `-m MODULE ARGS` or `SCRIPT ARGS` as the interpreter would, patched."""
     title = os.environ.pop("DEVRUN_FAST_STOP_TITLE", None)
     if title and sys.platform.startswith("linux"):
         set_title(title)
+    hand_over_socket()
     patch()
     report_imports()
     graceful_break()

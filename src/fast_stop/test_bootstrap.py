@@ -184,5 +184,91 @@ class GracefulBreak(unittest.TestCase):
         if not hasattr(signal, "SIGBREAK"):  # Linux and macOS: nothing to do
             self.assertFalse(bootstrap.graceful_break())
 
+class HeldSocket(unittest.TestCase):
+    """`socket = "inherit"` on Windows: the bootstrap takes the handed-over socket and uvicorn
+    serves it. Shown here with a Unix fd (socket.socket(fileno=) takes both)."""
+
+    def test_serve_held_passes_the_socket_and_the_loop_factory(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import asyncio
+        import bootstrap
+        seen = {}
+
+        class Loop(asyncio.SelectorEventLoop):
+            pass
+
+        class Server:
+            def run(self, sockets=None):
+                seen["stock"] = sockets
+
+            async def serve(self, sockets=None):
+                seen["served"] = sockets
+                seen["loop"] = type(asyncio.get_running_loop())
+
+        held = object()
+        bootstrap.serve_held(Server, held, loop_factory=Loop)
+        Server().run()
+        self.assertEqual(seen, {"served": [held], "loop": Loop})
+        Server().run(sockets=["own"])  # uvicorn's reloader or workers: as it was
+        self.assertEqual(seen["stock"], ["own"])
+        # The default is the selector loop, never the proactor (Windows' IOCP ties the socket).
+        default = bootstrap.serve_held.__defaults__[0]
+        self.assertIs(default, asyncio.SelectorEventLoop)
+
+    def test_without_the_variable_nothing_is_taken(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import bootstrap
+        self.assertIsNone(bootstrap.hand_over_socket({}))
+
+    def test_uvicorn_serves_the_held_socket_not_its_own_port(self):
+        import socket
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(16)
+        held.set_inheritable(True)
+        port = held.getsockname()[1]
+        app = """
+            import os, socket, sys, uvicorn
+            assert "DEVRUN_HELD_SOCKET" not in os.environ
+            async def app(scope, receive, send):
+                if scope["type"] != "http":
+                    return
+                held = [s for s in server.servers[0].sockets]
+                body = repr((os.environ.get("DEVRUN_HELD_SOCKET"), held[0].getsockname()[1],
+                             os.get_inheritable(held[0].fileno()))).encode()
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": body})
+                server.should_exit = True
+            config = uvicorn.Config(app, host="127.0.0.1", port=1, log_level="warning")
+            server = uvicorn.Server(config)
+            server.run()
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            script = os.path.join(folder, "serve.py")
+            with open(script, "w") as f:
+                f.write(textwrap.dedent(app))
+            child = subprocess.Popen(
+                [sys.executable, BOOTSTRAP, script],
+                env={**os.environ, "DEVRUN_HELD_SOCKET": str(held.fileno())},
+                pass_fds=[held.fileno()],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            try:
+                # Connections queue on the held socket until the server accepts them.
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    answer = b""
+                    while chunk := client.recv(4096):
+                        answer += chunk
+                _, err = child.communicate(timeout=30)
+            finally:
+                child.kill()
+                held.close()
+        self.assertEqual(child.returncode, 0, err)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+        # The variable is gone, the port served is the held one, no longer inheritable.
+        self.assertIn(repr((None, port, False)).encode(), answer)
+
+
 if __name__ == "__main__":
     unittest.main()
