@@ -355,8 +355,7 @@ def hand_over_socket(environ=os.environ):
     value = environ.pop("DEVRUN_HELD_SOCKET", None)
     if not value:
         return None
-    import socket
-    sock = socket.socket(fileno=int(value))
+    sock = held_socket(int(value))
     sock.set_inheritable(False)
     try:
         import uvicorn.server
@@ -366,16 +365,50 @@ def hand_over_socket(environ=os.environ):
     return sock
 
 
-def serve_held(server_class, sock, loop_factory=asyncio.SelectorEventLoop):
-    """Server.run without sockets serves `sock` on a loop from `loop_factory`; given sockets
-    (uvicorn's own reloader or workers), it runs as it would."""
+def held_socket(handle, net=None):
+    """The socket object for an inherited socket `handle` (`net`: the socket module). Wine's
+    Winsock cannot describe an inherited socket (getsockopt SO_PROTOCOL_INFOW fails with
+    WSAENOTSOCK), though it serves it: there its own address says the family."""
+    if net is None:
+        import socket as net
+    try:
+        return net.socket(fileno=handle)
+    except OSError:
+        probe = net.socket(net.AF_INET, net.SOCK_STREAM, 0, handle)
+        family = net.AF_INET6 if len(probe.getsockname()) == 4 else net.AF_INET
+        probe.detach()
+        return net.socket(family, net.SOCK_STREAM, 0, handle)
+
+
+def serve_held(server_class, sock, loop_class=asyncio.SelectorEventLoop):
+    """Server.run without sockets of its own serves `sock`, on a loop of `loop_class` whose
+    create_server, asked for the address of `sock` (which the config is set to), serves `sock`
+    itself, once. uvicorn's own `--fd` (a devrun.toml shared with Unix) names the same socket
+    and is dropped. Not through Server.run(sockets=...): that path asks platform.system(),
+    which Wine 8 aborts (its propsys.dll lacks VariantToString), and says no "running on" line.
+    Given sockets (uvicorn's reloader or workers), it runs as it would."""
     stock_run = server_class.run
 
     def run(self, sockets=None):
         if sockets is not None:
             return stock_run(self, sockets=sockets)
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(self.serve(sockets=[sock]))
+        config = self.config
+        config.fd = None
+        config.host, config.port = sock.getsockname()[:2]
+        wanted = (config.host, config.port)
+
+        class HeldLoop(loop_class):
+            taken = False
+
+            async def create_server(self, factory, host=None, port=None, **kwargs):
+                if not HeldLoop.taken and kwargs.get("sock") is None and (host, port) == wanted:
+                    HeldLoop.taken = True
+                    kwargs["sock"] = sock
+                    return await super().create_server(factory, **kwargs)
+                return await super().create_server(factory, host, port, **kwargs)
+
+        with asyncio.Runner(loop_factory=HeldLoop) as runner:
+            return runner.run(self.serve())
 
     server_class.run = run
 

@@ -188,32 +188,74 @@ class HeldSocket(unittest.TestCase):
     """`socket = "inherit"` on Windows: the bootstrap takes the handed-over socket and uvicorn
     serves it. Shown here with a Unix fd (socket.socket(fileno=) takes both)."""
 
-    def test_serve_held_passes_the_socket_and_the_loop_factory(self):
+    def test_serve_held_serves_the_socket_on_a_selector_loop(self):
         sys.path.insert(0, os.path.dirname(BOOTSTRAP))
         import asyncio
+        import socket
+        import types
         import bootstrap
         seen = {}
 
-        class Loop(asyncio.SelectorEventLoop):
-            pass
-
         class Server:
+            def __init__(self):
+                self.config = types.SimpleNamespace(fd=7, host="0.0.0.0", port=1)
+
             def run(self, sockets=None):
                 seen["stock"] = sockets
 
-            async def serve(self, sockets=None):
-                seen["served"] = sockets
-                seen["loop"] = type(asyncio.get_running_loop())
+            async def serve(self):
+                loop = asyncio.get_running_loop()
+                seen["loop"] = loop
+                config = self.config
+                server = await loop.create_server(asyncio.Protocol, host=config.host,
+                                                  port=config.port, backlog=5)
+                seen["served"] = server.sockets[0].getsockname()
+                seen["config"] = (config.fd, config.host, config.port)
+                # Another server the app starts is its own.
+                other = await loop.create_server(asyncio.Protocol, host="127.0.0.1", port=0)
+                seen["other"] = other.sockets[0].getsockname()
+                server.close()
+                other.close()
 
-        held = object()
-        bootstrap.serve_held(Server, held, loop_factory=Loop)
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(5)
+        address = held.getsockname()
+        bootstrap.serve_held(Server, held)
         Server().run()
-        self.assertEqual(seen, {"served": [held], "loop": Loop})
+        self.assertEqual(seen["served"], address)
+        self.assertEqual(seen["config"], (None,) + address)  # --fd dropped, the address said
+        self.assertNotEqual(seen["other"], address)
+        # The selector loop, never the proactor (Windows' IOCP would tie the socket to us).
+        self.assertIsInstance(seen["loop"], asyncio.SelectorEventLoop)
         Server().run(sockets=["own"])  # uvicorn's reloader or workers: as it was
         self.assertEqual(seen["stock"], ["own"])
-        # The default is the selector loop, never the proactor (Windows' IOCP ties the socket).
-        default = bootstrap.serve_held.__defaults__[0]
-        self.assertIs(default, asyncio.SelectorEventLoop)
+        held.close()
+
+    def test_where_the_socket_cannot_be_described_its_address_gives_the_family(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import socket
+        import types
+        import bootstrap
+
+        def wine_socket(*args, fileno=None):
+            if fileno is not None:  # Wine: SO_PROTOCOL_INFOW fails on an inherited socket
+                raise OSError(10038, "not a socket")
+            return socket.socket(*args)
+
+        net = types.SimpleNamespace(socket=wine_socket, AF_INET=socket.AF_INET,
+                                    AF_INET6=socket.AF_INET6, SOCK_STREAM=socket.SOCK_STREAM)
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            try:
+                original = socket.socket(family)
+                original.bind((host, 0))
+            except OSError:
+                continue  # no IPv6 here
+            taken = bootstrap.held_socket(os.dup(original.fileno()), net)
+            self.assertEqual(taken.family, family)
+            self.assertEqual(taken.getsockname()[1], original.getsockname()[1])
+            taken.close()
+            original.close()
 
     def test_without_the_variable_nothing_is_taken(self):
         sys.path.insert(0, os.path.dirname(BOOTSTRAP))
