@@ -41,14 +41,23 @@ fn inherit_socket_on_windows_needs_a_python_launch_running_uvicorn() {
     let uvicorn = read("python -m uvicorn app:app --fd {fd}");
     let plain = read("python -m http.server");
     let other = read("node server.js");
-    assert!(uvicorn.as_ref().is_some_and(|f| f.runs_uvicorn && !f.uvicorn));
+    assert!(uvicorn
+        .as_ref()
+        .is_some_and(|f| f.runs_uvicorn && !f.uvicorn));
     for launch in [&uvicorn, &plain, &other] {
-        assert_eq!(inherit_refusal(false, launch.as_ref()), None, "Unix: {launch:?}");
+        assert_eq!(
+            inherit_refusal(false, launch.as_ref()),
+            None,
+            "Unix: {launch:?}"
+        );
     }
     assert_eq!(inherit_refusal(true, uvicorn.as_ref()), None);
     let why = inherit_refusal(true, plain.as_ref()).expect("refused");
     assert!(why.contains("does not run uvicorn"), "{why}");
-    assert!(why.contains("python -m uvicorn") && why.contains("socket = \"none\""), "{why}");
+    assert!(
+        why.contains("python -m uvicorn") && why.contains("socket = \"none\""),
+        "{why}"
+    );
     let why = inherit_refusal(true, other.as_ref()).expect("refused");
     assert!(why.contains("no Python launch"), "{why}");
     let text = "command = \"node server.js\"\nport = 1\n[server]\nsocket = \"inherit\"\n";

@@ -120,7 +120,10 @@ fn handing_over(command: &[String], _socket: &socket2::Socket) -> Vec<String> {
 fn handing_over(command: &[String], socket: &socket2::Socket) -> Vec<String> {
     use std::os::windows::io::AsRawSocket;
     let value = socket.as_raw_socket().to_string();
-    command.iter().map(|arg| arg.replace("{fd}", &value)).collect()
+    command
+        .iter()
+        .map(|arg| arg.replace("{fd}", &value))
+        .collect()
 }
 
 /// One running generation: the group leader devrun spawned (or had the preloader fork), its

@@ -10,8 +10,8 @@
 use super::check;
 use crate::sys::StopSignal;
 use std::io;
-use std::process::ExitStatus;
 use std::os::windows::io::AsRawSocket;
+use std::process::ExitStatus;
 use std::sync::{Mutex, PoisonError};
 use windows_sys::Win32::Foundation::{
     CloseHandle, SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
