@@ -8,7 +8,8 @@ the Linux side, until the file STOP exists. Then prints one line:
 refused: the connection was refused (nothing listened: what `socket = "inherit"` must never let
 happen); reset: a connection accepted and then dropped without an answer (an in-flight request
 of a generation the stop killed: Wine cannot deliver CTRL_BREAK, so every stop is a kill);
-timeout: no answer within 60 s; gens: the generations that answered, in order, each once.
+timeout: no answer within 20 s (under Wine: a connection accepted for a generation that was
+killed, which wineserver keeps open with no process to answer it); gens: the generations that answered, in order, each once.
 
 Usage: hammer.py PORT STOP [PAUSE]
 """
@@ -22,7 +23,7 @@ import time
 def request(port):
     """One GET /: ("ok", gen) or (kind of failure, None)."""
     s = socket.socket()
-    s.settimeout(60)  # a connection waits in the held socket's queue while no generation runs
+    s.settimeout(20)  # a connection waits in the held socket's queue while no generation runs
     try:
         s.connect(("127.0.0.1", port))
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
