@@ -82,7 +82,8 @@ pub struct Config {
     /// variables go between devrun's own environment and `[env]`.
     pub env_file: Option<PathBuf>,
     /// `[server] socket = "inherit"`: devrun binds the port once and hands the listening socket
-    /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID).
+    /// to every generation as fd 3 (`{fd}` in the command, and LISTEN_FDS/LISTEN_PID); on
+    /// Windows as an inherited handle its bootstrap gives uvicorn (`{fd}`: the handle value).
     pub inherit_socket: bool,
     /// `[server] preload` / `--preload`: fork each generation from a preloaded interpreter
     /// (the command already read as the Python launch it is).
@@ -382,6 +383,7 @@ impl Config {
             .transpose()
             .map_err(|m| inputs.err(None, m))?;
         let fast_stop = derive_fast_stop(inputs, args, &command, &cwd);
+        check_inherit_socket(inputs, inherit_socket, fast_stop.as_ref(), cfg!(windows))?;
         Ok(Config {
             command,
             cwd,

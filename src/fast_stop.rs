@@ -33,6 +33,9 @@ pub struct FastStop {
     title: String,
     /// uvicorn is patched (`[stop] fast` and the command runs uvicorn).
     pub uvicorn: bool,
+    /// The command runs uvicorn (whatever `[stop] fast` says): on Windows the bootstrap can
+    /// hand a held socket to it (`socket = "inherit"`).
+    pub runs_uvicorn: bool,
 }
 
 impl FastStop {
@@ -49,6 +52,7 @@ impl FastStop {
             launch,
             title: serde_json::to_string(command).unwrap_or_default(),
             uvicorn: fast && uvicorn,
+            runs_uvicorn: uvicorn,
         })
     }
 }
@@ -287,7 +291,10 @@ mod tests {
         }
         assert!(FastStop::detect(&words("node x.js"), root, true).is_none());
         let off = FastStop::detect(&words("python serve.py"), root, false);
-        assert!(off.is_some_and(|f| !f.uvicorn), "[stop] fast = false");
+        assert!(
+            off.is_some_and(|f| !f.uvicorn && f.runs_uvicorn),
+            "[stop] fast = false: not patched, still known to run uvicorn"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// `[server] socket`: "none" (the default) or "inherit" (not on Windows).
+/// `[server] socket`: "none" (the default) or "inherit" (on Windows only for a command that
+/// runs uvicorn: [`check_inherit_socket`]).
 pub(super) fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError> {
     let Some(socket) = &inputs.file.server.socket else {
         return Ok(false);
@@ -11,16 +12,50 @@ pub(super) fn derive_inherit_socket(inputs: &Inputs) -> Result<bool, ConfigError
     let at = Some(socket.span().start);
     match socket.get_ref().as_str() {
         "none" => Ok(false),
-        "inherit" if cfg!(windows) => Err(inputs.err(
-            at,
-            "[server] socket = \"inherit\" is not supported on Windows; use \"none\"",
-        )),
         "inherit" => Ok(true),
         other => Err(inputs.err(
             at,
             format!("[server] socket must be \"none\" or \"inherit\", not {other:?}"),
         )),
     }
+}
+
+/// `socket = "inherit"` where the socket cannot reach the server: an error at the key.
+/// `windows`: the rules of Windows apply (`cfg!(windows)`; a parameter so tests run anywhere).
+pub(super) fn check_inherit_socket(
+    inputs: &Inputs,
+    inherit: bool,
+    launch: Option<&FastStop>,
+    windows: bool,
+) -> Result<(), ConfigError> {
+    let refusal = inherit.then(|| inherit_refusal(windows, launch)).flatten();
+    match refusal {
+        Some(why) => Err(inputs.err(
+            inputs.file.server.socket.as_ref().map(|s| s.span().start),
+            why,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Why `socket = "inherit"` cannot work for this command on this OS, if it cannot. Unix hands
+/// fd 3 to any command. Windows has no fd 3: the socket is an inherited handle that devrun's
+/// bootstrap gives to uvicorn's server, so the command must be a Python launch running uvicorn
+/// (`launch`: the bootstrap's reading of it, None when it is no Python launch).
+pub(super) fn inherit_refusal(windows: bool, launch: Option<&FastStop>) -> Option<String> {
+    if !windows || launch.is_some_and(|launch| launch.runs_uvicorn) {
+        return None;
+    }
+    let what = match launch {
+        Some(_) => "this Python command does not run uvicorn",
+        None => "this command is no Python launch devrun can read",
+    };
+    Some(format!(
+        "[server] socket = \"inherit\": on Windows devrun hands its socket to uvicorn through its \
+         Python bootstrap, and {what}. Run uvicorn through the interpreter (`python -m uvicorn \
+         app.main:app`, or a script of the project that calls uvicorn.run), or set socket = \
+         \"none\""
+    ))
 }
 
 /// `[server] preload_method`: "fork" or "spare" (default: fork on Linux, spare elsewhere).

@@ -137,7 +137,9 @@ impl Stack {
         command: Vec<String>,
     ) -> Result<Vec<String>, ConfigError> {
         let fill = Placeholders {
-            fd: Some(crate::process::INHERITED_FD),
+            // Windows: the inherited handle's value, known only once devrun bound the port: the
+            // spawn fills it in (process::Backend::spawn).
+            fd: cfg!(unix).then_some(crate::process::INHERITED_FD),
             ..self.placeholders(BACKEND)
         };
         let span = match (&inputs.file.command, args.command.is_empty()) {

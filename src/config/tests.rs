@@ -3,6 +3,17 @@
 use super::*;
 
 fn load(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
+    let inputs = inputs(text)?;
+    // Watch paths must exist: point them at this crate's folder.
+    let mut args = args.clone();
+    if args.watch.is_empty() {
+        args.watch = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    }
+    Config::derive(&inputs, &args)
+}
+
+/// `text` read as /project/devrun.toml.
+fn inputs(text: &str) -> Result<Inputs, ConfigError> {
     let source = Source {
         path: PathBuf::from("/project/devrun.toml"),
         display: "devrun.toml".into(),
@@ -10,17 +21,52 @@ fn load(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
     };
     let file: FileConfig = toml::from_str(text)
         .map_err(|e| source.error(e.span().map(|s| s.start), e.message().to_string()))?;
-    // Watch paths must exist: point them at this crate's folder.
-    let mut args = args.clone();
-    if args.watch.is_empty() {
-        args.watch = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
-    }
-    let inputs = Inputs {
+    Ok(Inputs {
         source: Some(source),
         file,
         cwd: PathBuf::from("/"),
+    })
+}
+
+/// Issue 22: `socket = "inherit"` takes any command on Unix (fd 3), and on Windows only a
+/// Python launch that runs uvicorn (devrun's bootstrap hands the inherited handle to uvicorn's
+/// server), `[stop] fast` or not; anything else there is an error at the key saying what to do.
+#[test]
+fn inherit_socket_on_windows_needs_a_python_launch_running_uvicorn() {
+    let root = Path::new("/");
+    let read = |command: &str| {
+        let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+        FastStop::detect(&words, root, false)
     };
-    Config::derive(&inputs, &args)
+    let uvicorn = read("python -m uvicorn app:app --fd {fd}");
+    let plain = read("python -m http.server");
+    let other = read("node server.js");
+    assert!(uvicorn
+        .as_ref()
+        .is_some_and(|f| f.runs_uvicorn && !f.uvicorn));
+    for launch in [&uvicorn, &plain, &other] {
+        assert_eq!(
+            inherit_refusal(false, launch.as_ref()),
+            None,
+            "Unix: {launch:?}"
+        );
+    }
+    assert_eq!(inherit_refusal(true, uvicorn.as_ref()), None);
+    let why = inherit_refusal(true, plain.as_ref()).expect("refused");
+    assert!(why.contains("does not run uvicorn"), "{why}");
+    assert!(
+        why.contains("python -m uvicorn") && why.contains("socket = \"none\""),
+        "{why}"
+    );
+    let why = inherit_refusal(true, other.as_ref()).expect("refused");
+    assert!(why.contains("no Python launch"), "{why}");
+    let text = "command = \"node server.js\"\nport = 1\n[server]\nsocket = \"inherit\"\n";
+    let inputs = inputs(text).unwrap();
+    let e = check_inherit_socket(&inputs, true, other.as_ref(), true).unwrap_err();
+    let e = e.to_string();
+    assert!(e.starts_with("devrun.toml:4:10:"), "{e}");
+    assert!(check_inherit_socket(&inputs, true, uvicorn.as_ref(), true).is_ok());
+    assert!(check_inherit_socket(&inputs, false, other.as_ref(), true).is_ok());
 }
 
 #[test]

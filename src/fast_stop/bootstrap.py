@@ -16,6 +16,14 @@
 # shutdown closes idle keep-alive connections (as uvicorn does), waits for in-flight requests
 # and tasks to finish, bounded by devrun's stop timeout, then runs the lifespan shutdown. The
 # exit is uvicorn's own (it re-raises the signal it caught).
+#
+# hand_over_socket() (Windows, `socket = "inherit"`): devrun holds the listening socket and each
+# generation inherits its handle, whose value is in DEVRUN_HELD_SOCKET. It is taken at once and
+# made non-inheritable (nothing the app starts may hold it: the job's end proves it let go), and
+# uvicorn's Server.run serves it when not given sockets of its own, on a SelectorEventLoop: the
+# ProactorEventLoop would tie the socket to this process's completion port, and the next
+# generation's would then fail (WinError 87 in _register_with_iocp; why uvicorn itself uses the
+# selector loop in subprocesses).
 # Unit tests: test_bootstrap.py, next to this file.
 import asyncio
 import os
@@ -340,11 +348,77 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def hand_over_socket(environ=os.environ):
+    """Takes the listening socket devrun handed over (DEVRUN_HELD_SOCKET: its handle or fd),
+    makes it non-inheritable, and has uvicorn serve it (when uvicorn is installed). Returns the
+    socket, or None when devrun handed none."""
+    value = environ.pop("DEVRUN_HELD_SOCKET", None)
+    if not value:
+        return None
+    sock = held_socket(int(value))
+    sock.set_inheritable(False)
+    try:
+        import uvicorn.server
+    except Exception:
+        return sock  # the command itself fails the same way, and says why
+    serve_held(uvicorn.server.Server, sock)
+    return sock
+
+
+def held_socket(handle, net=None):
+    """The socket object for an inherited socket `handle` (`net`: the socket module). Wine's
+    Winsock cannot describe an inherited socket (getsockopt SO_PROTOCOL_INFOW fails with
+    WSAENOTSOCK), though it serves it: there its own address says the family."""
+    if net is None:
+        import socket as net
+    try:
+        return net.socket(fileno=handle)
+    except OSError:
+        probe = net.socket(net.AF_INET, net.SOCK_STREAM, 0, handle)
+        family = net.AF_INET6 if len(probe.getsockname()) == 4 else net.AF_INET
+        probe.detach()
+        return net.socket(family, net.SOCK_STREAM, 0, handle)
+
+
+def serve_held(server_class, sock, loop_class=asyncio.SelectorEventLoop):
+    """Server.run without sockets of its own serves `sock`, on a loop of `loop_class` whose
+    create_server, asked for the address of `sock` (which the config is set to), serves `sock`
+    itself, once. uvicorn's own `--fd` (a devrun.toml shared with Unix) names the same socket
+    and is dropped. Not through Server.run(sockets=...): that path asks platform.system(),
+    which Wine 8 aborts (its propsys.dll lacks VariantToString), and says no "running on" line.
+    Given sockets (uvicorn's reloader or workers), it runs as it would."""
+    stock_run = server_class.run
+
+    def run(self, sockets=None):
+        if sockets is not None:
+            return stock_run(self, sockets=sockets)
+        config = self.config
+        config.fd = None
+        config.host, config.port = sock.getsockname()[:2]
+        wanted = (config.host, config.port)
+
+        class HeldLoop(loop_class):
+            taken = False
+
+            async def create_server(self, factory, host=None, port=None, **kwargs):
+                if not HeldLoop.taken and kwargs.get("sock") is None and (host, port) == wanted:
+                    HeldLoop.taken = True
+                    kwargs["sock"] = sock
+                    return await super().create_server(factory, **kwargs)
+                return await super().create_server(factory, host, port, **kwargs)
+
+        with asyncio.Runner(loop_factory=HeldLoop) as runner:
+            return runner.run(self.serve())
+
+    server_class.run = run
+
+
 def main(argv):
     """Runs `-m MODULE ARGS` or `SCRIPT ARGS` as the interpreter would, patched."""
     title = os.environ.pop("DEVRUN_FAST_STOP_TITLE", None)
     if title and sys.platform.startswith("linux"):
         set_title(title)
+    hand_over_socket()
     patch()
     report_imports()
     graceful_break()

@@ -184,5 +184,133 @@ class GracefulBreak(unittest.TestCase):
         if not hasattr(signal, "SIGBREAK"):  # Linux and macOS: nothing to do
             self.assertFalse(bootstrap.graceful_break())
 
+class HeldSocket(unittest.TestCase):
+    """`socket = "inherit"` on Windows: the bootstrap takes the handed-over socket and uvicorn
+    serves it. Shown here with a Unix fd (socket.socket(fileno=) takes both)."""
+
+    def test_serve_held_serves_the_socket_on_a_selector_loop(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import asyncio
+        import socket
+        import types
+        import bootstrap
+        seen = {}
+
+        class Server:
+            def __init__(self):
+                self.config = types.SimpleNamespace(fd=7, host="0.0.0.0", port=1)
+
+            def run(self, sockets=None):
+                seen["stock"] = sockets
+
+            async def serve(self):
+                loop = asyncio.get_running_loop()
+                seen["loop"] = loop
+                config = self.config
+                server = await loop.create_server(asyncio.Protocol, host=config.host,
+                                                  port=config.port, backlog=5)
+                seen["served"] = server.sockets[0].getsockname()
+                seen["config"] = (config.fd, config.host, config.port)
+                # Another server the app starts is its own.
+                other = await loop.create_server(asyncio.Protocol, host="127.0.0.1", port=0)
+                seen["other"] = other.sockets[0].getsockname()
+                server.close()
+                other.close()
+
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(5)
+        address = held.getsockname()
+        bootstrap.serve_held(Server, held)
+        Server().run()
+        self.assertEqual(seen["served"], address)
+        self.assertEqual(seen["config"], (None,) + address)  # --fd dropped, the address said
+        self.assertNotEqual(seen["other"], address)
+        # The selector loop, never the proactor (Windows' IOCP would tie the socket to us).
+        self.assertIsInstance(seen["loop"], asyncio.SelectorEventLoop)
+        Server().run(sockets=["own"])  # uvicorn's reloader or workers: as it was
+        self.assertEqual(seen["stock"], ["own"])
+        held.close()
+
+    def test_where_the_socket_cannot_be_described_its_address_gives_the_family(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import socket
+        import types
+        import bootstrap
+
+        def wine_socket(*args, fileno=None):
+            if fileno is not None:  # Wine: SO_PROTOCOL_INFOW fails on an inherited socket
+                raise OSError(10038, "not a socket")
+            return socket.socket(*args)
+
+        net = types.SimpleNamespace(socket=wine_socket, AF_INET=socket.AF_INET,
+                                    AF_INET6=socket.AF_INET6, SOCK_STREAM=socket.SOCK_STREAM)
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            try:
+                original = socket.socket(family)
+                original.bind((host, 0))
+            except OSError:
+                continue  # no IPv6 here
+            taken = bootstrap.held_socket(os.dup(original.fileno()), net)
+            self.assertEqual(taken.family, family)
+            self.assertEqual(taken.getsockname()[1], original.getsockname()[1])
+            taken.close()
+            original.close()
+
+    def test_without_the_variable_nothing_is_taken(self):
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import bootstrap
+        self.assertIsNone(bootstrap.hand_over_socket({}))
+
+    def test_uvicorn_serves_the_held_socket_not_its_own_port(self):
+        import socket
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(16)
+        held.set_inheritable(True)
+        port = held.getsockname()[1]
+        app = """
+            import os, socket, sys, uvicorn
+            assert "DEVRUN_HELD_SOCKET" not in os.environ
+            async def app(scope, receive, send):
+                if scope["type"] != "http":
+                    return
+                held = [s for s in server.servers[0].sockets]
+                body = repr((os.environ.get("DEVRUN_HELD_SOCKET"), held[0].getsockname()[1],
+                             os.get_inheritable(held[0].fileno()))).encode()
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": body})
+                server.should_exit = True
+            config = uvicorn.Config(app, host="127.0.0.1", port=1, log_level="warning")
+            server = uvicorn.Server(config)
+            server.run()
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            script = os.path.join(folder, "serve.py")
+            with open(script, "w") as f:
+                f.write(textwrap.dedent(app))
+            child = subprocess.Popen(
+                [sys.executable, BOOTSTRAP, script],
+                env={**os.environ, "DEVRUN_HELD_SOCKET": str(held.fileno())},
+                pass_fds=[held.fileno()],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            try:
+                # Connections queue on the held socket until the server accepts them.
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    answer = b""
+                    while chunk := client.recv(4096):
+                        answer += chunk
+                _, err = child.communicate(timeout=30)
+            finally:
+                child.kill()
+                held.close()
+        self.assertEqual(child.returncode, 0, err)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+        # The variable is gone, the port served is the held one, no longer inheritable.
+        self.assertIn(repr((None, port, False)).encode(), answer)
+
+
 if __name__ == "__main__":
     unittest.main()

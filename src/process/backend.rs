@@ -97,6 +97,35 @@ fn reported(reaped: &Reaped, pid: u32) -> Option<ExitStatus> {
     }
 }
 
+/// The command that hands the held socket over. Unix: LISTEN_PID must be the backend's pid,
+/// known only after fork: a shell exports it and execs the command, so the pid does not change.
+#[cfg(unix)]
+fn handing_over(command: &[String], _socket: &socket2::Socket) -> Vec<String> {
+    let mut wrapped: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        "export LISTEN_PID=$$; exec \"$@\"",
+        "devrun-backend",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    wrapped.extend(command.iter().cloned());
+    wrapped
+}
+
+/// Windows: `{fd}` (left unfilled by the config: the handle value exists only once devrun
+/// bound the port) becomes the inherited socket's handle value.
+#[cfg(windows)]
+fn handing_over(command: &[String], socket: &socket2::Socket) -> Vec<String> {
+    use std::os::windows::io::AsRawSocket;
+    let value = socket.as_raw_socket().to_string();
+    command
+        .iter()
+        .map(|arg| arg.replace("{fd}", &value))
+        .collect()
+}
+
 /// One running generation: the group leader devrun spawned (or had the preloader fork), its
 /// whole group, and the copies of its output.
 pub struct Backend {
@@ -132,7 +161,9 @@ impl Backend {
     /// own unchanged, keeping a tail for the crash summary.
     ///
     /// With `socket`, the listening socket devrun holds becomes the backend's fd 3, with
-    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the backend's own pid (systemd's convention).
+    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the backend's own pid (systemd's convention). On
+    /// Windows it is an inherited handle whose value `{fd}` in the command stands for (and
+    /// [`platform::HELD_SOCKET`] in the environment, for devrun's bootstrap).
     /// With a `label` (a stack member), stdout is a pipe too and both are copied line by line
     /// with the label in front.
     pub fn spawn(
@@ -143,27 +174,15 @@ impl Backend {
         label: Option<Label>,
     ) -> io::Result<Backend> {
         let spawned_at = Instant::now();
-        let mut command = command.to_vec();
-        if socket.is_some() {
-            // LISTEN_PID must be the backend's pid, known only after fork: a shell exports it
-            // and execs the command, so the pid does not change.
-            let mut wrapped: Vec<String> = [
-                "/bin/sh",
-                "-c",
-                "export LISTEN_PID=$$; exec \"$@\"",
-                "devrun-backend",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            wrapped.extend(command);
-            command = wrapped;
-        }
+        let command = match socket {
+            Some(socket) => handing_over(command, socket),
+            None => command.to_vec(),
+        };
         let (program, args) = command
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
         let mut cmd = tokio::process::Command::new(program);
-        if socket.is_some() {
+        if cfg!(unix) && socket.is_some() {
             cmd.env("LISTEN_FDS", "1");
         }
         let (stdin, stdin_writer) = match crate::stdin::forwarding() {

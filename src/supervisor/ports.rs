@@ -226,9 +226,17 @@ impl Runner {
 }
 
 /// The one rule for "the port is free": with a socket devrun holds for the backend, no process
-/// but devrun holds it (a survivor would otherwise go on accepting with stale code); without,
-/// the port can be bound.
+/// but devrun holds it (a survivor would otherwise go on accepting with stale code): read from
+/// the OS where it lists every holder, else the confirmed end of the old generation's job;
+/// without, the port can be bound.
 fn port_is_free(host: &str, port: u16, held_socket: bool) -> bool {
+    if held_socket && !crate::sys::LISTS_EVERY_HOLDER {
+        // Windows: the TCP table cannot name who else holds the socket (it lists devrun, or
+        // pid 0 under Wine). The proof is the stop's: the old generation's job object is empty,
+        // and no process outside it got the handle (inheritable only during that generation's
+        // spawn, one spawn at a time; the bootstrap made it non-inheritable at once).
+        return true;
+    }
     if held_socket {
         // Who holds it could not be read (a descriptor limit): not free, so no generation
         // starts beside a survivor nobody could see.

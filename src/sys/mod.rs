@@ -17,7 +17,7 @@
 //! - a generation's memory and its files: `resident_bytes`, `oom_kills`, `holds_open`,
 //!   `blind_filesystem`;
 //! - the port: `listener_pids`, `listen_addresses`, `closing_only`, and the socket rules
-//!   `REUSE_ADDRESS`, `WILDCARD_BIND_CONFLICTS`, `SOCKETS_OUTLIVE_OWNER`.
+//!   `REUSE_ADDRESS`, `WILDCARD_BIND_CONFLICTS`, `SOCKETS_OUTLIVE_OWNER`, `LISTS_EVERY_HOLDER`.
 //!
 //! Each answers "unknown" (empty, None) where its OS will not say, never an error.
 
@@ -32,6 +32,11 @@ pub use tree::{descendants, is_same, ProcessRow};
 
 /// The descriptor number the inherited listening socket has in the backend (systemd's first).
 pub const INHERITED_FD: i32 = 3;
+
+/// Windows: the environment variable that gives the backend the handle value of the listening
+/// socket it inherited (`socket = "inherit"`); devrun's bootstrap takes it from there.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub const HELD_SOCKET: &str = "DEVRUN_HELD_SOCKET";
 
 /// The environment variable that marks every process of one devrun run (its value is the run's
 /// random id): orphan recovery looks for it to find descendants that left the process group.

@@ -44,6 +44,9 @@ pub const WILDCARD_BIND_CONFLICTS: bool = true;
 pub const REUSE_ADDRESS: bool = true;
 /// A listening socket is listed under a live process (the kernel drops it with its last owner).
 pub const SOCKETS_OUTLIVE_OWNER: bool = false;
+/// Every process holding a descriptor of a listening socket is listed (/proc/PID/fd, libproc),
+/// a backend's children that inherited devrun's held socket included.
+pub const LISTS_EVERY_HOLDER: bool = true;
 
 /// Nothing to prepare: a process group gets signals without a console.
 /// Starts `cmd` in a session of its own (`devrun up`): no controlling terminal, so closing the

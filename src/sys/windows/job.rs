@@ -10,8 +10,12 @@
 use super::check;
 use crate::sys::StopSignal;
 use std::io;
+use std::os::windows::io::AsRawSocket;
 use std::process::ExitStatus;
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+use std::sync::{Mutex, PoisonError};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+};
 use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
@@ -103,20 +107,33 @@ fn resume_threads(pid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// One spawn at a time. std starts every process with bInheritHandles=TRUE, so while the held
+/// socket is inheritable (during its generation's spawn only) any other process started then
+/// (a stack member's) would get it too, out of the job whose end proves the socket let go.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
 /// Starts the command suspended, puts it in a fresh job object, then lets it run: no process
 /// of the backend can start outside the job.
+///
+/// With `socket` (`socket = "inherit"`), the held listening socket is inheritable for this
+/// spawn only, and the backend learns its handle value from [`crate::sys::HELD_SOCKET`]: an
+/// inherited handle keeps its value in the child and in the interpreter a launcher (a venv's
+/// python.exe) starts in turn, where a `WSADuplicateSocket` copy would land in the launcher.
 pub fn spawn_group(
     mut cmd: tokio::process::Command,
     socket: Option<&socket2::Socket>,
 ) -> io::Result<(tokio::process::Child, Group)> {
-    if socket.is_some() {
-        return Err(io::Error::other(
-            "an inherited socket is not supported on Windows",
-        ));
-    }
+    let _alone = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
     cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED);
+    if let Some(socket) = socket {
+        cmd.env(crate::sys::HELD_SOCKET, socket.as_raw_socket().to_string());
+    }
     let job = new_job()?;
-    let mut child = match cmd.spawn() {
+    let spawned = match socket {
+        Some(socket) => spawn_inheriting(&mut cmd, socket),
+        None => cmd.spawn(),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             // SAFETY: closing the job created above.
@@ -137,6 +154,34 @@ pub fn spawn_group(
         return Err(e);
     }
     Ok((child, group))
+}
+
+/// Spawns `cmd` with `socket` inheritable, and makes it non-inheritable again at once. If that
+/// fails the child is killed (still suspended, outside any job): a socket left inheritable
+/// would reach every process devrun starts later.
+fn spawn_inheriting(
+    cmd: &mut tokio::process::Command,
+    socket: &socket2::Socket,
+) -> io::Result<tokio::process::Child> {
+    let handle = socket.as_raw_socket() as HANDLE;
+    let inheritable = |on: bool| {
+        let flags = if on { HANDLE_FLAG_INHERIT } else { 0 };
+        // SAFETY: `handle` is the socket devrun holds open for the whole call.
+        check(unsafe { SetHandleInformation(handle, HANDLE_FLAG_INHERIT, flags) })
+    };
+    inheritable(true)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot hand the socket over: {e}")))?;
+    let spawned = cmd.spawn();
+    if let Err(e) = inheritable(false) {
+        if let Ok(mut child) = spawned {
+            let _ = child.start_kill();
+        }
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot make the held socket private to devrun again: {e}"),
+        ));
+    }
+    spawned
 }
 
 impl Group {

@@ -27,6 +27,9 @@ pub const REUSE_ADDRESS: bool = false;
 /// A socket stays LISTENING under the pid of a process that is gone when a child inherited
 /// its handle.
 pub const SOCKETS_OUTLIVE_OWNER: bool = true;
+/// The TCP table names one owner per socket (the process that created it; Wine: pid 0), never
+/// the processes that inherited its handle: it cannot say who else holds devrun's socket.
+pub const LISTS_EVERY_HOLDER: bool = false;
 
 fn check(ok: i32) -> io::Result<()> {
     if ok == 0 {
