@@ -407,6 +407,12 @@ def serve_held(server_class, sock, loop_class=asyncio.SelectorEventLoop):
                     return await super().create_server(factory, **kwargs)
                 return await super().create_server(factory, host, port, **kwargs)
 
+        if not hasattr(asyncio, "Runner"):  # Python 3.10
+            loop = HeldLoop()
+            try:
+                return loop.run_until_complete(self.serve())
+            finally:
+                loop.close()
         with asyncio.Runner(loop_factory=HeldLoop) as runner:
             return runner.run(self.serve())
 
