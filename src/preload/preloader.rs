@@ -130,12 +130,7 @@ impl Preloader {
         env: &[(String, String)],
         is_project: &dyn Fn(&Path) -> bool,
     ) -> io::Result<Started> {
-        let path = socket_path()?;
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let _remove = RemoveOnDrop(path.clone());
-        // Only this user may connect (the fork requests carry the backend's environment).
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let (listener, path, _remove) = private_socket()?;
         let mut child = spawn(settings, env, &path)?;
         let deadline = tokio::time::Instant::now() + settings.start_timeout;
         let pid = child.id().unwrap_or(0);
@@ -463,19 +458,34 @@ pub(super) fn runner_command(
     Ok((command, env))
 }
 
-/// The socket's file is only needed until the preloader connected.
-pub(super) struct RemoveOnDrop(pub PathBuf);
+/// The folder of the socket a preloader or a spare connects back to: only needed until it
+/// connected, removed (with the socket) when dropped.
+pub(super) struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// A fresh socket path, short enough for a Unix socket address.
-pub(super) fn socket_path() -> io::Result<PathBuf> {
+/// A fresh listening socket for a preloader or a spare to connect back to, in a new folder only
+/// this user may enter: the requests carry the backend's environment, and another user must
+/// not be the first to connect (a socket bound in the shared temp folder and made private
+/// afterwards left a moment when anyone could, with umask 000). Its path is short enough for a
+/// Unix socket address.
+pub(super) fn private_socket() -> io::Result<(UnixListener, PathBuf, RemoveOnDrop)> {
+    use std::os::unix::fs::DirBuilderExt;
     let id = crate::state::random_id()?;
-    Ok(std::env::temp_dir().join(format!("devrun-preload-{}.sock", &id[..id.len().min(16)])))
+    let dir = std::env::temp_dir().join(format!("devrun-preload-{}", &id[..id.len().min(16)]));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let remove = RemoveOnDrop(dir.clone());
+    let path = dir.join("s");
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok((listener, path, remove))
 }
 
 /// The loaded modules whose files are project code, said with the first one's file and the
@@ -523,6 +533,20 @@ fn project_file_read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The socket a preloader or spare connects back to is in a folder no other user can
+    /// enter, from the moment it exists; the folder goes with the guard.
+    #[tokio::test]
+    async fn the_connect_back_socket_is_private_from_the_start_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (listener, path, remove) = private_socket().unwrap();
+        let dir = path.parent().unwrap().to_path_buf();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+        assert!(tokio::net::UnixStream::connect(&path).await.is_ok());
+        drop((listener, remove));
+        assert!(!dir.exists(), "{} was left", dir.display());
+    }
 
     fn module(name: &str, file: &str, by: Option<&str>) -> protocol::Module {
         protocol::Module {

@@ -7,7 +7,7 @@
 //! imports project code only then, and *is* the generation from there on.
 
 use super::preloader::{
-    handshake, next_reply, runner_command, send_with_fds, socket_path, NotReady, RemoveOnDrop,
+    handshake, next_reply, private_socket, runner_command, send_with_fds, NotReady, RemoveOnDrop,
     Replies,
 };
 use super::protocol::{Reply, Request};
@@ -58,12 +58,7 @@ impl Spare {
         env: &[(String, String)],
         label: Option<Label>,
     ) -> io::Result<Spare> {
-        let path = socket_path()?;
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let remove = RemoveOnDrop(path.clone());
-        // Only this user may connect (the run request carries the backend's environment).
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let (listener, path, remove) = private_socket()?;
         let (command, runner_env) = runner_command(settings, &path, true)?;
         let mut all = env.to_vec();
         all.extend(runner_env);
