@@ -31,8 +31,8 @@ pub struct FastStop {
     /// What `ps` shows for a generation: the command as given, its words a JSON list (the
     /// bootstrap writes them NUL-separated, so /proc/PID/cmdline reads as the command's argv).
     title: String,
-    /// uvicorn is patched (`[stop] fast` and the command runs uvicorn).
-    pub uvicorn: bool,
+    /// `[stop] fast` is on.
+    fast: bool,
     /// The command runs uvicorn (whatever `[stop] fast` says): on Windows the bootstrap can
     /// hand a held socket to it (`socket = "inherit"`).
     pub runs_uvicorn: bool,
@@ -51,9 +51,14 @@ impl FastStop {
         Some(FastStop {
             launch,
             title: serde_json::to_string(command).unwrap_or_default(),
-            uvicorn: fast && uvicorn,
+            fast,
             runs_uvicorn: uvicorn,
         })
+    }
+
+    /// uvicorn is patched: `[stop] fast` and the command runs uvicorn.
+    pub fn patches_uvicorn(&self) -> bool {
+        self.fast && self.runs_uvicorn
     }
 }
 
@@ -145,7 +150,7 @@ impl Bootstrap {
             ("DEVRUN_IMPORTS_ROOT".into(), root.display().to_string()),
             ("DEVRUN_RELOAD".into(), self.reload.display().to_string()),
         ];
-        if fast.uvicorn {
+        if fast.patches_uvicorn() {
             env.push(("DEVRUN_FAST_STOP".into(), timeout.as_millis().to_string()));
             env.push((
                 "DEVRUN_FAST_STOP_REPORT".into(),
@@ -280,19 +285,19 @@ mod tests {
         ];
         for command in yes {
             assert!(
-                FastStop::detect(&words(command), root, true).is_some_and(|f| f.uvicorn),
+                FastStop::detect(&words(command), root, true).is_some_and(|f| f.patches_uvicorn()),
                 "{command}"
             );
         }
         let no = ["python plain.py", "python -m http.server"];
         for command in no {
             let plain = FastStop::detect(&words(command), root, true);
-            assert!(plain.is_some_and(|f| !f.uvicorn), "{command}");
+            assert!(plain.is_some_and(|f| !f.patches_uvicorn()), "{command}");
         }
         assert!(FastStop::detect(&words("node x.js"), root, true).is_none());
         let off = FastStop::detect(&words("python serve.py"), root, false);
         assert!(
-            off.is_some_and(|f| !f.uvicorn && f.runs_uvicorn),
+            off.is_some_and(|f| !f.patches_uvicorn() && f.runs_uvicorn),
             "[stop] fast = false: not patched, still known to run uvicorn"
         );
     }

@@ -43,7 +43,7 @@ fn inherit_socket_on_windows_needs_a_python_launch_running_uvicorn() {
     let other = read("node server.js");
     assert!(uvicorn
         .as_ref()
-        .is_some_and(|f| f.runs_uvicorn && !f.uvicorn));
+        .is_some_and(|f| f.runs_uvicorn && !f.patches_uvicorn()));
     for launch in [&uvicorn, &plain, &other] {
         assert_eq!(
             inherit_refusal(false, launch.as_ref()),
