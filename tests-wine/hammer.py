@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The client of the Wine lane's py_inherit scenario and of scripts/bench-wine-refused: GET /
 on 127.0.0.1:PORT on a fresh connection, one after the other (a pause of PAUSE s between), from
-the Linux side, until the file STOP exists. Then prints one line:
+the Linux side, until the file STOP exists (and, if STOP names a generation, until that one
+answered, for at most STOP_WAIT s). Then prints one line:
 
     answered N refused N reset N timeout N other N gens G1,G2,...
 
@@ -18,6 +19,8 @@ import os
 import socket
 import sys
 import time
+
+STOP_WAIT = 60
 
 
 def request(port):
@@ -51,7 +54,16 @@ def main():
     pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.005
     counts = {"answered": 0, "refused": 0, "reset": 0, "timeout": 0, "other": 0}
     gens = []
-    while not os.path.exists(stop):
+    stop_seen = None
+    while True:
+        if os.path.exists(stop):
+            # A STOP naming a generation waits (up to STOP_WAIT s) until that one answered: a
+            # request stuck in a timeout meanwhile (see above) must not end the count early.
+            stop_seen = stop_seen or time.monotonic()
+            with open(stop) as f:
+                wanted = f.read().strip()
+            if not wanted or gens[-1:] == [wanted] or time.monotonic() - stop_seen > STOP_WAIT:
+                break
         kind, gen = request(port)
         counts["answered" if kind == "ok" else kind] += 1
         if gen is not None and (not gens or gens[-1] != gen):
