@@ -368,7 +368,7 @@ impl Config {
         watch.also.extend(env_file.clone());
         let cwd = derive_backend_cwd(inputs, &project.root)?;
         let imports = derive_preload(inputs, args)?;
-        let method = derive_preload_method(inputs)?;
+        let method = derive_preload_method(inputs, cfg!(target_os = "linux"))?;
         let ready = derive_ready(inputs, args)?;
         let preload = imports
             .map(|imports| {

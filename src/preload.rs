@@ -1,6 +1,8 @@
-//! `[server] preload` (Linux): a long-lived Python interpreter, the preloader, imports the
-//! project's third-party modules once; each generation is then a fork of it instead of a fresh
-//! interpreter. The runner is src/preload/runner.py, embedded here and run with `python -c`.
+//! `[server] preload`: the project's third-party modules are imported before the save arrives.
+//! On Linux a long-lived Python interpreter, the preloader, imports them once and each
+//! generation is a fork of it instead of a fresh interpreter; elsewhere (and where a fork is
+//! refused) a warm spare interpreter imports them and becomes the next generation. The runner
+//! is src/preload/runner.py, embedded here (`runner.rs` starts it).
 //!
 //! devrun keeps its promise that no project module survives a change: the preloader never
 //! holds a module whose file devrun's watch filter would restart on (checked on every start),
@@ -9,20 +11,19 @@
 //!
 //! - [`Settings`] (and its [`Launch`]) is what config derives once at load;
 //! - [`protocol`] is what devrun and the preloader say to each other;
-//! - [`Slot`] is the supervisor's preloader (or spare) across generations (it compiles
-//!   everywhere; only the fork and the spare are Linux's for now);
+//! - [`Slot`] is the supervisor's preloader (or spare) across generations;
+//! - `channel` is how a runner connects back (a Unix socket, or a named pipe on Windows);
 //! - `spare` is the warm spare interpreter (`preload_method = "spare"`, and where a fork is
 //!   refused for a thread or a socket): a fresh interpreter that imports the same modules with
 //!   the same proofs, waits, and becomes the generation when told.
 
+mod channel;
 mod launch;
 #[cfg(target_os = "linux")]
 mod preloader;
-// Only the preloader speaks it (Linux); its tests run there.
-#[cfg(target_os = "linux")]
 pub mod protocol;
+mod runner;
 mod slot;
-#[cfg(target_os = "linux")]
 mod spare;
 
 pub use launch::Launch;
@@ -43,21 +44,12 @@ pub enum Preload {
 /// How a preloaded generation starts (`[server] preload_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// A fork of the preloader (Linux; refused when an import starts a thread or opens a
-    /// socket, and then a spare is used).
+    /// A fork of the preloader (Linux only; refused when an import starts a thread or opens
+    /// a socket, and then a spare is used).
     Fork,
-    /// A warm spare interpreter that becomes the generation, with a new one behind it.
+    /// A warm spare interpreter that becomes the generation, with a new one behind it (every
+    /// OS; the default off Linux).
     Spare,
-}
-
-impl Method {
-    /// Fork where the OS can fork safely (Linux), a spare elsewhere.
-    pub fn default_here() -> Method {
-        match cfg!(target_os = "linux") {
-            true => Method::Fork,
-            false => Method::Spare,
-        }
-    }
 }
 
 /// Everything preload needs from the configuration, derived once at load.

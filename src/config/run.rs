@@ -58,24 +58,32 @@ pub(super) fn inherit_refusal(windows: bool, launch: Option<&FastStop>) -> Optio
     ))
 }
 
-/// `[server] preload_method`: "fork" or "spare" (default: fork on Linux, spare elsewhere).
-pub(super) fn derive_preload_method(inputs: &Inputs) -> Result<Method, ConfigError> {
+/// `[server] preload_method`: "fork" or "spare" (default: fork on Linux, spare elsewhere);
+/// `linux`: this is Linux, the only OS devrun forks a preloaded interpreter on.
+pub(super) fn derive_preload_method(inputs: &Inputs, linux: bool) -> Result<Method, ConfigError> {
     let Some(value) = inputs.file.server.preload_method.as_ref() else {
-        return Ok(Method::default_here());
+        return Ok(if linux { Method::Fork } else { Method::Spare });
     };
+    let at = Some(value.span().start);
     match value.get_ref().as_str() {
+        "fork" if !linux => Err(inputs.err(
+            at,
+            "[server] preload_method = \"fork\" needs Linux: Windows has no fork, and macOS \
+             makes fork without exec unsafe once system frameworks are loaded; use \"spare\" \
+             (the default here)",
+        )),
         "fork" => Ok(Method::Fork),
         "spare" => Ok(Method::Spare),
         other => Err(inputs.err(
-            Some(value.span().start),
+            at,
             format!("[server] preload_method must be \"fork\" or \"spare\", not {other:?}"),
         )),
     }
 }
 
 /// `[server] preload`: false (the default), "auto" or a list of modules; `--preload` is "auto".
-/// Linux only: fork without exec is unsafe on macOS, and Windows has no fork. The command it
-/// runs is read in [`preload::Settings::new`].
+/// Every OS: a fork of the preloader on Linux, a warm spare elsewhere. The command it runs is
+/// read in [`preload::Settings::new`].
 pub(super) fn derive_preload(
     inputs: &Inputs,
     args: &RunArgs,
@@ -105,23 +113,6 @@ pub(super) fn derive_preload(
             ))
         }
     };
-    if preload.is_none() {
-        return Ok(None);
-    }
-    if cfg!(target_os = "macos") {
-        return Err(inputs.err(
-            at,
-            "preload is not supported on macOS: forking a process that loaded system frameworks \
-             without exec is unsafe there; remove `preload` / --preload",
-        ));
-    }
-    if !cfg!(target_os = "linux") {
-        return Err(inputs.err(
-            at,
-            "preload is not supported on this system: it needs fork (Linux only); remove \
-             `preload` / --preload",
-        ));
-    }
     Ok(preload)
 }
 

@@ -69,6 +69,32 @@ fn inherit_socket_on_windows_needs_a_python_launch_running_uvicorn() {
     assert!(check_inherit_socket(&inputs, false, other.as_ref(), true).is_ok());
 }
 
+/// Issue 19: preload runs on every OS. The fork is Linux's; elsewhere the default is a warm
+/// spare, and `preload_method = "fork"` is an error at the key that says what to use.
+#[test]
+fn preload_method_is_fork_on_linux_and_spare_elsewhere() {
+    let server = |method: &str| {
+        inputs(&format!(
+            "command = \"python -m uvicorn app:app\"\n[server]\npreload = \"auto\"\n{method}"
+        ))
+        .unwrap()
+    };
+    let unset = server("");
+    assert_eq!(derive_preload_method(&unset, true).unwrap(), Method::Fork);
+    assert_eq!(derive_preload_method(&unset, false).unwrap(), Method::Spare);
+    let spare = server("preload_method = \"spare\"");
+    assert_eq!(derive_preload_method(&spare, true).unwrap(), Method::Spare);
+    assert_eq!(derive_preload_method(&spare, false).unwrap(), Method::Spare);
+    let fork = server("preload_method = \"fork\"");
+    assert_eq!(derive_preload_method(&fork, true).unwrap(), Method::Fork);
+    let e = derive_preload_method(&fork, false).unwrap_err().to_string();
+    assert!(e.starts_with("devrun.toml:4:18:"), "{e}");
+    assert!(
+        e.contains("needs Linux") && e.contains("use \"spare\""),
+        "{e}"
+    );
+}
+
 #[test]
 fn string_command_is_split_and_port_substituted() {
     let c = load(

@@ -348,14 +348,22 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def hand_over_socket(environ=os.environ):
-    """Takes the listening socket devrun handed over (DEVRUN_HELD_SOCKET: its handle or fd),
-    makes it non-inheritable, and has uvicorn serve it (when uvicorn is installed). Returns the
-    socket, or None when devrun handed none."""
+def hand_over_socket(environ=os.environ, net=None):
+    """Takes the listening socket devrun handed over, makes it non-inheritable, and has uvicorn
+    serve it (when uvicorn is installed). A cold start inherited it (DEVRUN_HELD_SOCKET: its
+    handle or fd); a warm spare, started long before, gets it duplicated for its own pid
+    (DEVRUN_HELD_SOCKET_SHARE: the hex of the WSAPROTOCOL_INFOW, for `socket.fromshare`).
+    Returns the socket, or None when devrun handed none."""
+    if net is None:
+        import socket as net
     value = environ.pop("DEVRUN_HELD_SOCKET", None)
-    if not value:
+    shared = environ.pop("DEVRUN_HELD_SOCKET_SHARE", None)
+    if shared:
+        sock = net.fromshare(bytes.fromhex(shared))
+    elif value:
+        sock = held_socket(int(value), net)
+    else:
         return None
-    sock = held_socket(int(value))
     sock.set_inheritable(False)
     try:
         import uvicorn.server

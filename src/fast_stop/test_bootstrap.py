@@ -262,6 +262,36 @@ class HeldSocket(unittest.TestCase):
         import bootstrap
         self.assertIsNone(bootstrap.hand_over_socket({}))
 
+    def test_a_spare_takes_the_socket_shared_for_it(self):
+        """Issue 19: a warm spare gets the held socket as `socket.share()` bytes (hex) with its
+        run request, rebuilt with `fromshare` (Windows only; here a stand-in that records)."""
+        import socket
+        import types
+        sys.path.insert(0, os.path.dirname(BOOTSTRAP))
+        import bootstrap
+        original = socket.socket()
+        original.bind(("127.0.0.1", 0))
+        given = []
+
+        def fromshare(info):
+            given.append(info)
+            return socket.socket(fileno=os.dup(original.fileno()))
+
+        net = types.SimpleNamespace(fromshare=fromshare)
+        environ = {"DEVRUN_HELD_SOCKET_SHARE": "00ff10", "OTHER": "1"}
+        # uvicorn's Server is left unpatched in this process: the import fails here.
+        from unittest import mock
+        with mock.patch.dict(sys.modules, {"uvicorn": None, "uvicorn.server": None}):
+            taken = bootstrap.hand_over_socket(environ, net)
+        try:
+            self.assertEqual(given, [b"\x00\xff\x10"])
+            self.assertEqual(environ, {"OTHER": "1"})
+            self.assertEqual(taken.getsockname(), original.getsockname())
+            self.assertFalse(taken.get_inheritable())
+        finally:
+            taken.close()
+            original.close()
+
     def test_uvicorn_serves_the_held_socket_not_its_own_port(self):
         import socket
         held = socket.socket()

@@ -2,33 +2,21 @@
 //! runner, spoken to over a Unix socket (see [`super::protocol`]), asked for one fork per
 //! generation.
 
-use super::protocol::{self, ProtocolError, Reply, Request, Spec};
-use super::{Preload, Settings};
+use super::channel::{send_with_fds, Listening, Replies, Writer};
+use super::protocol::{ProtocolError, Reply, Request};
+use super::runner::{handshake, runner_command, NotReady};
+use super::Settings;
 use crate::process::{Backend, Reaped};
 use std::collections::BTreeMap;
-use std::io::{self, IoSlice, PipeReader, PipeWriter};
+use std::io::{self, PipeReader, PipeWriter};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest, Lines};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-/// The runner: its protocol part first, then the rest, run as one script (`python -c`).
-pub(super) const RUNNER: &str = concat!(
-    include_str!("runner_protocol.py"),
-    "\n",
-    include_str!("runner.py")
-);
 /// A fork answers in milliseconds; this only bounds a preloader that hangs.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Environment variables, in order.
-pub(super) type Vars = Vec<(String, String)>;
-
-pub(super) type Replies = Lines<BufReader<OwnedReadHalf>>;
 
 /// What starting a preloader gave.
 pub enum Started {
@@ -108,7 +96,7 @@ impl Handover {
 pub struct Preloader {
     child: tokio::process::Child,
     pid: u32,
-    writer: OwnedWriteHalf,
+    writer: Writer,
     /// What it said after it was ready, besides exit statuses: answers to fork requests, or
     /// the line that broke the protocol.
     replies: mpsc::UnboundedReceiver<Result<Reply, ProtocolError>>,
@@ -130,15 +118,15 @@ impl Preloader {
         env: &[(String, String)],
         is_project: &dyn Fn(&Path) -> bool,
     ) -> io::Result<Started> {
-        let (listener, path, _remove) = private_socket()?;
-        let mut child = spawn(settings, env, &path)?;
+        let mut listening = Listening::new()?;
+        let mut child = spawn(settings, env, &listening.env)?;
         let deadline = tokio::time::Instant::now() + settings.start_timeout;
         let pid = child.id().unwrap_or(0);
         let timeout = settings.start_timeout;
         let accepted = tokio::select! {
             // A preloader that connected, said why it refused and exited is heard out.
             biased;
-            accepted = tokio::time::timeout(timeout, listener.accept()) => accepted,
+            accepted = tokio::time::timeout(timeout, listening.accept()) => accepted,
             status = child.wait() => {
                 let status = status.map(|s| crate::process::describe_status(&s));
                 return Ok(Started::Refused(format!(
@@ -153,8 +141,9 @@ impl Preloader {
                 timeout.as_millis()
             )));
         };
-        let (reader, writer) = accepted?.0.into_split();
-        let mut lines = BufReader::new(reader).lines();
+        let super::channel::Connection {
+            mut lines, writer, ..
+        } = accepted?;
         let loaded = match handshake(&mut lines, deadline).await {
             Ok(loaded) => loaded,
             Err(NotReady::Unforkable(reason)) => return Ok(Started::Unforkable(reason)),
@@ -261,106 +250,6 @@ impl Preloader {
     }
 }
 
-/// Writes `line` to `writer` with `fds` attached to its first byte (SCM_RIGHTS).
-pub(super) async fn send_with_fds(
-    writer: &mut OwnedWriteHalf,
-    line: &[u8],
-    fds: &[RawFd],
-) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-    let stream: &UnixStream = writer.as_ref();
-    let rights = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    let sent = stream
-        .async_io(Interest::WRITABLE, || {
-            let iov = [IoSlice::new(line)];
-            sendmsg::<UnixAddr>(
-                stream.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        })
-        .await?;
-    // A long environment may not fit at once: the rest follows, the descriptors went first.
-    writer.write_all(&line[sent..]).await
-}
-
-/// What a preloader said before it was ready.
-pub(super) struct Loaded {
-    pub imported: usize,
-    modules: Vec<protocol::Module>,
-    read: Vec<protocol::ReadFile>,
-    pub skipped: Vec<(String, String)>,
-}
-
-impl Loaded {
-    /// Why what it loaded (or read) holds project code, if it does.
-    pub fn project_code(&self, is_project: &dyn Fn(&Path) -> bool) -> Option<String> {
-        project_module(&self.modules, is_project)
-            .or_else(|| project_file_read(&self.read, is_project))
-    }
-}
-
-/// Why a preloader (or spare) did not get ready.
-pub(super) enum NotReady {
-    /// It refused: an import started a thread or opened a socket (a spare can hold those).
-    Unforkable(String),
-    /// Anything else: it exited, was late, or said something devrun cannot read.
-    Failed(String),
-}
-
-/// Reads the preloader's `hello` (its protocol version must be devrun's), the modules it
-/// skipped, and then `loaded`. Err: why it will not serve (it refused, said something else,
-/// or nothing before `deadline`).
-pub(super) async fn handshake(
-    lines: &mut Replies,
-    deadline: tokio::time::Instant,
-) -> Result<Loaded, NotReady> {
-    let next = next_reply(lines, deadline)
-        .await
-        .map_err(NotReady::Failed)?;
-    protocol::check_hello(next).map_err(|e| NotReady::Failed(e.to_string()))?;
-    let mut skipped = Vec::new();
-    loop {
-        match next_reply(lines, deadline)
-            .await
-            .map_err(NotReady::Failed)?
-        {
-            Reply::Skipped { module, error } => skipped.push((module, error)),
-            Reply::Refused { reason } => return Err(NotReady::Unforkable(reason)),
-            Reply::Loaded {
-                imported,
-                modules,
-                read,
-            } => {
-                return Ok(Loaded {
-                    imported,
-                    modules,
-                    read,
-                    skipped,
-                })
-            }
-            other => return Err(NotReady::Failed(other.out_of_turn("`loaded`").to_string())),
-        }
-    }
-}
-
-/// The preloader's next line before `deadline`, read; Err: why there is none.
-pub(super) async fn next_reply(
-    lines: &mut Replies,
-    deadline: tokio::time::Instant,
-) -> Result<Reply, String> {
-    match tokio::time::timeout_at(deadline, lines.next_line()).await {
-        Ok(Ok(Some(line))) => Reply::parse(&line).map_err(|e| e.to_string()),
-        Ok(Ok(None)) => Err("the preloader stopped before it was ready".into()),
-        Ok(Err(e)) => Err(format!("cannot read from the preloader: {e}")),
-        Err(_) => Err("the preloader was not ready in time".into()),
-    }
-}
-
 /// Everything the preloader (`pid`) says after it is ready: exit statuses into `reaped` (as
 /// soon as it reaped a child), the rest into `replies`; `closed` when it is gone. A line that
 /// breaks the protocol may have been a lost exit status: the preloader is killed (its children
@@ -403,9 +292,10 @@ async fn relay(
 fn spawn(
     settings: &Settings,
     env: &[(String, String)],
-    socket: &Path,
+    channel: &(String, String),
 ) -> io::Result<tokio::process::Child> {
-    let (command, runner_env) = runner_command(settings, socket, false)?;
+    // Unix: the runner is given with `-c`, no file to keep.
+    let (command, runner_env, _written) = runner_command(settings, channel, false)?;
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..])
         .current_dir(&settings.root)
@@ -414,183 +304,4 @@ fn spawn(
         .stdin(Stdio::null())
         .kill_on_drop(true);
     crate::sys::spawn_group(cmd, None).map(|(child, _group)| child)
-}
-
-/// The command line that runs the embedded runner with the command's interpreter (and its
-/// options), and the variables that tell it where devrun listens (`socket`) and what to do:
-/// preload and fork, or (`spare`) preload and then become the generation.
-pub(super) fn runner_command(
-    settings: &Settings,
-    socket: &Path,
-    spare: bool,
-) -> io::Result<(Vec<String>, Vars)> {
-    let launch = &settings.launch;
-    if launch.interpreter.is_empty() {
-        return Err(io::Error::other("no interpreter"));
-    }
-    let spec = Spec {
-        version: protocol::VERSION,
-        root: &settings.root,
-        modules: match &settings.imports {
-            Preload::Auto => None,
-            Preload::Modules(names) => Some(names),
-        },
-        module: launch.module.as_deref(),
-        script: launch.script.as_deref(),
-        spare,
-    };
-    let spec = serde_json::to_string(&spec).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot write the preloader's spec: {e}"),
-        )
-    })?;
-    let mut command = launch.interpreter.clone();
-    command.extend(["-c".to_string(), RUNNER.to_string()]);
-    let env = vec![
-        ("DEVRUN_PRELOAD_SOCKET".into(), socket.display().to_string()),
-        ("DEVRUN_PRELOAD_SPEC".into(), spec),
-        (
-            "DEVRUN_PRELOAD_PARENT".into(),
-            std::process::id().to_string(),
-        ),
-    ];
-    Ok((command, env))
-}
-
-/// The folder of the socket a preloader or a spare connects back to: only needed until it
-/// connected, removed (with the socket) when dropped.
-pub(super) struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh listening socket for a preloader or a spare to connect back to, in a new folder only
-/// this user may enter: the requests carry the backend's environment, and another user must
-/// not be the first to connect (a socket bound in the shared temp folder and made private
-/// afterwards left a moment when anyone could, with umask 000). Its path is short enough for a
-/// Unix socket address.
-pub(super) fn private_socket() -> io::Result<(UnixListener, PathBuf, RemoveOnDrop)> {
-    use std::os::unix::fs::DirBuilderExt;
-    let id = crate::state::random_id()?;
-    let dir = std::env::temp_dir().join(format!("devrun-preload-{}", &id[..id.len().min(16)]));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-    let remove = RemoveOnDrop(dir.clone());
-    let path = dir.join("s");
-    let listener = UnixListener::bind(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    Ok((listener, path, remove))
-}
-
-/// The loaded modules whose files are project code, said with the first one's file and the
-/// preload that imported it.
-fn project_module(
-    loaded: &[protocol::Module],
-    is_project: &dyn Fn(&Path) -> bool,
-) -> Option<String> {
-    let found: Vec<&protocol::Module> = loaded.iter().filter(|m| is_project(&m.file)).collect();
-    let first = found.first()?;
-    let mut names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
-    names.sort_unstable();
-    let by = match &first.by {
-        None => "the interpreter's start (a .pth file or sitecustomize?)".to_string(),
-        Some(by) => format!("preloading {by}"),
-    };
-    Some(format!(
-        "project code was imported by {by}: {} ({}{})",
-        names.join(", "),
-        first.file.display(),
-        if names.len() > 1 { ", …" } else { "" }
-    ))
-}
-
-/// A project file preloading read or ran without importing it as a module (a library's
-/// `spec_from_file_location` + `exec_module`, or `open` + `exec`): its contents would be stale
-/// in every fork after an edit, as an imported module's would.
-fn project_file_read(
-    read: &[protocol::ReadFile],
-    is_project: &dyn Fn(&Path) -> bool,
-) -> Option<String> {
-    let found: Vec<&protocol::ReadFile> = read.iter().filter(|r| is_project(&r.file)).collect();
-    let first = found.first()?;
-    Some(format!(
-        "a project file was read by preloading {}: {}{} (it would be stale in every fork)",
-        first.by,
-        first.file.display(),
-        match found.len() {
-            1 => String::new(),
-            n => format!(" and {} more", n - 1),
-        }
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The socket a preloader or spare connects back to is in a folder no other user can
-    /// enter, from the moment it exists; the folder goes with the guard.
-    #[tokio::test]
-    async fn the_connect_back_socket_is_private_from_the_start_and_removed() {
-        use std::os::unix::fs::PermissionsExt;
-        let (listener, path, remove) = private_socket().unwrap();
-        let dir = path.parent().unwrap().to_path_buf();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
-        assert!(tokio::net::UnixStream::connect(&path).await.is_ok());
-        drop((listener, remove));
-        assert!(!dir.exists(), "{} was left", dir.display());
-    }
-
-    fn module(name: &str, file: &str, by: Option<&str>) -> protocol::Module {
-        protocol::Module {
-            name: name.into(),
-            file: file.into(),
-            by: by.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn project_code_is_named_with_the_preload_that_imported_it() {
-        let is_project = |p: &Path| p.starts_with("/p");
-        let loaded = [
-            module("fastapi", "/v/fastapi/__init__.py", Some("fastapi")),
-            module("app.settings", "/p/app/settings.py", Some("sneaky")),
-            module("app", "/p/app/__init__.py", Some("sneaky")),
-        ];
-        assert_eq!(project_module(&loaded[..1], &is_project), None);
-        assert_eq!(
-            project_module(&loaded, &is_project).as_deref(),
-            Some(
-                "project code was imported by preloading sneaky: app, app.settings \
-                 (/p/app/settings.py, …)"
-            )
-        );
-        let read = |file: &str| protocol::ReadFile {
-            file: file.into(),
-            by: "pluggy".into(),
-        };
-        let files = [
-            read("/v/pluggy/x.py"),
-            read("/p/hooks.py"),
-            read("/p/conf.py"),
-        ];
-        assert_eq!(project_file_read(&files[..1], &is_project), None);
-        assert_eq!(
-            project_file_read(&files, &is_project).as_deref(),
-            Some(
-                "a project file was read by preloading pluggy: /p/hooks.py and 1 more \
-                 (it would be stale in every fork)"
-            )
-        );
-        let at_start = [module("app", "/p/app/__init__.py", None)];
-        let reason = project_module(&at_start, &is_project).unwrap();
-        assert!(reason.contains("the interpreter's start"), "{reason}");
-    }
 }

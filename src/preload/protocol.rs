@@ -46,9 +46,10 @@ pub struct Spec<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Request<'a> {
-    /// Fork the next generation: a child running `module` (or `script`) with `args` in `cwd`
-    /// with exactly `env`, shown by `ps` as `title`; `fds` are the numbers in the child of the
-    /// descriptors sent with this line, in order.
+    /// Fork the next generation (Linux): a child running `module` (or `script`) with `args`
+    /// in `cwd` with exactly `env`, shown by `ps` as `title`; `fds` are the numbers in the
+    /// child of the descriptors sent with this line, in order.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Fork {
         env: &'a BTreeMap<String, String>,
         cwd: &'a Path,

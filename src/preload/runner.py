@@ -2,8 +2,10 @@
 # It imports third-party modules once, then forks one child per generation. It never serves
 # and never imports project code on purpose: devrun checks what it loaded with its watch filter.
 # Protocol (src/preload/protocol.rs): one JSON object per line over the Unix socket named by
-# DEVRUN_PRELOAD_SOCKET, each with its `kind`; the keys of each kind are below (SPEC, REQUESTS,
-# REPLIES) and checked on the way in and out. Unit tests: test_runner.py, next to this file.
+# DEVRUN_PRELOAD_SOCKET (on Windows, the named pipe named by DEVRUN_PRELOAD_PIPE), each with its
+# `kind`; the keys of each kind are below (SPEC, REQUESTS, REPLIES) and checked on the way in
+# and out. Only a spare (`spare` in the spec) runs off Linux: forking, `/proc` and prctl are
+# Linux's. Unit tests: test_runner.py, next to this file.
 import array
 import ast
 import ctypes
@@ -13,15 +15,21 @@ import importlib.util
 import json
 import os
 import runpy
-import fcntl
 import select
 import signal
 import socket
 import sys
 
+try:
+    import fcntl
+except ImportError:  # Windows: no descriptors are passed there
+    fcntl = None
+
 if __name__ != "__main__":  # imported by the unit tests; devrun prepends the file itself
     from runner_protocol import *  # noqa: F401,F403
 
+# /proc, prctl and fork are this OS's only (Wine shows Windows programs a Linux /proc too).
+LINUX = sys.platform.startswith("linux")
 PR_SET_PDEATHSIG = 1
 # Descriptors one fork request can carry (stdin, stdout, stderr, the held socket).
 MAX_FDS = 4
@@ -156,12 +164,16 @@ def audit(event, args):
 def as_devrun_names(root, shown_root, path):
     """`path` as devrun names project files (under `shown_root`, the root devrun gave) when it
     is inside the project once symlinks are resolved (`root` is resolved), else its absolute
-    path, or None when it is no file (`<string>`, a descriptor)."""
+    path, or None when it is no file (`<string>`, a descriptor, or a relative name that is no
+    file here: the stdlib of Windows' embeddable Python runs from a zip whose code objects
+    name `keyword.py`)."""
     try:
         path = os.fsdecode(os.fspath(path))
     except TypeError:
         return None
     if not path or path.startswith("<"):
+        return None
+    if not os.path.isabs(path) and not os.path.exists(path):
         return None
     real = os.path.realpath(path)
     if real != root and real.startswith(root + os.sep):
@@ -170,9 +182,14 @@ def as_devrun_names(root, shown_root, path):
 
 
 def sockets():
-    """This process's sockets: {descriptor: its inode}."""
+    """This process's sockets: {descriptor: its inode} (none where there is no /proc: only a
+    fork needs them, and only Linux forks)."""
     found = {}
-    for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds = os.listdir("/proc/self/fd") if LINUX else []
+    except OSError:
+        return found
+    for fd in fds:
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
@@ -338,8 +355,44 @@ def reap(sock):
         send(sock, "exited", pid=pid, status=status)
 
 
+class Pipe:
+    """Windows: the named pipe devrun serves, opened as a file; it carries lines only."""
+
+    def __init__(self, name):
+        self.file = open(name, "r+b", buffering=0)
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[self.file.write(view):]
+
+    def read(self):
+        try:
+            return self.file.read(65536) or b""
+        except OSError:  # devrun closed its end
+            return b""
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def close(self):
+        self.file.close()
+
+
+def connect():
+    """The channel devrun named: its Unix socket, or on Windows its named pipe."""
+    pipe = os.environ.pop("DEVRUN_PRELOAD_PIPE", None)
+    if pipe:
+        return Pipe(pipe)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(os.environ.pop("DEVRUN_PRELOAD_SOCKET"))
+    return sock
+
+
 def receive(sock, pending):
     """Reads what devrun sent; descriptors passed with it (SCM_RIGHTS) go to `pending`."""
+    if isinstance(sock, Pipe):
+        return sock.read()
     data, ancillary, _, _ = sock.recvmsg(
         65536, socket.CMSG_SPACE(MAX_FDS * 4), getattr(socket, "MSG_CMSG_CLOEXEC", 0)
     )
@@ -474,7 +527,10 @@ def place(fds):
 
 def set_title(title):
     """What `ps` shows for this process: the command it runs, not the preloader's. Written
-    over the original argv area (as PostgreSQL and setproctitle do; never longer than it)."""
+    over the original argv area (as PostgreSQL and setproctitle do; never longer than it).
+    Linux only."""
+    if not LINUX:
+        return
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
@@ -503,34 +559,41 @@ def run_child(request, libc):
     os.chdir(request["cwd"])
     if request["title"]:
         set_title(request["title"])
-    fast_stop()
+    held = bootstrap()
+    args = request["args"]
+    if held is not None:  # Windows: `{fd}` is the handle the socket got here
+        args = [arg.replace("{fd}", str(held.fileno())) for arg in args]
     if request["module"]:
-        sys.argv = [request["module"]] + request["args"]
+        sys.argv = [request["module"]] + args
         sys.path[0] = request["cwd"]
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     else:
         script = os.path.abspath(request["script"])
-        sys.argv = [request["script"]] + request["args"]
+        sys.argv = [request["script"]] + args
         sys.path[0] = os.path.dirname(script)
         runpy.run_path(script, run_name="__main__")
 
 
-def fast_stop():
-    """devrun's fast stop for uvicorn (src/fast_stop/bootstrap.py, named by
-    DEVRUN_FAST_STOP_SCRIPT): patched in the child, as a cold start patches it."""
+def bootstrap():
+    """devrun's bootstrap (src/fast_stop/bootstrap.py, named by DEVRUN_FAST_STOP_SCRIPT), as a
+    cold start runs it: on Windows the held socket handed to uvicorn (returned) and CTRL_BREAK
+    as Ctrl-C; uvicorn's fast stop patched; the import report started."""
     script = os.environ.pop("DEVRUN_FAST_STOP_SCRIPT", None)
     if not script:
-        return
+        return None
     spec = importlib.util.spec_from_file_location("_devrun_fast_stop", script)
     if spec is None or spec.loader is None:
-        return
+        return None
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except OSError:
-        return  # gone (devrun exited): the stock stop
+        return None  # gone (devrun exited): the stock stop
+    held = module.hand_over_socket()
     module.patch()
     report_imports(module)
+    module.graceful_break()
+    return held
 
 
 def report_imports(bootstrap):
@@ -542,10 +605,14 @@ def report_imports(bootstrap):
 
 
 def main():
-    libc = ctypes.CDLL(None, use_errno=True)
-    pdeathsig(libc, int(os.environ.pop("DEVRUN_PRELOAD_PARENT")))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(os.environ.pop("DEVRUN_PRELOAD_SOCKET"))
+    libc = None
+    parent = int(os.environ.pop("DEVRUN_PRELOAD_PARENT"))
+    if LINUX:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pdeathsig(libc, parent)
+    # Elsewhere a spare learns devrun is gone when the channel closes (and its job, on
+    # Windows, dies with devrun).
+    sock = connect()
     send(sock, "hello", version=PROTOCOL)
     try:
         spec = read_spec(os.environ.pop("DEVRUN_PRELOAD_SPEC", ""))
@@ -555,6 +622,8 @@ def main():
     root = os.path.realpath(spec["root"])
     if spec["script"]:
         sys.path[0] = os.path.dirname(os.path.abspath(spec["script"]))
+    else:
+        sys.path[0] = ""  # as with `-c` (the current folder), also when run from a file
     modules = spec["modules"]
     if modules is None:
         modules = auto_modules(root, spec["module"])

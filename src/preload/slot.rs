@@ -1,9 +1,8 @@
-//! The supervisor's preloader (or spare) across generations. It compiles on every OS; only the
-//! fork and the spare are Linux's for now (config refuses preload elsewhere).
+//! The supervisor's preloader (or spare) across generations. The fork is Linux's; the spare
+//! runs on every OS (config refuses `preload_method = "fork"` elsewhere).
 
 #[cfg(target_os = "linux")]
 use super::preloader::{Forked, Handover, Preloader, Started};
-#[cfg(target_os = "linux")]
 use super::spare::{Ran, Spare};
 use super::{Method, Settings};
 use crate::error::Error;
@@ -42,12 +41,10 @@ pub struct Wanted<'a> {
 pub struct Slot {
     #[cfg(target_os = "linux")]
     preloader: Option<Preloader>,
-    #[cfg(target_os = "linux")]
     spare: Option<Spare>,
     /// Spares for the rest of the run (configured, or a fork was refused).
     spares: bool,
     /// What a spare could not import was said (each spare would say it again).
-    #[cfg(target_os = "linux")]
     skipped_said: bool,
     off: bool,
 }
@@ -69,25 +66,18 @@ impl Slot {
             self.refuse(ui, "the held socket was not handed to the preloader".into());
             return Ok(None);
         }
-        self.spares |= settings.method == Method::Spare;
+        self.spares |= settings.method == Method::Spare || !cfg!(target_os = "linux");
         #[cfg(target_os = "linux")]
-        {
-            if !self.spares {
-                let forked = self.fork_preloaded(wanted, ui).await?;
-                if forked.is_some() || !self.spares {
-                    return Ok(forked.map(|(backend, modules)| {
-                        let spare = false;
-                        (backend, Preloaded { modules, spare })
-                    }));
-                }
+        if !self.spares {
+            let forked = self.fork_preloaded(wanted, ui).await?;
+            if forked.is_some() || !self.spares {
+                return Ok(forked.map(|(backend, modules)| {
+                    let spare = false;
+                    (backend, Preloaded { modules, spare })
+                }));
             }
-            return self.run_spare(wanted, ui).await;
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            self.refuse(ui, "preload needs Linux (fork without exec)".into());
-            Ok(None)
-        }
+        self.run_spare(wanted, ui).await
     }
 
     /// Ends the preloader and the spare and waits until they are reaped (a preloader's
@@ -97,7 +87,6 @@ impl Slot {
         if let Some(preloader) = self.preloader.take() {
             preloader.kill().await;
         }
-        #[cfg(target_os = "linux")]
         if let Some(spare) = self.spare.take() {
             spare.discard().await;
         }
@@ -110,74 +99,7 @@ impl Slot {
     }
 }
 
-#[cfg(target_os = "linux")]
 impl Slot {
-    /// [`Slot::fork`] once preload may fork: from the current preloader if it is still fit,
-    /// else from a fresh one; a fresh one is tried once more if a fork fails.
-    async fn fork_preloaded(
-        &mut self,
-        wanted: &Wanted<'_>,
-        ui: &Ui,
-    ) -> Result<Option<(Backend, usize)>, Error> {
-        let Wanted {
-            settings,
-            is_project,
-            base,
-            env,
-            listener,
-            ref label,
-        } = *wanted;
-        for _ in 0..2 {
-            if !self.replace_unfit(base, ui).await {
-                return Ok(None);
-            }
-            if self.preloader.is_none() && !self.start(settings, is_project, base, ui).await? {
-                return Ok(None);
-            }
-            let Some(preloader) = self.preloader.as_mut() else {
-                return Ok(None);
-            };
-            let handover = Handover::new(listener, label.clone())
-                .map_err(|e| Error::io("cannot make the pipes for a forked generation", e))?;
-            let reason = match preloader.fork(settings, env, handover).await {
-                Ok(Forked::Backend(backend)) => return Ok(Some((*backend, preloader.imported))),
-                Ok(Forked::Stale(file)) => format!("{file} changed"),
-                Ok(Forked::Broken(broken)) => {
-                    self.refuse(ui, broken.to_string());
-                    self.stop().await;
-                    return Ok(None);
-                }
-                Err(e) => e.to_string(),
-            };
-            ui.emit(&Warn::PreloadRestarted { reason }.into());
-            self.stop().await;
-        }
-        Ok(None)
-    }
-
-    /// Ends the current preloader if it cannot serve this generation: it exited, or it
-    /// started with another environment (said as a restart); or it broke the protocol (said
-    /// as a refusal: false, preload is off).
-    async fn replace_unfit(&mut self, base: &[(String, String)], ui: &Ui) -> bool {
-        let Some(old) = self.preloader.as_mut() else {
-            return true;
-        };
-        if let Some(broken) = old.unasked() {
-            self.refuse(ui, broken.to_string());
-            self.stop().await;
-            return false;
-        }
-        let reason = match (old.alive(), old.env.as_slice() == base) {
-            (false, _) => "the preloader exited",
-            (true, false) => "the backend's environment changed",
-            (true, true) => return true,
-        };
-        let reason = reason.to_string();
-        ui.emit(&Warn::PreloadRestarted { reason }.into());
-        self.stop().await;
-        true
-    }
-
     /// The next generation from the warm spare if it is still fit (alive, same base
     /// environment, nothing it loaded changed), else from a fresh one; a new spare is started
     /// right behind it.
@@ -250,6 +172,75 @@ impl Slot {
         Spare::start(settings, base, label)
             .map_err(|e| Error::io("cannot start a spare interpreter", e))
     }
+}
+
+#[cfg(target_os = "linux")]
+impl Slot {
+    /// [`Slot::fork`] once preload may fork: from the current preloader if it is still fit,
+    /// else from a fresh one; a fresh one is tried once more if a fork fails.
+    async fn fork_preloaded(
+        &mut self,
+        wanted: &Wanted<'_>,
+        ui: &Ui,
+    ) -> Result<Option<(Backend, usize)>, Error> {
+        let Wanted {
+            settings,
+            is_project,
+            base,
+            env,
+            listener,
+            ref label,
+        } = *wanted;
+        for _ in 0..2 {
+            if !self.replace_unfit(base, ui).await {
+                return Ok(None);
+            }
+            if self.preloader.is_none() && !self.start(settings, is_project, base, ui).await? {
+                return Ok(None);
+            }
+            let Some(preloader) = self.preloader.as_mut() else {
+                return Ok(None);
+            };
+            let handover = Handover::new(listener, label.clone())
+                .map_err(|e| Error::io("cannot make the pipes for a forked generation", e))?;
+            let reason = match preloader.fork(settings, env, handover).await {
+                Ok(Forked::Backend(backend)) => return Ok(Some((*backend, preloader.imported))),
+                Ok(Forked::Stale(file)) => format!("{file} changed"),
+                Ok(Forked::Broken(broken)) => {
+                    self.refuse(ui, broken.to_string());
+                    self.stop().await;
+                    return Ok(None);
+                }
+                Err(e) => e.to_string(),
+            };
+            ui.emit(&Warn::PreloadRestarted { reason }.into());
+            self.stop().await;
+        }
+        Ok(None)
+    }
+
+    /// Ends the current preloader if it cannot serve this generation: it exited, or it
+    /// started with another environment (said as a restart); or it broke the protocol (said
+    /// as a refusal: false, preload is off).
+    async fn replace_unfit(&mut self, base: &[(String, String)], ui: &Ui) -> bool {
+        let Some(old) = self.preloader.as_mut() else {
+            return true;
+        };
+        if let Some(broken) = old.unasked() {
+            self.refuse(ui, broken.to_string());
+            self.stop().await;
+            return false;
+        }
+        let reason = match (old.alive(), old.env.as_slice() == base) {
+            (false, _) => "the preloader exited",
+            (true, false) => "the backend's environment changed",
+            (true, true) => return true,
+        };
+        let reason = reason.to_string();
+        ui.emit(&Warn::PreloadRestarted { reason }.into());
+        self.stop().await;
+        true
+    }
 
     /// Starts a preloader into the slot; false when it was refused (said once, preload off).
     async fn start(
@@ -285,7 +276,6 @@ impl Slot {
 
 /// What a preloader (or spare) could not import, each generation imports itself (and fails the
 /// same way if it needs it): said, so a slow start is not a mystery.
-#[cfg(target_os = "linux")]
 fn say_skipped(ui: &Ui, skipped: Vec<(String, String)>) {
     for (module, error) in skipped {
         ui.emit(&crate::ui::Event::Warning(format!(

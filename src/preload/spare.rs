@@ -1,29 +1,34 @@
-//! A warm spare (`preload_method = "spare"`): a fresh interpreter, started with the command's
-//! interpreter and the backend's base environment as a generation of its own process group
-//! (devrun's run marker, its stdio pipes as a cold start's), that runs the runner in spare mode:
-//! it imports the third-party modules (with the same proofs as the preloader's), says `loaded`
-//! and waits, holding no socket and serving nothing. When the next generation is due (the old
-//! one gone, the port free) it is told to run the command with that generation's variables; it
-//! imports project code only then, and *is* the generation from there on.
+//! A warm spare (`preload_method = "spare"`; the only method off Linux): a fresh interpreter,
+//! started with the command's interpreter and the backend's base environment as a generation
+//! of its own process group or job (devrun's run marker, its stdio pipes as a cold start's),
+//! that runs the runner in spare mode: it imports the third-party modules (with the same proofs
+//! as the preloader's), says `loaded` and waits, holding no socket and serving nothing. When
+//! the next generation is due (the old one gone, the port free) it is told to run the command
+//! with that generation's variables; it imports project code only then, and *is* the generation
+//! from there on.
+//!
+//! The held socket (`socket = "inherit"`) reaches it only with that request: on Unix as fd 3
+//! (SCM_RIGHTS), on Windows duplicated for the interpreter's pid (`WSADuplicateSocketW`) and
+//! named in the request's environment, for the bootstrap's `socket.fromshare`.
 
-use super::preloader::{
-    handshake, next_reply, private_socket, runner_command, send_with_fds, NotReady, RemoveOnDrop,
-    Replies,
-};
+use super::channel::{self, Connection, Listening, RemoveOnDrop};
 use super::protocol::{Reply, Request};
+use super::runner::{handshake, next_reply, runner_command, NotReady};
 use super::Settings;
 use crate::output::Label;
 use crate::process::{Backend, StopSignal};
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::UnixListener;
 
 /// A spare answers a run request at once; this only bounds one that hangs.
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Windows: the variable of the run request's environment that carries the held socket, as
+/// the hex of the WSAPROTOCOL_INFOW duplicated for the spare (bootstrap.py reads it).
+#[cfg_attr(unix, allow(dead_code))]
+const HELD_SOCKET_SHARE: &str = "DEVRUN_HELD_SOCKET_SHARE";
 
 /// A started spare: importing, or ready and waiting for its run request. Never dropped
 /// running: [`Spare::discard`] or [`Spare::run`] end it or make it the generation.
@@ -31,8 +36,9 @@ pub struct Spare {
     backend: Backend,
     /// Kills its group if it is dropped unfinished (a shutdown while it was being run).
     guard: GroupGuard,
-    listener: UnixListener,
-    _remove: RemoveOnDrop,
+    listening: Listening,
+    /// Windows: the folder holding the runner's script.
+    _written: Option<RemoveOnDrop>,
     /// The base environment it started with: the next generation's must be the same.
     pub env: Vec<(String, String)>,
 }
@@ -58,8 +64,8 @@ impl Spare {
         env: &[(String, String)],
         label: Option<Label>,
     ) -> io::Result<Spare> {
-        let (listener, path, remove) = private_socket()?;
-        let (command, runner_env) = runner_command(settings, &path, true)?;
+        let listening = Listening::new()?;
+        let (command, runner_env, written) = runner_command(settings, &listening.env, true)?;
         let mut all = env.to_vec();
         all.extend(runner_env);
         let backend = Backend::spawn(&command, &settings.root, &all, None, label)?;
@@ -70,8 +76,8 @@ impl Spare {
                 armed: true,
             },
             backend,
-            listener,
-            _remove: remove,
+            listening,
+            _written: written,
             env: env.to_vec(),
         })
     }
@@ -92,7 +98,7 @@ impl Spare {
 
     /// Waits (up to the start timeout) until it imported its modules, checks that none is
     /// project code, and tells it to run the command with exactly `env` (and the held socket
-    /// as fd 3 in inherit mode). Anything but [`Ran::Backend`] leaves it ended.
+    /// in inherit mode). Anything but [`Ran::Backend`] leaves it ended.
     pub async fn run(
         mut self,
         settings: &Settings,
@@ -129,7 +135,7 @@ impl Spare {
         let timeout = settings.start_timeout;
         let accepted = tokio::select! {
             biased;
-            accepted = tokio::time::timeout(timeout, self.listener.accept()) => accepted,
+            accepted = tokio::time::timeout(timeout, self.listening.accept()) => accepted,
             _ = self.backend.exited() => return Ok(None),
         };
         let accepted = accepted.map_err(|_| {
@@ -138,46 +144,24 @@ impl Spare {
                 timeout.as_millis()
             ))
         })?;
-        let (reader, mut writer) = accepted.map_err(|e| failed(&e))?.0.into_split();
-        let mut lines: Replies = BufReader::new(reader).lines();
+        let mut connection = accepted.map_err(|e| failed(&e))?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let loaded = handshake(&mut lines, deadline).await.map_err(|e| match e {
-            NotReady::Unforkable(reason) | NotReady::Failed(reason) => Ran::Failed(reason),
-        })?;
+        let loaded = handshake(&mut connection.lines, deadline)
+            .await
+            .map_err(|e| match e {
+                NotReady::Unforkable(reason) | NotReady::Failed(reason) => Ran::Failed(reason),
+            })?;
         if let Some(reason) = loaded.project_code(is_project) {
             return Err(Ran::Refused(reason));
         }
-        let held: Option<OwnedFd> = match listener {
-            Some(socket) => Some(
-                socket
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| failed(&e))?,
-            ),
-            None => None,
-        };
-        let request = Request::Run {
-            env,
-            cwd: &settings.root,
-            module: settings.launch.module.as_deref(),
-            script: settings.launch.script.as_deref(),
-            args: &settings.launch.args,
-            fds: held.iter().map(|_| crate::process::INHERITED_FD).collect(),
-            title: &settings.title,
-        };
-        let line = request.line().map_err(|e| failed(&e))?;
-        let fds: Vec<RawFd> = held.iter().map(|fd| fd.as_raw_fd()).collect();
-        self.backend.started_running(Instant::now());
-        send_with_fds(&mut writer, line.as_bytes(), &fds)
-            .await
-            .map_err(|e| failed(&e))?;
-        drop(held);
+        self.send_run(&mut connection, settings, env, listener)
+            .await?;
         let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
-        match next_reply(&mut lines, deadline)
+        match next_reply(&mut connection.lines, deadline)
             .await
             .map_err(Ran::Failed)?
         {
-            Reply::Running { pid } if pid == self.backend.pid() => {
+            Reply::Running { pid } if self.is_the_spare(pid, connection.peer) => {
                 Ok(Some((loaded.imported, loaded.skipped)))
             }
             Reply::Running { pid } => Err(Ran::Failed(format!(
@@ -188,10 +172,106 @@ impl Spare {
             other => Err(failed(&other.out_of_turn("`running` or `stale`"))),
         }
     }
+
+    /// Sends the run request: the command, `env`, and in inherit mode the held socket (Unix:
+    /// fd 3 with the line; Windows: duplicated for the interpreter that opened the channel,
+    /// once it is proven to be of the spare's job).
+    async fn send_run(
+        &mut self,
+        connection: &mut Connection,
+        settings: &Settings,
+        env: &BTreeMap<String, String>,
+        listener: Option<&socket2::Socket>,
+    ) -> Result<(), Ran> {
+        let failed = |e: &dyn std::fmt::Display| Ran::Failed(e.to_string());
+        #[cfg(unix)]
+        let held = {
+            use std::os::fd::AsFd;
+            listener
+                .map(|socket| socket.as_fd().try_clone_to_owned())
+                .transpose()
+                .map_err(|e| failed(&e))?
+        };
+        #[cfg(windows)]
+        let (held, with_socket) = (None::<()>, self.socket_env(connection, env, listener)?);
+        #[cfg(windows)]
+        let env = with_socket.as_ref().unwrap_or(env);
+        let request = Request::Run {
+            env,
+            cwd: &settings.root,
+            module: settings.launch.module.as_deref(),
+            script: settings.launch.script.as_deref(),
+            args: &settings.launch.args,
+            fds: held.iter().map(|_| crate::process::INHERITED_FD).collect(),
+            title: &settings.title,
+        };
+        let line = request.line().map_err(|e| failed(&e))?;
+        self.backend.started_running(Instant::now());
+        #[cfg(unix)]
+        let sent = {
+            use std::os::fd::AsRawFd;
+            let fds: Vec<std::os::fd::RawFd> = held.iter().map(|fd| fd.as_raw_fd()).collect();
+            channel::send_with_fds(&mut connection.writer, line.as_bytes(), &fds).await
+        };
+        #[cfg(windows)]
+        let sent = channel::send(&mut connection.writer, line.as_bytes()).await;
+        sent.map_err(|e| failed(&e))
+    }
+
+    /// Windows, inherit mode: `env` with the held socket duplicated for the interpreter that
+    /// opened the channel, once that is proven to be of the spare's job.
+    #[cfg(windows)]
+    fn socket_env(
+        &self,
+        connection: &Connection,
+        env: &BTreeMap<String, String>,
+        listener: Option<&socket2::Socket>,
+    ) -> Result<Option<BTreeMap<String, String>>, Ran> {
+        let Some(socket) = listener else {
+            return Ok(None);
+        };
+        let pid = connection
+            .peer
+            .filter(|pid| self.is_the_spare(*pid, connection.peer))
+            .ok_or_else(|| {
+                Ran::Failed(format!(
+                    "the process on the spare's pipe ({}) is not of the spare's job (pid {})",
+                    connection
+                        .peer
+                        .map_or("unknown".to_string(), |p| format!("pid {p}")),
+                    self.backend.pid()
+                ))
+            })?;
+        let info = crate::sys::share_socket(socket, pid)
+            .map_err(|e| Ran::Failed(format!("cannot hand the socket to the spare: {e}")))?;
+        let mut env = env.clone();
+        env.insert(HELD_SOCKET_SHARE.into(), hex(&info));
+        Ok(Some(env))
+    }
+
+    /// Whether `pid`, which says it runs the command, is the spare: the process devrun
+    /// started (Unix), or the interpreter that opened the channel inside the spare's job
+    /// (Windows, where `python.exe` may be a venv's launcher).
+    fn is_the_spare(&self, pid: u32, _peer: Option<u32>) -> bool {
+        if pid == self.backend.pid() {
+            return true;
+        }
+        #[cfg(windows)]
+        return _peer == Some(pid) && self.backend.holds(pid);
+        #[cfg(unix)]
+        false
+    }
+}
+
+/// `bytes` as lowercase hex (Python's `bytes.fromhex` reads it).
+#[cfg_attr(unix, allow(dead_code))]
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A spare's group, killed if the spare is dropped before it was discarded or became the
-/// generation (the future running it was cancelled): it must never serve unowned.
+/// generation (the future running it was cancelled): it must never serve unowned. (On
+/// Windows its job dies when the dropped spare's handle to it closes.)
 struct GroupGuard {
     pgid: u32,
     armed: bool,
@@ -208,11 +288,20 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
+            #[cfg(unix)]
             if let Ok(pgid) = i32::try_from(self.pgid) {
                 let group = nix::unistd::Pid::from_raw(pgid);
                 let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             }
             crate::sys::set_helper(self.pgid, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_what_python_fromhex_reads() {
+        assert_eq!(super::hex(&[0, 1, 0xab, 0xff]), "0001abff");
     }
 }

@@ -103,6 +103,22 @@ class AutoModules(Project):
         self.assertEqual(runner.auto_modules(self.root, None), ["json"])
 
 
+class DevrunNames(Project):
+    def test_a_relative_name_that_is_no_file_here_is_none(self):
+        """Windows' embeddable Python runs its stdlib from a zip whose code objects are named
+        `keyword.py`: no file of the project (a relative name that is one still counts)."""
+        write(self.root, "settings.py", "X = 1\n")
+        here = os.getcwd()
+        os.chdir(self.root)
+        try:
+            self.assertIsNone(runner.as_devrun_names(self.root, self.root, "keyword.py"))
+            self.assertIsNone(runner.as_devrun_names(self.root, self.root, "<string>"))
+            self.assertEqual(runner.as_devrun_names(self.root, self.root, "settings.py"),
+                             os.path.join(self.root, "settings.py"))
+        finally:
+            os.chdir(here)
+
+
 class Stamps(unittest.TestCase):
     def test_a_changed_a_removed_or_a_new_file_is_stale(self):
         with tempfile.TemporaryDirectory() as root:

@@ -287,9 +287,15 @@ impl Backend {
         self.spawned_at
     }
 
+    /// Whether `pid` is a process of this generation's job (a venv's `python.exe` launcher
+    /// runs the interpreter as its child, in the same job).
+    #[cfg(windows)]
+    pub fn holds(&self, pid: u32) -> bool {
+        self.group.holds(pid)
+    }
+
     /// A spare interpreter became this generation at `at`: it imported the project's code
     /// only then, so a change before `at` is what it runs.
-    #[cfg(target_os = "linux")]
     pub fn started_running(&mut self, at: Instant) {
         self.spawned_at = at;
     }

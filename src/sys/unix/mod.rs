@@ -105,7 +105,7 @@ pub struct Group {
 /// stack member's group is being checked.
 static LEADERS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
-/// The process groups of devrun's warm spare interpreters (Linux, issue 19): a spare is a
+/// The process groups of devrun's warm spare interpreters (issue 19): a spare is a
 /// descendant of devrun outside every generation's group, yet never a generation's escapee;
 /// and while it is a spare, its group is only itself (the generation running beside it is
 /// not its escapee either).
@@ -113,7 +113,6 @@ static HELPER_GROUPS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::ne
 
 /// Marks the group `pgid` as a spare's (`helper`), or no longer (it became a generation, or
 /// it is gone).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn set_helper(pgid: u32, helper: bool) {
     if let Ok(mut helpers) = HELPER_GROUPS.lock() {
         helpers.retain(|g| *g != pgid);

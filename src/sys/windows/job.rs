@@ -21,13 +21,15 @@ use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
 use windows_sys::Win32::System::JobObjects::{
-    AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
-    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
-    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
-    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    AssignProcessToJobObject, CreateJobObjectW, IsProcessInJob,
+    JobObjectBasicAccountingInformation, JobObjectExtendedLimitInformation,
+    QueryInformationJobObject, SetInformationJobObject, TerminateJobObject,
+    JOBOBJECT_BASIC_ACCOUNTING_INFORMATION, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Threading::{
-    OpenThread, ResumeThread, CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, THREAD_SUSPEND_RESUME,
+    OpenProcess, OpenThread, ResumeThread, CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED,
+    PROCESS_QUERY_INFORMATION, THREAD_SUSPEND_RESUME,
 };
 
 /// Nothing to prepare: the job object's kill-on-close limit ends the backend with devrun.
@@ -203,6 +205,22 @@ impl Group {
         check(unsafe { TerminateJobObject(self.job, 1) })
     }
 
+    /// Whether `pid` is a process of this job (a venv's `python.exe` launcher starts the real
+    /// interpreter as a child: both are).
+    pub fn holds(&self, pid: u32) -> bool {
+        // SAFETY: the process handle is checked and closed; the job handle is ours.
+        unsafe {
+            let process = OpenProcess(PROCESS_QUERY_INFORMATION, 0, pid);
+            if process.is_null() {
+                return false;
+            }
+            let mut inside = 0;
+            let ok = IsProcessInJob(process, self.job, &mut inside);
+            CloseHandle(process);
+            ok != 0 && inside != 0
+        }
+    }
+
     /// Whether any process of the job is still running (the job counts them for us).
     pub fn alive(&self, _leader_reaped: bool) -> bool {
         // SAFETY: a zeroed accounting struct is valid; the pointer and size describe it.
@@ -244,4 +262,52 @@ pub fn describe_signal_exit(status: &ExitStatus) -> Option<String> {
         "exit status {:#x}",
         status.code().map_or(0, |c| c as u32)
     ))
+}
+
+/// The listening socket devrun holds, duplicated for process `pid` (`WSADuplicateSocketW`): the
+/// bytes of the WSAPROTOCOL_INFOW that Python's `socket.fromshare` takes in that process. A warm
+/// spare gets the socket so, once it is told to run: it was started long before, and must not
+/// hold the socket while it waits.
+pub fn share_socket(socket: &socket2::Socket, pid: u32) -> io::Result<Vec<u8>> {
+    use windows_sys::Win32::Networking::WinSock::{
+        WSADuplicateSocketW, WSAGetLastError, WSAPROTOCOL_INFOW,
+    };
+    // SAFETY: a zeroed WSAPROTOCOL_INFOW is valid plain data, filled by the call; the socket is
+    // the live one devrun holds.
+    unsafe {
+        let mut info: WSAPROTOCOL_INFOW = std::mem::zeroed();
+        if WSADuplicateSocketW(socket.as_raw_socket() as usize, pid, &mut info) != 0 {
+            return Err(io::Error::from_raw_os_error(WSAGetLastError()));
+        }
+        let bytes = std::slice::from_raw_parts(
+            (&info as *const WSAPROTOCOL_INFOW).cast::<u8>(),
+            std::mem::size_of::<WSAPROTOCOL_INFOW>(),
+        );
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Run by `cargo test` on Windows (and by the Wine lane's unit scenario).
+#[cfg(test)]
+mod windows_tests {
+    use super::*;
+
+    /// Issue 19: the interpreter a spare's `python.exe` launcher starts is proven to be of the
+    /// spare's job before the held socket is duplicated for it; devrun itself is of no job.
+    #[tokio::test]
+    async fn windows_a_job_holds_its_processes_and_no_other() {
+        let mut cmd = tokio::process::Command::new("cmd.exe");
+        cmd.args(["/c", "pause"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let (child, group) = spawn_group(cmd, None).unwrap();
+        let pid = child.id().unwrap();
+        assert!(group.holds(pid), "the job's own process, pid {pid}");
+        assert!(
+            !group.holds(std::process::id()),
+            "devrun is of no backend's job"
+        );
+        group.kill().unwrap();
+    }
 }

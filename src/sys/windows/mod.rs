@@ -1,19 +1,22 @@
 //! Windows: the backend in a job object (`job.rs`), the console it shares with devrun for
 //! CTRL_BREAK (`console.rs`), other processes from Toolhelp and process handles (`procs.rs`),
-//! port owners from the TCP tables (`tcp.rs`).
+//! port owners from the TCP tables (`tcp.rs`), owner-only named pipes (`pipe.rs`).
 
 use std::io;
 use std::net::SocketAddr;
 
 mod console;
 mod job;
+mod pipe;
 mod procs;
 mod tcp;
 
 pub use console::prepare_console;
 pub use job::{
-    describe_signal_exit, orphan_members, prepare_supervisor, signal_pids, spawn_group, Group,
+    describe_signal_exit, orphan_members, prepare_supervisor, share_socket, signal_pids,
+    spawn_group, Group,
 };
+pub use pipe::{pipe_client_pid, OwnerOnly};
 pub use procs::{children, command_line, is_zombie, process_table, start_time, terminate};
 pub use tcp::{listener_pids, listener_pids_checked};
 
@@ -84,6 +87,9 @@ pub fn group_members(_pgid: u32) -> Vec<u32> {
 pub fn group_refusal(_pid: u32, _pgid: u32) -> Option<String> {
     None
 }
+
+/// A spare's job is its own: no other group's escapee scan can mistake it (there is none).
+pub fn set_helper(_pgid: u32, _helper: bool) {}
 
 /// Another process's environment is not read here: the job object answers for orphans.
 pub fn marked(_var: &str, _value: &str, _since: u64) -> Vec<(u32, u64)> {
