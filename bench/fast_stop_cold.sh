@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Issue 19: the cold rows interleaved (the machine's load drifts more than a sequential sitting
 # can hide): R rounds of N saves each of `uvicorn --reload`, devrun cold with uvicorn's own stop
-# (--no-fast-stop) and devrun cold with the fast stop, on FIXTURE (fastapi: the shared FastAPI
-# fixture; heavy: bench/heavy_app), with ../shared/bench/reload_probe.py. Prints each run's
-# line, then the pooled medians and their ratio to `uvicorn --reload`.
+# (--no-fast-stop), devrun cold with the fast stop, and the floor of any cold restart (the probe
+# itself SIGKILLs uvicorn at the save and starts it fresh: no detection, no stop, only a new
+# interpreter's start), on FIXTURE (fastapi: the shared FastAPI fixture; heavy:
+# bench/heavy_app), with ../shared/bench/reload_probe.py. Prints each run's line, then the
+# pooled medians and their ratio to `uvicorn --reload`.
 # Usage: R=3 N=8 bench/fast_stop_cold.sh [fastapi|heavy]. Needs .venv-bench (bench/preload.sh).
+# DEVRUN_BEFORE=/path/to/an/older/devrun adds its cold row to each round, for before/after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixture=${1:-fastapi}
@@ -28,9 +31,15 @@ uv="$py -m uvicorn app.main:app --port $port"
 for r in $(seq "${R:-3}"); do
   for row in "uvicorn-reload|$uv --reload" \
              "devrun-cold-stockstop|$devrun --port $port --no-fast-stop -- $uv" \
-             "devrun-cold|$devrun --port $port -- $uv"; do
-    python3 "$probe" --label "${row%%|*}" --cwd "$scratch/app" --results-dir "$scratch/results" \
-      -n "$n" --port "$port" --edit app/version.py --cmd "${row#*|}" 2>&1 | tee -a "$scratch/log" | tail -1
+             "devrun-cold|$devrun --port $port -- $uv" \
+             "floor-kill-and-start|$uv" \
+             ${DEVRUN_BEFORE:+"devrun-cold-before|$DEVRUN_BEFORE --port $port -- $uv"}; do
+    label=${row%%|*}
+    floor=()
+    [ "$label" = floor-kill-and-start ] && floor=(--restart-self --restart-signal KILL)
+    python3 "$probe" --label "$label" --cwd "$scratch/app" --results-dir "$scratch/results" \
+      -n "$n" --port "$port" --edit app/version.py "${floor[@]}" --cmd "${row#*|}" 2>&1 \
+      | tee -a "$scratch/log" | tail -1
   done
 done
 python3 - "$scratch/log" <<'PY'
