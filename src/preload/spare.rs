@@ -192,8 +192,11 @@ impl Spare {
                 .transpose()
                 .map_err(|e| failed(&e))?
         };
+        // Windows: no descriptor travels on a pipe; the socket goes in the environment.
         #[cfg(windows)]
-        let (held, with_socket) = (None::<()>, self.socket_env(connection, env, listener)?);
+        let held: Option<()> = None;
+        #[cfg(windows)]
+        let with_socket = self.socket_env(connection, env, listener)?;
         #[cfg(windows)]
         let env = with_socket.as_ref().unwrap_or(env);
         let request = Request::Run {
