@@ -46,7 +46,16 @@ pub struct Slot {
     spares: bool,
     /// What a spare could not import was said (each spare would say it again).
     skipped_said: bool,
+    /// The spare to start behind the generation a spare became, once that one is ready.
+    next_spare: Option<NextSpare>,
     off: bool,
+}
+
+/// What the next spare starts with.
+struct NextSpare {
+    settings: Settings,
+    base: Vec<(String, String)>,
+    label: Option<Label>,
 }
 
 impl Slot {
@@ -80,9 +89,25 @@ impl Slot {
         self.run_spare(wanted, ui).await
     }
 
+    /// Starts the spare behind the generation a spare became, if one is due: once that
+    /// generation is ready (or has ended), so that the spare's imports never compete with its
+    /// start. A spare that cannot start is said; the next generation starts one itself.
+    pub fn start_next_spare(&mut self, ui: &Ui) {
+        let Some(next) = self.next_spare.take() else {
+            return;
+        };
+        match Spare::start(&next.settings, &next.base, next.label) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(e) => ui.emit(&crate::ui::Event::Warning(format!(
+                "cannot start a spare interpreter ({e}); the next generation starts one"
+            ))),
+        }
+    }
+
     /// Ends the preloader and the spare and waits until they are reaped (a preloader's
     /// children die with it).
     pub async fn stop(&mut self) {
+        self.next_spare = None;
         #[cfg(target_os = "linux")]
         if let Some(preloader) = self.preloader.take() {
             preloader.kill().await;
@@ -111,6 +136,9 @@ impl Slot {
         let (settings, base, label) = (wanted.settings, wanted.base, &wanted.label);
         let root = &settings.root;
         let is_project = |p: &Path| p.starts_with(root) && (wanted.is_project)(p);
+        // Not started yet (this generation came before the last one was ready): a fresh one
+        // serves it below.
+        self.next_spare = None;
         for _ in 0..2 {
             let spare = match self.spare.take() {
                 Some(mut old) => {
@@ -139,8 +167,13 @@ impl Slot {
                     if !std::mem::replace(&mut self.skipped_said, true) {
                         say_skipped(ui, skipped);
                     }
-                    // The next one imports while this one starts: ready by the next change.
-                    self.spare = Some(self.start_spare(settings, base, label.clone())?);
+                    // The next one starts once this one is ready (`start_next_spare`): its
+                    // imports would take the CPU this generation's start needs.
+                    self.next_spare = Some(NextSpare {
+                        settings: settings.clone(),
+                        base: base.to_vec(),
+                        label: label.clone(),
+                    });
                     return Ok(Some((
                         *backend,
                         Preloaded {

@@ -191,6 +191,15 @@ impl Runner {
             };
             let after = next(self.mode, unit.phase, step);
             self.report(unit.phase, after);
+            // A spare behind a generation starts once it is ready (or ended), never during its
+            // start; `--once` needs none.
+            let done = matches!(
+                after,
+                Phase::Serving(Readiness::Ready(_)) | Phase::Waiting { .. }
+            );
+            if done && self.mode == Mode::Watch {
+                self.preload.start_next_spare(&self.ui);
+            }
             unit.phase = after;
         }
     }

@@ -248,3 +248,56 @@ fn ctrl_c_while_a_spare_imports_ends_it() {
     assert!(!alive(spare), "the spare survived");
     p.assert_nothing_left();
 }
+
+/// The spare behind a generation starts once that generation is ready, never during its start
+/// (its imports would take the CPU the start needs); it then serves the next change.
+#[test]
+fn the_next_spare_starts_once_the_generation_is_ready() {
+    let gate = tempfile::tempdir().unwrap();
+    let open = gate.path().join("open");
+    let gated = "import os, time\n\
+                 from contextlib import asynccontextmanager\n\
+                 from fastapi import FastAPI\n\
+                 from .version import VERSION\n\
+                 @asynccontextmanager\n\
+                 async def lifespan(app):\n\
+                 \x20   deadline = time.monotonic() + 120\n\
+                 \x20   while not os.path.exists(os.environ['GATE']) and time.monotonic() < deadline:\n\
+                 \x20       time.sleep(0.05)\n\
+                 \x20   yield\n\
+                 app = FastAPI(lifespan=lifespan)\n\
+                 @app.get('/')\n\
+                 def index():\n\
+                 \x20   return {'version': VERSION, 'pid': os.getpid(), 'generation': 1}\n\
+                 @app.get('/health')\n\
+                 def health():\n\
+                 \x20   return {'ok': True}\n";
+    let config = spare_config("\"auto\"").replace("app.main:app", "app.gated:app");
+    let p = Project::fastapi_app(&config).env("GATE", open.to_str().unwrap());
+    p.write_atomic("app/gated.py", gated);
+    let p = p.start();
+    p.wait_until("generation 1 to start", WAIT, || {
+        p.stderr().contains("started generation 1")
+    });
+    // Its lifespan holds it before ready: no spare may start meanwhile.
+    let devrun = p.pid();
+    let spares = || {
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| parent_of(pid) == Some(devrun) && alive(pid))
+            .filter(|&pid| cmdline(pid).contains("devrun's preloader"))
+            .count()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert_eq!(spares(), 0, "a spare started before generation 1 was ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!p.stderr().contains("generation 1 ready"), "{}", p.stderr());
+    fs::write(&open, "").unwrap();
+    p.wait_for_version("v1", WAIT);
+    let spare = waiting_spare(&p);
+    p.write_atomic("app/version.py", &version_py("v2"));
+    assert_eq!(p.wait_for_version("v2", WAIT).pid, spare);
+}
